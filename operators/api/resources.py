@@ -1,0 +1,92 @@
+"""The Sluice resource types: what the API server needs to know to serve each one.
+
+One `ResourceType` per kind. The CRDs in ``crds/`` are generated from this
+registry (see ``crdgen.py``), so adding a resource is: define its spec and
+status models, describe it here, add it to `RESOURCES`, run ``sluice crds``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel
+
+from operators.api import rollout
+from operators.api.base import CATEGORY, GROUP
+
+Scope = Literal["Namespaced", "Cluster"]
+ColumnType = Literal["string", "integer", "number", "boolean", "date"]
+
+
+@dataclass(frozen=True)
+class PrinterColumn:
+    """One column of `kubectl get` output."""
+
+    name: str
+    type: ColumnType
+    json_path: str
+    description: str = ""
+    # 0 shows in plain `kubectl get`; higher only with `-o wide`.
+    priority: int = 0
+
+
+# Every resource ends with an Age column, as built-in kinds do.
+AGE = PrinterColumn("Age", "date", ".metadata.creationTimestamp")
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    """A Sluice kind: its names, scope, models and `kubectl get` columns."""
+
+    kind: str
+    plural: str
+    singular: str
+    scope: Scope
+    spec_model: type[BaseModel]
+    status_model: type[BaseModel]
+    description: str
+    short_names: tuple[str, ...] = ()
+    printer_columns: tuple[PrinterColumn, ...] = (AGE,)
+    categories: tuple[str, ...] = (CATEGORY,)
+    group: str = GROUP
+
+    @property
+    def list_kind(self) -> str:
+        return f"{self.kind}List"
+
+    @property
+    def crd_name(self) -> str:
+        """The CRD's metadata.name, which Kubernetes requires to be `<plural>.<group>`."""
+        return f"{self.plural}.{self.group}"
+
+    @property
+    def file_name(self) -> str:
+        """The file under ``crds/`` that holds this resource's CRD."""
+        return f"{self.singular}.yaml"
+
+
+ROLLOUT = ResourceType(
+    kind=rollout.KIND,
+    plural=rollout.PLURAL,
+    singular=rollout.SINGULAR,
+    scope="Namespaced",
+    spec_model=rollout.RolloutSpec,
+    status_model=rollout.RolloutStatus,
+    description=(
+        "A Rollout owns one workload and releases new versions of it in canary steps, "
+        "advancing only while Prometheus analysis passes and rolling back when it fails."
+    ),
+    short_names=tuple(rollout.SHORT_NAMES),
+    printer_columns=(
+        PrinterColumn("Phase", "string", ".status.phase", "Where the release stands."),
+        PrinterColumn("Weight", "integer", ".status.canaryWeight", "Percent of traffic on the canary."),
+        PrinterColumn("Step", "integer", ".status.currentStepIndex", "Index of the current canary step."),
+        PrinterColumn("Stable", "string", ".status.stableRevision", "Revision serving as stable."),
+        PrinterColumn("Canary", "string", ".status.canaryRevision", "Revision being released."),
+        AGE,
+    ),
+)
+
+# Every resource the operators serve, in the order `sluice crds` writes them.
+RESOURCES: tuple[ResourceType, ...] = (ROLLOUT,)

@@ -1,0 +1,351 @@
+"""The Rollout resource: spec and status, exactly as DESIGN.md names them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from operators.api.base import ApiModel, Condition, Duration, LabelSelector, parse_duration
+
+KIND = "Rollout"
+PLURAL = "rollouts"
+SINGULAR = "rollout"
+SHORT_NAMES = ["sro"]
+
+# The pod template is a PodTemplateSpec: kept whole (unknown fields preserved)
+# so users can write anything a Deployment accepts, with the few checks that
+# catch the common mistakes at `kubectl apply` time.
+POD_TEMPLATE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "The pod template (a PodTemplateSpec) of the released workload.",
+    "required": ["spec"],
+    "properties": {
+        "metadata": {
+            "type": "object",
+            "properties": {
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+            "x-kubernetes-preserve-unknown-fields": True,
+        },
+        "spec": {
+            "type": "object",
+            "required": ["containers"],
+            "properties": {
+                "containers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {"name": {"type": "string"}, "image": {"type": "string"}},
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    },
+                },
+            },
+            "x-kubernetes-preserve-unknown-fields": True,
+        },
+    },
+}
+
+INT_OR_STRING: dict[str, Any] = {"x-kubernetes-int-or-string": True}
+
+
+class ServiceSpec(ApiModel):
+    """The Services `<name>` (stable) and `<name>-canary` in front of the pods."""
+
+    port: int = Field(default=80, ge=1, le=65535, description="Port the Services listen on.")
+    target_port: int | str = Field(
+        default="http",
+        description="Container port (number or name) the Services send traffic to.",
+        json_schema_extra=INT_OR_STRING,
+    )
+
+
+class ParentReference(ApiModel):
+    """A Gateway API parentRef: the Gateway (or listener) the route attaches to."""
+
+    name: str
+    namespace: str | None = None
+    section_name: str | None = None
+    port: int | None = None
+    group: str | None = None
+    kind: str | None = None
+
+
+class GatewayAPITraffic(ApiModel):
+    """Traffic shifting with a Gateway API HTTPRoute holding two weighted backendRefs."""
+
+    http_route: str | None = Field(
+        default=None,
+        alias="httpRoute",
+        description="Name of the HTTPRoute to manage (created if absent). Defaults to the Rollout's name.",
+    )
+    parent_refs: list[ParentReference] = Field(default_factory=list)
+    hostnames: list[str] = Field(default_factory=list)
+
+
+class Traffic(ApiModel):
+    """Exactly one traffic provider. Without `traffic`, weights follow replica counts."""
+
+    model_config = {"json_schema_extra": {"minProperties": 1, "maxProperties": 1}}
+
+    gateway_api: GatewayAPITraffic | None = Field(default=None, alias="gatewayAPI")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Traffic:
+        if self.gateway_api is None:
+            raise ValueError("traffic needs exactly one provider, e.g. gatewayAPI")
+        return self
+
+
+class Pause(ApiModel):
+    """Hold the release: for `duration`, or until promoted when no duration is given."""
+
+    duration: Duration | None = None
+
+
+class Step(ApiModel):
+    """One canary step: exactly one of setWeight or pause."""
+
+    model_config = {"json_schema_extra": {"minProperties": 1, "maxProperties": 1}}
+
+    set_weight: int | None = Field(
+        default=None, ge=0, le=100, description="Percent of traffic to the canary."
+    )
+    pause: Pause | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Step:
+        if (self.set_weight is None) == (self.pause is None):
+            raise ValueError("a step has exactly one of setWeight or pause")
+        return self
+
+
+class PrometheusSource(ApiModel):
+    address: str | None = Field(
+        default=None,
+        description="Prometheus base URL. Defaults to the operator's --prometheus-url.",
+    )
+    timeout: Duration = "10s"
+
+
+class ThresholdRange(ApiModel):
+    """The SLO: a value outside [min, max] fails the check."""
+
+    model_config = {"json_schema_extra": {"minProperties": 1}}
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> ThresholdRange:
+        if self.min is None and self.max is None:
+            raise ValueError("thresholdRange needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"thresholdRange min {self.min} is above max {self.max}")
+        return self
+
+
+class NoDataPolicy(StrEnum):
+    INCONCLUSIVE = "inconclusive"
+    FAIL = "fail"
+    PASS = "pass"
+
+
+class Metric(ApiModel):
+    """One health query: a Jinja2 `query`, or a built-in `template` with `args`."""
+
+    model_config = {"json_schema_extra": {"oneOf": [{"required": ["query"]}, {"required": ["template"]}]}}
+
+    name: str = Field(min_length=1)
+    prometheus: PrometheusSource = Field(default_factory=PrometheusSource)
+    query: str | None = Field(default=None, description="PromQL as a sandboxed Jinja2 template.")
+    template: str | None = Field(default=None, description="A built-in query template, instead of query.")
+    args: dict[str, str] = Field(default_factory=dict, description="Extra template variables, as `args`.")
+    threshold_range: ThresholdRange
+    no_data: NoDataPolicy = NoDataPolicy.INCONCLUSIVE
+
+    @model_validator(mode="after")
+    def _query_or_template(self) -> Metric:
+        if (self.query is None) == (self.template is None):
+            raise ValueError(f"metric {self.name!r} needs exactly one of query or template")
+        return self
+
+
+class Analysis(ApiModel):
+    """Background analysis: runs from the first non-zero weight until promotion."""
+
+    interval: Duration = "60s"
+    failure_limit: int = Field(default=0, ge=0)
+    inconclusive_limit: int = Field(default=3, ge=0)
+    error_limit: int = Field(default=4, ge=0)
+    min_checks_per_step: int = Field(default=1, ge=0)
+    metrics: list[Metric] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _interval_at_least_a_second(self) -> Analysis:
+        if parse_duration(self.interval).total_seconds() < 1:
+            raise ValueError(f"analysis interval {self.interval} is below the minimum of 1s")
+        names = [m.name for m in self.metrics]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"metric names must be unique: {', '.join(duplicated)}")
+        return self
+
+
+MATCH_WEIGHT = "matchWeight"
+
+
+class Canary(ApiModel):
+    """The canary strategy: explicit steps, or the shorthand stepWeight + maxWeight."""
+
+    model_config = {"json_schema_extra": {"oneOf": [{"required": ["steps"]}, {"required": ["stepWeight"]}]}}
+
+    steps: list[Step] | None = Field(default=None, min_length=1)
+    step_weight: int | None = Field(default=None, ge=1, le=100)
+    max_weight: int | None = Field(default=None, ge=1, le=100)
+    canary_replicas: int | str = Field(
+        default=MATCH_WEIGHT,
+        description='"matchWeight" (canary pods in proportion to its weight) or a fixed number.',
+        json_schema_extra=INT_OR_STRING,
+    )
+    abort_scale_down_delay_seconds: int = Field(default=30, ge=0)
+    analysis: Analysis | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Canary:
+        if (self.steps is None) == (self.step_weight is None):
+            raise ValueError("canary needs exactly one of steps or stepWeight")
+        if self.max_weight is not None and self.step_weight is None:
+            raise ValueError("maxWeight goes with stepWeight")
+        if isinstance(self.canary_replicas, str) and self.canary_replicas != MATCH_WEIGHT:
+            raise ValueError(
+                f'canaryReplicas must be "{MATCH_WEIGHT}" or a number, not {self.canary_replicas!r}'
+            )
+        if isinstance(self.canary_replicas, int) and self.canary_replicas < 0:
+            raise ValueError("canaryReplicas cannot be negative")
+        return self
+
+    def effective_steps(self) -> list[Step]:
+        """The explicit steps, or the ones the stepWeight/maxWeight shorthand stands for.
+
+        The shorthand climbs by stepWeight up to maxWeight (default 100), each
+        weight followed by a wait of one analysis interval when analysis is set.
+        """
+        if self.steps is not None:
+            return self.steps
+        assert self.step_weight is not None
+        top = self.max_weight or 100
+        weights = [*range(self.step_weight, top, self.step_weight), top]
+        steps: list[Step] = []
+        for weight in weights:
+            steps.append(Step(set_weight=weight))
+            if self.analysis is not None and weight < 100:
+                steps.append(Step(pause=Pause(duration=self.analysis.interval)))
+        if weights[-1] < 100:
+            steps.append(Step(set_weight=100))
+        return steps
+
+
+class Strategy(ApiModel):
+    canary: Canary
+
+
+class RolloutSpec(ApiModel):
+    replicas: int = Field(default=1, ge=0)
+    selector: LabelSelector | None = Field(
+        default=None,
+        description="Extra labels that select this Rollout's pods (they must be on the template). "
+        "Sluice always selects by its own sluice.dev/rollout label as well.",
+    )
+    template: dict[str, Any] = Field(json_schema_extra=POD_TEMPLATE_SCHEMA)
+    service: ServiceSpec = Field(default_factory=ServiceSpec)
+    traffic: Traffic | None = None
+    paused: bool = Field(default=False, description="User intent: hold the release at its current step.")
+    progress_deadline_seconds: int = Field(default=600, ge=1)
+    strategy: Strategy
+
+
+class Phase(StrEnum):
+    INITIALIZING = "Initializing"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    HEALTHY = "Healthy"
+    DEGRADED = "Degraded"
+    ABORTED = "Aborted"
+
+
+class Outcome(StrEnum):
+    PASSED = "Passed"
+    FAILED = "Failed"
+    INCONCLUSIVE = "Inconclusive"
+    ERROR = "Error"
+
+
+class MetricResult(ApiModel):
+    name: str
+    outcome: Outcome
+    value: float | None = None
+    message: str = ""
+
+
+class Check(ApiModel):
+    time: str
+    outcome: Outcome
+    metrics: list[MetricResult] = Field(default_factory=list)
+
+
+class AnalysisStatus(ApiModel):
+    passed: int = 0
+    failed: int = 0
+    inconclusive: int = 0
+    consecutive_errors: int = 0
+    passed_at_step: int = Field(default=0, description="Passing checks since the canary weight last changed.")
+    last_check: Check | None = None
+
+
+class ReplicaStatus(ApiModel):
+    stable: int = 0
+    canary: int = 0
+    canary_ready: int = 0
+
+
+class HistoryEntry(ApiModel):
+    time: str
+    action: str
+    revision: str | None = None
+    message: str = ""
+
+
+CommandName = Literal["promote", "promote-full", "abort", "retry"]
+
+
+class RolloutStatus(ApiModel):
+    # Status is written by the operator only; unknown keys from older versions are kept.
+    model_config = {"extra": "ignore"}
+
+    observed_generation: int | None = None
+    phase: Phase | None = None
+    stable_revision: str | None = None
+    canary_revision: str | None = None
+    current_step_index: int | None = None
+    canary_weight: int = 0
+    step_started_at: str | None = Field(default=None, description="When the current step began.")
+    weight_changed_at: str | None = Field(
+        default=None, description="When the canary weight last changed: checks at a weight start from here."
+    )
+    aborted_at: str | None = Field(default=None, description="When the canary lost its traffic.")
+    replicas: ReplicaStatus = Field(default_factory=ReplicaStatus)
+    analysis: AnalysisStatus = Field(default_factory=AnalysisStatus)
+    handled_commands: dict[str, str] = Field(
+        default_factory=dict, description="The last value of each sluice.dev/ command annotation acted on."
+    )
+    history: list[HistoryEntry] = Field(default_factory=list)
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    message: str = ""

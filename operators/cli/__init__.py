@@ -1,0 +1,57 @@
+"""The `sluice` command (also installed as `kubectl-sluice`, so `kubectl sluice ...` works)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from operators.cli import crds, release, run
+
+DESCRIPTION = """\
+Sluice: progressive delivery for Kubernetes. Releases shift traffic to a new
+version in steps, advance only while Prometheus says it meets its SLOs, and
+roll back at once when it does not.
+"""
+
+EPILOG = """\
+examples:
+  sluice run --all-namespaces --prometheus-url http://prometheus.monitoring:9090
+  kubectl sluice status web --watch
+  kubectl sluice promote web
+  sluice crds --output-dir crds/
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sluice",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run.add_parser(commands)
+    crds.add_parser(commands)
+    release.add_parsers(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

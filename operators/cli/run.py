@@ -1,0 +1,59 @@
+"""`sluice run`: the operator, against the current kubeconfig (or in-cluster)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from operators.operator import DEFAULT_LIVENESS, PROMETHEUS_URL_ENV, OperatorOptions, run_operator
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "run",
+        help="run the operator",
+        description="Run the Sluice operator against the current kubeconfig context, or in-cluster "
+        "with the pod's service account.",
+    )
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch this namespace (repeatable; glob patterns allowed)",
+    )
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)"
+    )
+    parser.add_argument(
+        "--prometheus-url",
+        metavar="URL",
+        help=f"Prometheus for metrics that name no address (default: ${PROMETHEUS_URL_ENV})",
+    )
+    parser.add_argument(
+        "--kubeconfig", metavar="PATH", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)"
+    )
+    parser.add_argument("--context", metavar="NAME", help="kubeconfig context to use")
+    parser.add_argument(
+        "--liveness",
+        metavar="URL",
+        default=DEFAULT_LIVENESS,
+        help=f"serve the liveness probe here (default: {DEFAULT_LIVENESS}; 'off' to disable)",
+    )
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    options = OperatorOptions(
+        namespaces=args.namespace,
+        all_namespaces=args.all_namespaces or not args.namespace,
+        prometheus_url=args.prometheus_url,
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        liveness_endpoint=None if args.liveness == "off" else args.liveness,
+    )
+    asyncio.run(run_operator(options))
+    return 0

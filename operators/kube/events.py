@@ -1,0 +1,54 @@
+"""Kubernetes Events about a Rollout, the way `kubectl describe` shows them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from operators.kube.client import Cluster, collection_path
+from operators.timeutil import format_time
+
+COMPONENT = "sluice"
+# The API server refuses longer messages; ours name metrics and values, so cut politely.
+MAX_MESSAGE = 1024
+
+
+def event_body(
+    involved: Mapping[str, Any], kind: str, reason: str, message: str, now: datetime
+) -> dict[str, Any]:
+    meta = involved.get("metadata", {})
+    stamp = format_time(now.replace(microsecond=0))
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 1] + "…"
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
+        "involvedObject": {
+            "apiVersion": involved.get("apiVersion"),
+            "kind": involved.get("kind"),
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "type": kind,
+        "reason": reason,
+        "message": message,
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": COMPONENT,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+
+
+def post_event(
+    cluster: Cluster, involved: Mapping[str, Any], kind: str, reason: str, message: str, now: datetime
+) -> None:
+    namespace = involved.get("metadata", {}).get("namespace")
+    cluster.request(
+        "POST", collection_path("v1", "Event", namespace), event_body(involved, kind, reason, message, now)
+    )

@@ -1,0 +1,107 @@
+"""Running the Sluice operator: kopf with our handlers, settings and clients.
+
+Used by ``sluice run`` and, unchanged, by the integration tests, which run the
+real operator in a thread against the sandbox API server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from kubernetes import client as k8s
+
+from operators.analysis.provider import PrometheusProvider
+from operators.context import OperatorContext
+from operators.kube.client import Cluster, load_api_client
+from operators.rollout import handlers
+from operators.rollout.reconciler import RolloutReconciler
+
+PROMETHEUS_URL_ENV = "SLUICE_PROMETHEUS_URL"
+DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
+
+
+@dataclass
+class OperatorOptions:
+    namespaces: Sequence[str] = field(default_factory=list)
+    all_namespaces: bool = False
+    prometheus_url: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    liveness_endpoint: str | None = DEFAULT_LIVENESS
+
+    def resolved_prometheus_url(self) -> str | None:
+        return self.prometheus_url or os.environ.get(PROMETHEUS_URL_ENV) or None
+
+
+def build_context(options: OperatorOptions, api: k8s.ApiClient) -> OperatorContext:
+    reconciler = RolloutReconciler(
+        cluster=Cluster(api),
+        metrics=PrometheusProvider(),
+        prometheus_url=options.resolved_prometheus_url(),
+    )
+    return OperatorContext(reconciler=reconciler)
+
+
+def connection_info(configuration: k8s.Configuration) -> kopf.ConnectionInfo:
+    """kopf's credentials taken from the same configuration our own client uses."""
+    header = configuration.get_api_key_with_prefix("BearerToken") or configuration.get_api_key_with_prefix(
+        "authorization"
+    )
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (
+        (None, None) if not parts else (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    )
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        username=configuration.username or None,
+        password=configuration.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
+
+
+def operator_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.posting.level = logging.WARNING  # our own Events say what matters; kopf's are noise
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+    return settings
+
+
+async def run_operator(
+    options: OperatorOptions,
+    stop_flag: Any = None,
+    ready_flag: Any = None,
+) -> None:
+    """Run until ``stop_flag`` is set (or forever). Blocks; call from an event loop."""
+    api = load_api_client(options.kubeconfig, options.context)
+    context = build_context(options, api)
+    info = connection_info(api.configuration)
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry)
+
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return info
+
+    kopf.on.login(registry=registry)(login)
+    await kopf.operator(
+        registry=registry,
+        settings=operator_settings(),
+        standalone=True,
+        clusterwide=options.all_namespaces,
+        namespaces=list(options.namespaces),
+        liveness_endpoint=options.liveness_endpoint,
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+        memo=kopf.Memo(context=context),
+    )

@@ -1,0 +1,68 @@
+"""kstatus conditions, as Argo CD, Flux and `kubectl wait` read them.
+
+``Ready`` says the Rollout is healthy at the generation observed;
+``Reconciling`` that work is under way; ``Stalled`` that it cannot go on
+without a person. ``Progressing`` and ``Degraded`` mirror the phase for
+people used to Deployments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from operators.api.base import Condition
+from operators.api.rollout import Phase
+from operators.timeutil import format_time
+
+RELEASING = {Phase.INITIALIZING, Phase.PROGRESSING, Phase.PAUSED}
+STUCK = {Phase.DEGRADED, Phase.ABORTED}
+
+
+def rollout_conditions(
+    phase: Phase,
+    reason: str,
+    message: str,
+    generation: int,
+    previous: Sequence[Condition],
+    now: datetime,
+    stalled: bool = False,
+) -> list[Condition]:
+    """The five conditions for a phase; ``stalled`` forces Stalled (bad spec, conflicts)."""
+    is_stalled = stalled or phase in STUCK
+    wanted = {
+        "Ready": phase == Phase.HEALTHY and not stalled,
+        "Reconciling": phase in RELEASING and not stalled,
+        "Stalled": is_stalled,
+        "Progressing": phase in {Phase.INITIALIZING, Phase.PROGRESSING} and not stalled,
+        "Degraded": is_stalled,
+    }
+    return merge_conditions(previous, wanted, reason, message, generation, now)
+
+
+def merge_conditions(
+    previous: Sequence[Condition],
+    wanted: dict[str, bool],
+    reason: str,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> list[Condition]:
+    """Conditions with the given truth values, keeping lastTransitionTime where nothing flipped."""
+    before = {c.type: c for c in previous}
+    result = []
+    for kind, truth in wanted.items():
+        status = "True" if truth else "False"
+        old = before.get(kind)
+        since = old.last_transition_time if old and old.status == status else format_time(now)
+        result.append(
+            Condition(
+                type=kind,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=since,
+                observed_generation=generation,
+            )
+        )
+    return result

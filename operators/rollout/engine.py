@@ -1,0 +1,539 @@
+"""The Rollout state machine: a pure function from what is to what should be.
+
+``reconcile(spec, status, observed, now)`` returns a :class:`Plan`: the objects
+to apply, the status to write, the events to post and when to look again. It
+reads nothing and writes nothing; the kopf handlers do both. Every decision is
+made from ``status`` and the observed objects, never from memory, so an
+operator restarted mid-release takes up the same step with the same weights.
+
+The life of a release::
+
+    new revision -> steps (setWeight / pause, gated by analysis) -> promoting -> Healthy
+                          \\-> analysis fails, deadline passes, or abort -> Degraded / Aborted
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from operators.api.base import parse_duration
+from operators.api.refs import RolloutRef
+from operators.api.rollout import (
+    AnalysisStatus,
+    Check,
+    HistoryEntry,
+    Phase,
+    RolloutSpec,
+    RolloutStatus,
+    Step,
+)
+from operators.rollout import verdicts
+from operators.rollout.commands import Command, PendingCommand, pending_commands
+from operators.rollout.conditions import RELEASING, STUCK, rollout_conditions
+from operators.rollout.inventory import deployment_key, key_of, managed_keys, service_key
+from operators.rollout.ownership import conflict_message, is_owned_by
+from operators.rollout.render import (
+    RenderError,
+    canary_replicas,
+    pod_selector,
+    pod_template_revision,
+    render_deployment,
+    render_service,
+)
+from operators.rollout.workload import is_rolled_out, ready_replicas, revision_of, template_of
+from operators.timeutil import format_time, parse_time, seconds_since
+from operators.traffic.base import ObjectKey, Weights, provider_for
+
+HISTORY_LIMIT = 20
+# With nothing timed to wait for, look again this often anyway: a safety net
+# for missed watch events, not the way progress is normally noticed.
+RESYNC_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything the engine may know about the world, read by the shell just before."""
+
+    ref: RolloutRef
+    generation: int
+    annotations: Mapping[str, str]
+    # spec.template plus the sidecars of matching SidecarSets: what the pods will run.
+    effective_template: Mapping[str, Any]
+    # Every key of managed_keys(): the live object, or None when it does not exist.
+    objects: Mapping[ObjectKey, Mapping[str, Any] | None]
+    # The analysis check the shell ran this round because analysis_due() said so.
+    check: Check | None = None
+    # Problems the shell found in the spec that the schema cannot catch (query templates).
+    problems: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class EventNote:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    status: RolloutStatus
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    events: list[EventNote] = field(default_factory=list)
+    # Seconds until the engine wants to look again; 0 means "at once" (a step was taken).
+    requeue_after: float = RESYNC_SECONDS
+
+
+def reconcile(spec: RolloutSpec, status: RolloutStatus, observed: Observed, now: datetime) -> Plan:
+    return _Reconciliation(spec, status, observed, now).run()
+
+
+def analysis_due(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> bool:
+    """Should the shell query the metrics before calling :func:`reconcile`?"""
+    analysis = spec.strategy.canary.analysis
+    if analysis is None or not _analysing(spec, status):
+        return False
+    due = verdicts.next_check_at(analysis, status.analysis, status.weight_changed_at)
+    return due is None or now >= due
+
+
+def _analysing(spec: RolloutSpec, status: RolloutStatus) -> bool:
+    """Analysis runs from the first non-zero canary weight until promotion."""
+    steps = spec.strategy.canary.effective_steps()
+    return (
+        status.phase in RELEASING
+        and status.canary_revision is not None
+        and status.current_step_index is not None
+        and status.current_step_index < len(steps)
+        and status.canary_weight > 0
+    )
+
+
+def blocked_status(status: RolloutStatus, generation: int, reason: str, message: str, now: datetime) -> RolloutStatus:
+    """Status for a Rollout that cannot be acted on (invalid spec, conflicts): say why, touch nothing."""
+    result = status.model_copy(deep=True)
+    result.observed_generation = generation
+    result.message = message
+    result.phase = result.phase or Phase.DEGRADED
+    result.conditions = rollout_conditions(
+        result.phase, reason, message, generation, status.conditions, now, stalled=True
+    )
+    return result
+
+
+class _Reconciliation:
+    """One pass of the state machine. Mutates only its own copy of the status."""
+
+    def __init__(self, spec: RolloutSpec, status: RolloutStatus, observed: Observed, now: datetime) -> None:
+        self.spec = spec
+        self.before = status
+        self.s = status.model_copy(deep=True)
+        self.obs = observed
+        self.now = now
+        self.ref = observed.ref
+        self.steps: list[Step] = spec.strategy.canary.effective_steps()
+        self.analysis = spec.strategy.canary.analysis
+        self.events: list[EventNote] = []
+        self.took_step = False
+        self.reason = "Reconciled"
+        self.commands = {p.command: p for p in pending_commands(observed.annotations, status.handled_commands)}
+        self.stable_obj = observed.objects.get(deployment_key(self.ref, self.ref.name))
+        self.canary_obj = observed.objects.get(deployment_key(self.ref, self.ref.canary_name))
+        # What to render, set by the mode handlers below.
+        self.stable_template: Mapping[str, Any] = observed.effective_template
+        self.stable_revision = ""
+        self.canary_count = 0
+        self.wake_at: list[datetime] = []
+        self.revision = ""
+        # Set when this pass starts a release: a check the shell ran measured the previous canary.
+        self.fresh_release = False
+
+    # ---- entry -------------------------------------------------------------------------------
+
+    def run(self) -> Plan:
+        if self.obs.problems or self._render_problems():
+            return self._blocked("InvalidSpec", [*self.obs.problems, *self._render_problems()])
+        if self._conflicts():
+            return self._blocked("ObjectConflict", self._conflicts())
+        self.revision = pod_template_revision(self.obs.effective_template)
+        stable_rev = revision_of(self.stable_obj)
+        self.stable_revision = stable_rev or self.revision
+        if self.stable_obj is not None:
+            self.stable_template = template_of(self.stable_obj) or self.obs.effective_template
+
+        if self.stable_obj is None or (self.revision == stable_rev and not self._promoting()):
+            self._steady()
+        elif self.revision == self.s.canary_revision and self._promoting():
+            self._promote()
+        elif self.revision == self.s.canary_revision and self.s.phase in STUCK:
+            self._rolled_back()
+        else:
+            if self.revision != self.s.canary_revision or self.s.phase not in RELEASING:
+                self._start_release(stable_rev)
+            self._progress()
+        try:
+            return self._plan()
+        except RenderError as error:
+            # Only the live stable template can fail here (e.g. it lacks a selector label added
+            # since): report it like any invalid spec instead of raising out of the engine.
+            return self._blocked("InvalidSpec", [str(error)])
+
+    # ---- guards ------------------------------------------------------------------------------
+
+    def _render_problems(self) -> list[str]:
+        try:
+            pod_selector(self.ref, self.spec)
+        except RenderError as error:
+            return [str(error)]
+        return []
+
+    def _conflicts(self) -> list[str]:
+        return [
+            conflict_message(key.kind, key.name, key.namespace)
+            for key, obj in self.obs.objects.items()
+            if obj is not None and not is_owned_by(obj, self.ref)
+        ]
+
+    def _blocked(self, reason: str, problems: list[str]) -> Plan:
+        message = "; ".join(problems)
+        status = blocked_status(self.before, self.obs.generation, reason, message, self.now)
+        events = [] if self.before.message == message else [EventNote("Warning", reason, message)]
+        return Plan(status=status, objects=[], events=events, requeue_after=RESYNC_SECONDS)
+
+    # ---- modes -------------------------------------------------------------------------------
+
+    def _steady(self) -> None:
+        """No release under way: the spec's revision is (or becomes) the stable one."""
+        if self.s.canary_revision is not None and self.s.canary_revision != self.revision:
+            self._record("release-cancelled", f"template is back to stable revision {self.revision}")
+            self._event("Normal", "ReleaseCancelled", f"release of {self.s.canary_revision} cancelled: "
+                        f"the template is back to stable revision {self.revision}")
+        self._drop_release()
+        self.stable_template = self.obs.effective_template
+        self.stable_revision = self.revision
+        self._ignore_commands("no release in progress")
+        ready = ready_replicas(self.stable_obj)
+        if is_rolled_out(self.stable_obj, self.revision, self.spec.replicas):
+            if self.s.phase != Phase.HEALTHY:
+                self._record("healthy", f"revision {self.revision} serving with {ready} replica(s)")
+                self._event("Normal", "Healthy", f"revision {self.revision} is serving")
+            self._set_phase(Phase.HEALTHY, "Healthy", f"revision {self.revision}: {ready}/{self.spec.replicas} ready")
+        else:
+            first = self.s.phase in (None, Phase.INITIALIZING)
+            phase = Phase.INITIALIZING if first else Phase.PROGRESSING
+            self._set_phase(phase, "Deploying", f"deploying revision {self.revision}: "
+                            f"{ready}/{self.spec.replicas} replicas ready")
+        self.s.stable_revision = self.revision
+
+    def _start_release(self, stable_rev: str | None) -> None:
+        if self.s.canary_revision and self.s.phase in RELEASING:
+            self._record("release-superseded", f"revision {self.revision} replaces {self.s.canary_revision}")
+        self.s.canary_revision = self.revision
+        self.s.stable_revision = stable_rev
+        self.s.current_step_index = 0
+        self.s.step_started_at = format_time(self.now)
+        self._set_weight(0)
+        self.s.aborted_at = None
+        self.s.analysis = AnalysisStatus()
+        self.s.phase = Phase.PROGRESSING
+        message = f"release of revision {self.revision} started (stable {stable_rev})"
+        self._record("release-started", message)
+        self._event("Normal", "ReleaseStarted", message)
+        self.took_step = True
+        self.fresh_release = True
+
+    def _progress(self) -> None:
+        """The step machine of a release under way."""
+        if self._take(Command.ABORT):
+            self._rollback("aborted by the sluice.dev/abort annotation", aborted=True)
+            return
+        if self._take(Command.PROMOTE_FULL):
+            self._record("promote-full", "remaining steps and analysis skipped")
+            self.s.current_step_index = len(self.steps)
+            self.s.step_started_at = format_time(self.now)
+            self.took_step = True
+            self._promote()
+            return
+        if self._analyse():
+            return
+        self.canary_count = canary_replicas(self.spec, self.s.canary_weight)
+        if self.s.analysis.inconclusive > (self.analysis.inconclusive_limit if self.analysis else 0):
+            if self._take(Command.PROMOTE):
+                self.s.analysis.inconclusive = 0
+                self._record("promote", "inconclusive analysis accepted; release goes on")
+            else:
+                reason = verdicts.verdict_reason(self.analysis, self.s.analysis) if self.analysis else ""
+                self._set_phase(Phase.PAUSED, "InconclusiveAnalysis", self._at_step(reason))
+                return
+        if self.spec.paused:
+            self._ignore_commands("spec.paused holds the release; set spec.paused to false to go on")
+            self._set_phase(Phase.PAUSED, "Paused", self._at_step("paused by spec.paused"))
+            return
+        index = self.s.current_step_index or 0
+        step = self.steps[index]
+        if step.set_weight is not None:
+            self._weight_step(step.set_weight)
+        else:
+            self._pause_step(step)
+        self._ignore_commands("nothing to do at this step")
+
+    def _weight_step(self, target: int) -> None:
+        needed = canary_replicas(self.spec, target)
+        self.canary_count = needed
+        if target != self.s.canary_weight:
+            # Less traffic never waits; more traffic waits for pods to take it.
+            ready = is_rolled_out(self.canary_obj, self.revision, needed)
+            if target > self.s.canary_weight and not ready:
+                self._await_canary(needed)
+                return
+            self._record("set-weight", f"canary weight {self.s.canary_weight}% -> {target}%")
+            self._set_weight(target)
+            self.took_step = True
+        if self._gate_open():
+            self._advance()
+        else:
+            self._set_phase(Phase.PROGRESSING, "Analysing", self._at_step("waiting for analysis"))
+
+    def _await_canary(self, needed: int) -> None:
+        if self.before.phase == Phase.PAUSED:
+            # Just resumed (spec.paused, inconclusive analysis): while held, the canary kept the
+            # pods of its current weight only, so the deadline for this step's pods starts now;
+            # like a Deployment's, it does not count time spent paused.
+            self.s.step_started_at = format_time(self.now)
+        waited = seconds_since(self.s.step_started_at, self.now)
+        ready = ready_replicas(self.canary_obj)
+        if waited > self.spec.progress_deadline_seconds:
+            self._rollback(
+                f"canary {self.ref.canary_name} not ready within progressDeadlineSeconds "
+                f"({self.spec.progress_deadline_seconds}s): {ready}/{needed} pods ready"
+            )
+            return
+        deadline = parse_time(self.s.step_started_at or format_time(self.now))
+        self.wake_at.append(deadline + timedelta(seconds=self.spec.progress_deadline_seconds + 1))
+        self._set_phase(Phase.PROGRESSING, "WaitingForCanary",
+                        self._at_step(f"waiting for canary pods: {ready}/{needed} ready"))
+
+    def _pause_step(self, step: Step) -> None:
+        assert step.pause is not None
+        if self._take(Command.PROMOTE):
+            self._record("promote", "pause ended by sluice.dev/promote")
+            self._advance()
+            return
+        if step.pause.duration is None:
+            self._set_phase(Phase.PAUSED, "PausedByStep", self._at_step(
+                f"paused until promoted (kubectl sluice promote {self.ref.name})"))
+            return
+        ends = parse_time(self.s.step_started_at or format_time(self.now)) + parse_duration(step.pause.duration)
+        if self.now < ends:
+            self.wake_at.append(ends)
+            left = math.ceil((ends - self.now).total_seconds())
+            self._set_phase(Phase.PAUSED, "PausedByStep", self._at_step(f"paused for {step.pause.duration}, {left}s left"))
+        elif self._gate_open():
+            self._advance()
+        else:
+            self._set_phase(Phase.PROGRESSING, "Analysing", self._at_step("pause over, waiting for analysis"))
+
+    def _advance(self) -> None:
+        index = (self.s.current_step_index or 0) + 1
+        self._record("step", f"step {index}/{len(self.steps)} done")
+        self.s.current_step_index = index
+        self.s.step_started_at = format_time(self.now)
+        self.took_step = True
+        if index >= len(self.steps):
+            self._event("Normal", "Promoting", f"all steps done; promoting revision {self.revision}")
+            self._promote()
+        else:
+            self._set_phase(Phase.PROGRESSING, "Progressing", self._at_step("step started"))
+
+    def _promote(self) -> None:
+        """Every step passed: the stable Deployment takes the canary's template, then traffic returns to it."""
+        self.stable_template = self.obs.effective_template
+        self.stable_revision = self.revision
+        self.canary_count = canary_replicas(self.spec, self.s.canary_weight)
+        self._ignore_commands("promotion is under way")
+        if not is_rolled_out(self.stable_obj, self.revision, self.spec.replicas):
+            ready = ready_replicas(self.stable_obj) if revision_of(self.stable_obj) == self.revision else 0
+            self._set_phase(Phase.PROGRESSING, "Promoting", f"promoting revision {self.revision}: "
+                            f"stable {ready}/{self.spec.replicas} updated and ready")
+            return
+        message = f"revision {self.revision} promoted to stable"
+        self._record("promoted", message)
+        self._event("Normal", "Promoted", message)
+        self._set_weight(0)
+        self.canary_count = 0
+        self.s.stable_revision = self.revision
+        self._drop_release()
+        self.took_step = True
+        self._set_phase(Phase.HEALTHY, "Healthy", f"revision {self.revision}: {self.spec.replicas}/"
+                        f"{self.spec.replicas} ready")
+
+    def _rolled_back(self) -> None:
+        """The release was rolled back; it stays so until retried or the template changes."""
+        if self._take(Command.RETRY):
+            self._record("retry", f"release of revision {self.revision} retried")
+            self._start_release(revision_of(self.stable_obj))
+            self._progress()
+            return
+        self._ignore_commands("the release was rolled back; retry it or change the template")
+        self._hold_rolled_back()
+
+    def _rollback(self, why: str, aborted: bool = False) -> None:
+        self._set_weight(0)
+        self.s.aborted_at = format_time(self.now)
+        phase = Phase.ABORTED if aborted else Phase.DEGRADED
+        message = f"rolled back revision {self.revision}: {why}"
+        self._record("aborted" if aborted else "rolled-back", message)
+        self._event("Warning", "Aborted" if aborted else "RolledBack", message)
+        self.s.phase = phase
+        self.s.message = message
+        self.took_step = True
+        self._hold_rolled_back()
+
+    def _hold_rolled_back(self) -> None:
+        """Weight stays 0; the canary keeps its pods for abortScaleDownDelaySeconds, then none."""
+        delay = self.spec.strategy.canary.abort_scale_down_delay_seconds
+        aborted_at = parse_time(self.s.aborted_at) if self.s.aborted_at else self.now
+        current = int((self.canary_obj or {}).get("spec", {}).get("replicas") or 0)
+        if self.now < aborted_at + timedelta(seconds=delay) and current > 0:
+            self.canary_count = current
+            self.wake_at.append(aborted_at + timedelta(seconds=delay))
+        else:
+            self.canary_count = 0
+        assert self.s.phase is not None
+        reason = "Aborted" if self.s.phase == Phase.ABORTED else "RolledBack"
+        self._set_phase(self.s.phase, reason, self.s.message or f"revision {self.revision} rolled back")
+
+    # ---- analysis ------------------------------------------------------------------------------
+
+    def _analyse(self) -> bool:
+        """Count this round's check; True when it ended the release."""
+        check = self.obs.check
+        if self.analysis is None or check is None or self.fresh_release:
+            return False
+        if not _analysing(self.spec, self.before):
+            return False
+        self.s.analysis = verdicts.record_check(self.s.analysis, check)
+        if verdicts.verdict(self.analysis, self.s.analysis) == verdicts.Verdict.ROLLBACK:
+            self._rollback(verdicts.verdict_reason(self.analysis, self.s.analysis))
+            return True
+        return False
+
+    # ---- small helpers ---------------------------------------------------------------------------
+
+    def _gate_open(self) -> bool:
+        """Analysis gates a step only where it runs: at weight 0 no check ever comes."""
+        return self.s.canary_weight == 0 or verdicts.gate_open(self.analysis, self.s.analysis)
+
+    def _promoting(self) -> bool:
+        index = self.s.current_step_index
+        return (
+            self.s.canary_revision is not None
+            and self.s.phase in RELEASING
+            and index is not None
+            and index >= len(self.steps)
+        )
+
+    def _drop_release(self) -> None:
+        self.s.canary_revision = None
+        self.s.current_step_index = None
+        self.s.step_started_at = None
+        self.s.aborted_at = None
+        self._set_weight(0)
+        self.canary_count = 0
+
+    def _set_weight(self, weight: int) -> None:
+        if weight != self.s.canary_weight:
+            self.s.weight_changed_at = format_time(self.now)
+            self.s.analysis.passed_at_step = 0
+        self.s.canary_weight = weight
+
+    def _set_phase(self, phase: Phase, reason: str, message: str) -> None:
+        self.s.phase = phase
+        self.reason = reason
+        self.s.message = message
+
+    def _at_step(self, detail: str) -> str:
+        index = (self.s.current_step_index or 0) + 1
+        checks = ""
+        if self.analysis is not None and self.s.canary_weight > 0:
+            checks = f", {self.s.analysis.passed} check(s) passed"
+            if self.s.analysis.last_check is not None:
+                checks += f", last: {verdicts.describe_check(self.s.analysis.last_check)}"
+        return f"step {index}/{len(self.steps)}: weight {self.s.canary_weight}%{checks}; {detail}"
+
+    def _take(self, command: Command) -> bool:
+        pending = self.commands.pop(command, None)
+        if pending is None:
+            return False
+        self.s.handled_commands[command.value] = pending.value
+        return True
+
+    def _ignore_commands(self, why: str) -> None:
+        for pending in list(self.commands.values()):
+            self._mark_ignored(pending, why)
+        self.commands.clear()
+
+    def _mark_ignored(self, pending: PendingCommand, why: str) -> None:
+        self.s.handled_commands[pending.command.value] = pending.value
+        self._record(pending.command.value, f"ignored: {why}")
+
+    def _record(self, action: str, message: str) -> None:
+        entry = HistoryEntry(time=format_time(self.now), action=action, revision=self.revision, message=message)
+        self.s.history = [entry, *self.s.history][:HISTORY_LIMIT]
+
+    def _event(self, kind: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+        self.events.append(EventNote(kind, reason, message))
+
+    # ---- output ----------------------------------------------------------------------------------
+
+    def _plan(self) -> Plan:
+        self._ignore_commands("not applicable now")
+        assert self.s.phase is not None
+        self.s.observed_generation = self.obs.generation
+        self.s.replicas.stable = ready_replicas(self.stable_obj)
+        self.s.replicas.canary = self.canary_count
+        self.s.replicas.canary_ready = ready_replicas(self.canary_obj)
+        self.s.conditions = rollout_conditions(
+            self.s.phase, self.reason, self.s.message, self.obs.generation, self.before.conditions, self.now
+        )
+        return Plan(
+            status=self.s,
+            objects=self._desired_objects(),
+            events=self.events,
+            requeue_after=self._requeue_after(),
+        )
+
+    def _desired_objects(self) -> list[dict[str, Any]]:
+        provider = provider_for(self.spec)
+        weight = self.s.canary_weight
+        by_key: dict[ObjectKey, dict[str, Any]] = {
+            service_key(self.ref, self.ref.name): render_service(
+                self.ref, self.spec, "stable", select_all_tracks=provider is None
+            ),
+            service_key(self.ref, self.ref.canary_name): render_service(self.ref, self.spec, "canary"),
+            deployment_key(self.ref, self.ref.name): render_deployment(
+                self.ref, self.spec, "stable", self.stable_template, self.stable_revision, self.spec.replicas
+            ),
+            deployment_key(self.ref, self.ref.canary_name): render_deployment(
+                self.ref, self.spec, "canary", self.obs.effective_template, self.revision, self.canary_count
+            ),
+        }
+        if provider is not None:
+            weights = Weights(stable=100 - weight, canary=weight)
+            by_key.update((key_of(obj), obj) for obj in provider.desired_objects(self.ref, self.spec, weights))
+        return [by_key[key] for key in managed_keys(self.ref, self.spec)]
+
+    def _requeue_after(self) -> float:
+        if self.took_step:
+            return 0.0
+        wake = list(self.wake_at)
+        if self.analysis is not None and _analysing(self.spec, self.s):
+            due = verdicts.next_check_at(self.analysis, self.s.analysis, self.s.weight_changed_at)
+            wake.append(due or self.now)
+        if not wake:
+            return RESYNC_SECONDS
+        seconds = (min(wake) - self.now).total_seconds()
+        return max(0.0, min(seconds, RESYNC_SECONDS))

@@ -1,0 +1,220 @@
+"""The desired Deployments and Services of a Rollout, as plain dicts.
+
+Pure functions: they read the spec and return what should exist; the kopf
+layer compares that with the cluster and applies it. Nothing here mutates its
+inputs or talks to the API server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from operators.api.refs import RolloutRef
+from operators.api.rollout import MATCH_WEIGHT, RolloutSpec
+from operators.rollout.ownership import (
+    REVISION_LABEL,
+    ROLLOUT_LABEL,
+    STABLE,
+    TRACK_LABEL,
+    TRACKS,
+    Track,
+    managed_metadata,
+)
+
+# Labels Sluice sets on pods itself; a user selector on them would fight the operator.
+RESERVED_POD_LABELS = (TRACK_LABEL, REVISION_LABEL, ROLLOUT_LABEL)
+REVISION_HISTORY_LIMIT = 2
+SERVICE_PORT_NAME = "http"
+
+
+class RenderError(ValueError):
+    """The spec cannot be turned into valid objects; the message says what to change."""
+
+
+def object_name(ref: RolloutRef, track: Track) -> str:
+    """Name of the Deployment and of the Service of a track: `<name>` or `<name>-canary`."""
+    if track not in TRACKS:
+        raise ValueError(f"unknown track {track!r}; expected one of {', '.join(TRACKS)}")
+    return ref.name if track == STABLE else ref.canary_name
+
+
+def plain(value: Any) -> Any:
+    """A deep copy made of dicts and lists only (kopf bodies are Mappings, not dicts)."""
+    if isinstance(value, Mapping):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    return value
+
+
+def _template_labels(template: Mapping[str, Any]) -> dict[str, str]:
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    if not isinstance(labels, Mapping) or not all(isinstance(v, str) for v in labels.values()):
+        raise RenderError("template.metadata.labels must map label names to strings")
+    return dict(labels)
+
+
+def _explicit_selector(spec: RolloutSpec) -> dict[str, str]:
+    """The user's `selector.matchLabels` (empty when not given), validated against the template."""
+    selector = spec.selector
+    if selector is not None and selector.match_expressions:
+        raise RenderError(
+            "selector.matchExpressions is not supported yet; use selector.matchLabels "
+            f"(or leave selector out to select by {ROLLOUT_LABEL})"
+        )
+    template_labels = _template_labels(spec.template)
+    explicit = dict(selector.match_labels or {}) if selector is not None else {}
+    reserved = sorted(set(explicit) & set(RESERVED_POD_LABELS))
+    if reserved:
+        raise RenderError(f"selector cannot use {', '.join(reserved)}: Sluice sets these labels itself")
+    missing = {key: value for key, value in explicit.items() if template_labels.get(key) != value}
+    if missing:
+        wanted = ", ".join(f"{key}={value}" for key, value in sorted(missing.items()))
+        raise RenderError(
+            f"selector.matchLabels {wanted} not found in template.metadata.labels; "
+            "every selector label must be on the pods it selects"
+        )
+    return explicit
+
+
+def pod_selector(ref: RolloutRef, spec: RolloutSpec) -> dict[str, str]:
+    """The labels that identify this Rollout's pods (without the track label).
+
+    `spec.selector.matchLabels` (when given) plus `sluice.dev/rollout: <name>`,
+    which rendering puts on every pod. Kubernetes makes a Deployment's
+    `spec.selector` immutable, so the selector must not follow the template's
+    labels: a release that adds or changes a pod label (`version: 1.2`) would
+    otherwise have its Deployment update rejected. The default therefore
+    depends on the Rollout's name only, and an explicit selector changes only
+    when the user changes it.
+
+    Explicit labels must be on the template with the same values, or Kubernetes
+    would reject the Deployment; the labels Sluice sets itself are refused.
+    """
+    return {**_explicit_selector(spec), ROLLOUT_LABEL: ref.name}
+
+
+def render_deployment(
+    ref: RolloutRef,
+    spec: RolloutSpec,
+    track: Track,
+    template: Mapping[str, Any],
+    revision: str,
+    replicas: int,
+) -> dict[str, Any]:
+    """The apps/v1 Deployment of one track, running `template` (the effective pod template).
+
+    `template` is separate from `spec.template` because the stable track keeps
+    running the last promoted template while the spec already holds the new one.
+
+    The pods get the track, revision and rollout labels; `spec.selector` is
+    `pod_selector` plus the track, which never changes with the template because
+    Kubernetes refuses any change to a Deployment's selector.
+    """
+    if replicas < 0:
+        raise RenderError(f"replicas cannot be negative (got {replicas} for the {track} Deployment)")
+    explicit = _explicit_selector(spec)
+    selector = {**explicit, ROLLOUT_LABEL: ref.name}  # == pod_selector(ref, spec), validated once
+    pod_template = plain(template)
+    pod_metadata = pod_template.get("metadata") or {}
+    pod_template["metadata"] = pod_metadata
+    pod_labels = {
+        **(pod_metadata.get("labels") or {}),
+        ROLLOUT_LABEL: ref.name,
+        TRACK_LABEL: track,
+        REVISION_LABEL: revision,
+    }
+    # Checked on the template actually rendered: an old stable template may lack a newer
+    # explicit selector label. The rollout label needs no check: it is set just above.
+    missing = sorted(key for key, value in explicit.items() if pod_labels.get(key) != value)
+    if missing:
+        raise RenderError(
+            f"the {track} pod template lacks the selector label(s) {', '.join(missing)}; "
+            "the Deployment would be rejected"
+        )
+    pod_metadata["labels"] = pod_labels
+
+    metadata = managed_metadata(ref, object_name(ref, track), {TRACK_LABEL: track})
+    metadata["annotations"] = {REVISION_LABEL: revision}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {**selector, TRACK_LABEL: track}},
+            "template": pod_template,
+            "revisionHistoryLimit": REVISION_HISTORY_LIMIT,
+            # No pod goes away before its replacement is ready: the track keeps serving while it rolls.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
+        },
+    }
+
+
+def render_service(
+    ref: RolloutRef, spec: RolloutSpec, track: Track, select_all_tracks: bool = False
+) -> dict[str, Any]:
+    """The v1 ClusterIP Service of one track.
+
+    With `select_all_tracks` (a Rollout without a traffic provider) the stable
+    Service selects the pods of both tracks, so traffic splits by replica count.
+    The canary Service always selects canary pods only: metric queries on it
+    must see the canary alone. It is therefore safe to pass the same flag for both.
+    Services select `pod_selector` (plus the track), the same stable labels the
+    Deployments select by.
+    """
+    selector = pod_selector(ref, spec)
+    if not (select_all_tracks and track == STABLE):
+        selector[TRACK_LABEL] = track
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": managed_metadata(ref, object_name(ref, track), {TRACK_LABEL: track}),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [
+                {
+                    "name": SERVICE_PORT_NAME,
+                    "protocol": "TCP",
+                    "port": spec.service.port,
+                    "targetPort": spec.service.target_port,
+                }
+            ],
+        },
+    }
+
+
+def canary_replicas(spec: RolloutSpec, weight: int) -> int:
+    """How many canary pods to run while the canary gets `weight` percent of traffic.
+
+    - `canaryReplicas: matchWeight` (default): ceil(replicas * weight / 100), at
+      least 1 when both weight and replicas are above zero, and 0 at weight 0.
+    - `canaryReplicas: <n>`: always n, at every weight including 0. A fixed
+      canary size is the user's choice, and keeping the pods at weight 0 lets
+      them start and pass readiness (and analysis warm up) before any traffic.
+    """
+    if not 0 <= weight <= 100:
+        raise ValueError(f"weight must be between 0 and 100, got {weight}")
+    wanted = spec.strategy.canary.canary_replicas
+    if isinstance(wanted, int):
+        return wanted
+    if wanted != MATCH_WEIGHT:  # the model refuses other strings; guard against a bypassed model
+        raise RenderError(f'canaryReplicas must be "{MATCH_WEIGHT}" or a number, not {wanted!r}')
+    if weight == 0 or spec.replicas == 0:
+        return 0
+    return max(1, -(-spec.replicas * weight // 100))  # integer ceil: no float rounding surprises
+
+
+def pod_template_revision(template: Mapping[str, Any]) -> str:
+    """The revision of an effective pod template: 10 hex chars of sha256 over canonical JSON.
+
+    Key order does not matter (keys are sorted). Hash the template before
+    rendering: the labels Sluice adds to pods include the revision itself, so a
+    live Deployment's revision is read from its annotation, never re-hashed.
+    """
+    canonical = json.dumps(plain(template), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]

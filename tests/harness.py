@@ -1,0 +1,200 @@
+"""What the scenario tests drive: a cluster (sandbox or kind) and the real operator in a thread.
+
+The same scenarios run against the sandbox API server (tests/integration) and
+a kind cluster (e2e/): they only use the Kubernetes API, through the real
+``kubernetes`` client, and wait for conditions with deadlines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from operators.api.base import API_VERSION
+from operators.api.crdgen import render_crds
+from operators.kube.client import Cluster, KubeError, load_api_client
+from operators.operator import OperatorOptions, run_operator
+from operators.rollout.reconciler import rollout_key
+from operators.traffic.base import ObjectKey
+
+REPO = Path(__file__).resolve().parent.parent
+HTTPROUTE_CRD = REPO.parent / "shared" / "reference" / "gateway-api" / "httproutes.yaml"
+POLL_SECONDS = 0.1
+
+# Used when ../shared/reference is absent: the sandbox then serves HTTPRoutes
+# without their upstream schema (the schema itself is tested in unit tests).
+MINIMAL_HTTPROUTE_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "httproutes.gateway.networking.k8s.io"},
+    "spec": {
+        "group": "gateway.networking.k8s.io",
+        "names": {
+            "kind": "HTTPRoute",
+            "plural": "httproutes",
+            "singular": "httproute",
+            "listKind": "HTTPRouteList",
+        },
+        "scope": "Namespaced",
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
+            }
+        ],
+    },
+}
+
+
+def httproute_crd() -> dict[str, Any]:
+    if HTTPROUTE_CRD.exists():
+        return dict(yaml.safe_load(HTTPROUTE_CRD.read_text()))
+    return MINIMAL_HTTPROUTE_CRD
+
+
+def sluice_crds() -> list[dict[str, Any]]:
+    """Sluice's own CRDs, generated from the models exactly as `sluice crds` prints them."""
+    return [yaml.safe_load(text) for text in render_crds().values()]
+
+
+def deployment(namespace: str, name: str) -> ObjectKey:
+    return ObjectKey("apps/v1", "Deployment", namespace, name)
+
+
+def service(namespace: str, name: str) -> ObjectKey:
+    return ObjectKey("v1", "Service", namespace, name)
+
+
+def httproute(namespace: str, name: str) -> ObjectKey:
+    return ObjectKey("gateway.networking.k8s.io/v1", "HTTPRoute", namespace, name)
+
+
+class Harness:
+    """Reads, writes and waits on a cluster through the real kubernetes client."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.cluster = Cluster(load_api_client(str(kubeconfig)))
+
+    def apply_rollout(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        obj = {"apiVersion": API_VERSION, "kind": "Rollout", **body}
+        obj["metadata"] = {**obj.get("metadata", {}), "namespace": namespace}
+        return self.cluster.create(obj)
+
+    def rollout(self, namespace: str, name: str) -> dict[str, Any]:
+        body = self.cluster.get(rollout_key(namespace, name))
+        assert body is not None, f"rollout {namespace}/{name} is gone"
+        return body
+
+    def patch_rollout(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        return self.cluster.merge_patch(rollout_key(namespace, name), patch)
+
+    def set_image(self, namespace: str, name: str, image: str) -> None:
+        body = self.rollout(namespace, name)
+        containers = body["spec"]["template"]["spec"]["containers"]
+        containers[0]["image"] = image
+        self.patch_rollout(namespace, name, {"spec": {"template": {"spec": {"containers": containers}}}})
+
+    def annotate(self, namespace: str, name: str, key: str, value: str) -> None:
+        self.patch_rollout(namespace, name, {"metadata": {"annotations": {key: value}}})
+
+    def get(self, key: ObjectKey) -> dict[str, Any] | None:
+        return self.cluster.get(key)
+
+    def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        items = self.cluster.request("GET", f"/api/v1/namespaces/{namespace}/events").get("items", [])
+        return [e for e in items if e.get("involvedObject", {}).get("name") == name]
+
+    def wait_rollout(
+        self,
+        namespace: str,
+        name: str,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float,
+        what: str,
+    ) -> dict[str, Any]:
+        """Poll the Rollout until ``predicate`` holds; fail with its last status after ``timeout``."""
+        return self.wait(lambda: self.rollout(namespace, name), predicate, timeout, what)
+
+    def wait(
+        self, read: Callable[[], Any], predicate: Callable[[Any], bool], timeout: float, what: str
+    ) -> Any:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            try:
+                last = read()
+            except KubeError as error:
+                last = error
+            else:
+                if predicate(last):
+                    return last
+            time.sleep(POLL_SECONDS)  # polling interval between reads, bounded by the deadline
+        status = last.get("status") if isinstance(last, dict) else last
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {status}")
+
+
+def status_of(body: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(body.get("status") or {})
+
+
+def route_weights(route: Mapping[str, Any] | None) -> dict[str, int]:
+    if not route:
+        return {}
+    refs = route["spec"]["rules"][0]["backendRefs"]
+    return {ref["name"]: int(ref.get("weight", 1)) for ref in refs}
+
+
+class OperatorThread:
+    """The real Sluice operator (kopf and all) running in a background thread."""
+
+    def __init__(self, options: OperatorOptions) -> None:
+        self.options = options
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def start(self, timeout: float = 30) -> OperatorThread:
+        self._thread = threading.Thread(target=self._main, name="sluice-operator", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise AssertionError(f"the operator was not ready within {timeout}s: {self.error!r}")
+        return self
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(run_operator(self.options, stop_flag=self._stop, ready_flag=self._ready))
+        except BaseException as error:  # surfaced to the test through start()/stop()
+            self.error = error
+            self._ready.set()
+
+    def stop(self, timeout: float = 30) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise AssertionError(f"the operator did not stop within {timeout}s")
+        if self.error is not None:
+            raise AssertionError(f"the operator failed: {self.error!r}") from self.error
+
+
+@contextmanager
+def running_operator(options: OperatorOptions) -> Iterator[OperatorThread]:
+    operator = OperatorThread(options).start()
+    try:
+        yield operator
+    finally:
+        operator.stop()

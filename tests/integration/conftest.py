@@ -1,0 +1,31 @@
+"""Fixtures for the integration tests."""
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from operators.sandbox.apiserver import SandboxThread, with_controllers
+from operators.sandbox.workloads import WorkloadSimulator
+
+# ----- The sandbox API server (keep these self-contained and first) -----
+
+
+@pytest.fixture
+def sandbox_api(tmp_path: Path) -> Iterator[SandboxThread]:
+    """
+    A running sandbox API server with the workload simulator, in a background thread.
+
+    Yields a :class:`SandboxThread`: ``.url``, ``.kubeconfig`` (a path), ``.server``, ``.store``,
+    ``.run(coro)`` to call the store on the server's loop, and ``.wait_for(...)``.
+    """
+    factory = with_controllers(functools.partial(WorkloadSimulator, ready_delay=0.2))
+    with SandboxThread(kubeconfig=tmp_path / 'sandbox-kubeconfig', server_factory=factory) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def kubeconfig(sandbox_api: SandboxThread, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The sandbox's kubeconfig path, also exported as ``KUBECONFIG`` (for kopf and kubectl)."""
+    monkeypatch.setenv('KUBECONFIG', str(sandbox_api.kubeconfig))
+    return sandbox_api.kubeconfig

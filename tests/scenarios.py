@@ -1,0 +1,300 @@
+"""Release scenarios, written once and run on the sandbox (tests/integration) and on kind (e2e/).
+
+Each scenario gets a :class:`Scene`: a harness on the cluster, a namespace, the
+metrics exporter standing in for the application's /metrics, and a way to
+restart the operator. Every wait has a deadline; nothing sleeps and hopes.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from operators.sandbox.exporter import MetricsExporter
+from tests.harness import Harness, deployment, httproute, route_weights, service, status_of
+
+RELEASE_TIMEOUT = 120.0  # generous: a deadline for slow machines, not an expected duration
+IMAGE_V1 = "ghcr.io/acme/web:1.0.0"
+IMAGE_V2 = "ghcr.io/acme/web:2.0.0"
+
+
+@dataclass
+class Scene:
+    harness: Harness
+    namespace: str
+    exporter: MetricsExporter
+    prometheus_url: str
+    restart_operator: Callable[[], None]
+
+
+def web_rollout(
+    steps: list[dict[str, Any]] | None = None,
+    analysis: dict[str, Any] | None = None,
+    name: str = "web",
+) -> dict[str, Any]:
+    canary: dict[str, Any] = {
+        "steps": steps
+        or [{"setWeight": 20}, {"pause": {"duration": "1s"}}, {"setWeight": 50}, {"setWeight": 100}],
+        "abortScaleDownDelaySeconds": 0,
+    }
+    if analysis is not None:
+        canary["analysis"] = analysis
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 4,
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [
+                        {"name": name, "image": IMAGE_V1, "ports": [{"name": "http", "containerPort": 8080}]}
+                    ]
+                },
+            },
+            "service": {"port": 80, "targetPort": "http"},
+            "traffic": {"gatewayAPI": {"parentRefs": [{"name": "public", "namespace": "infra"}]}},
+            "progressDeadlineSeconds": 60,
+            "strategy": {"canary": canary},
+        },
+    }
+
+
+def error_rate_analysis(
+    prometheus_url: str, *, error_limit: int = 2, interval: str = "3s", max_error_rate: float = 0.1
+) -> dict[str, Any]:
+    return {
+        "interval": interval,
+        "failureLimit": 0,
+        "errorLimit": error_limit,
+        "inconclusiveLimit": 20,
+        "minChecksPerStep": 1,
+        "metrics": [
+            {
+                "name": "error-rate",
+                "template": "request-error-rate",
+                "prometheus": {"address": prometheus_url, "timeout": "2s"},
+                "thresholdRange": {"max": max_error_rate},
+            }
+        ],
+    }
+
+
+def deploy_stable(scene: Scene, body: dict[str, Any]) -> str:
+    """Apply a Rollout and wait until its first revision is Healthy; returns that revision."""
+    h, ns = scene.harness, scene.namespace
+    h.apply_rollout(ns, body)
+    name = body["metadata"]["name"]
+    healthy = h.wait_rollout(
+        ns,
+        name,
+        lambda r: status_of(r).get("phase") == "Healthy",
+        RELEASE_TIMEOUT,
+        "the first revision to become Healthy",
+    )
+    return str(status_of(healthy)["stableRevision"])
+
+
+def history_messages(body: dict[str, Any], action: str) -> list[str]:
+    """Messages of one kind of history entry, oldest first."""
+    entries = reversed(status_of(body).get("history") or [])
+    return [e["message"] for e in entries if e["action"] == action]
+
+
+# ---- scenarios ----------------------------------------------------------------------------------------
+
+
+def healthy_release_is_promoted(scene: Scene) -> None:
+    h, ns = scene.harness, scene.namespace
+    scene.exporter.set_service(ns, "web-canary", rps=50, error_rate=0.0, latency_seconds=0.02)
+    first = deploy_stable(scene, web_rollout(analysis=error_rate_analysis(scene.prometheus_url)))
+    assert route_weights(h.get(httproute(ns, "web"))) == {"web": 100, "web-canary": 0}
+
+    h.set_image(ns, "web", IMAGE_V2)
+    done = h.wait_rollout(
+        ns,
+        "web",
+        lambda r: status_of(r).get("phase") == "Healthy" and status_of(r).get("stableRevision") != first,
+        RELEASE_TIMEOUT,
+        "the new revision to be promoted",
+    )
+    assert history_messages(done, "set-weight") == [
+        "canary weight 0% -> 20%",
+        "canary weight 20% -> 50%",
+        "canary weight 50% -> 100%",
+    ]
+    assert len(history_messages(done, "release-started")) == 1
+    assert status_of(done)["analysis"]["passed"] >= 3, "each setWeight step needs a passing check"
+    stable = h.get(deployment(ns, "web"))
+    assert stable is not None
+    assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE_V2
+    assert stable["spec"]["replicas"] == 4
+    assert route_weights(h.get(httproute(ns, "web"))) == {"web": 100, "web-canary": 0}
+    canary = h.get(deployment(ns, "web-canary"))
+    assert canary is not None and canary["spec"]["replicas"] == 0
+    ready = [c for c in status_of(done)["conditions"] if c["type"] == "Ready"]
+    assert ready and ready[0]["status"] == "True"
+
+
+def failing_metric_rolls_back(scene: Scene) -> None:
+    h, ns = scene.harness, scene.namespace
+    scene.exporter.set_service(ns, "web-canary", rps=50, error_rate=0.5, latency_seconds=0.02)
+    first = deploy_stable(scene, web_rollout(analysis=error_rate_analysis(scene.prometheus_url)))
+
+    h.set_image(ns, "web", IMAGE_V2)
+    degraded = h.wait_rollout(
+        ns,
+        "web",
+        lambda r: status_of(r).get("phase") == "Degraded",
+        RELEASE_TIMEOUT,
+        "the bad release to roll back",
+    )
+    status = status_of(degraded)
+    assert status["canaryWeight"] == 0
+    assert route_weights(h.get(httproute(ns, "web"))) == {"web": 100, "web-canary": 0}
+    match = re.search(r"error-rate=([0-9.]+)", status["message"])
+    assert match, f"the message names the metric and its value: {status['message']}"
+    assert float(match.group(1)) > 0.1
+    assert status["stableRevision"] == first
+    stable = h.get(deployment(ns, "web"))
+    assert stable is not None
+    assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE_V1, "stable untouched"
+    assert stable["spec"]["replicas"] == 4
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions["Degraded"] == "True" and conditions["Ready"] == "False"
+    reasons = {e["reason"] for e in h.events(ns, "web")}
+    assert "RolledBack" in reasons
+
+
+def unreachable_prometheus_holds_then_rolls_back(scene: Scene, dead_address: str) -> None:
+    h, ns = scene.harness, scene.namespace
+    analysis = error_rate_analysis(dead_address, error_limit=2, interval="1s")
+    first = deploy_stable(scene, web_rollout(analysis=analysis))
+
+    h.set_image(ns, "web", IMAGE_V2)
+    holding = h.wait_rollout(
+        ns,
+        "web",
+        lambda r: status_of(r).get("analysis", {}).get("consecutiveErrors", 0) >= 1,
+        RELEASE_TIMEOUT,
+        "the first provider error",
+    )
+    assert status_of(holding)["currentStepIndex"] == 0, "no step advances while Prometheus is unreachable"
+    degraded = h.wait_rollout(
+        ns,
+        "web",
+        lambda r: status_of(r).get("phase") == "Degraded",
+        RELEASE_TIMEOUT,
+        "rollback after errorLimit",
+    )
+    status = status_of(degraded)
+    assert status["analysis"]["consecutiveErrors"] == 3, (
+        "rolled back only once errors exceeded errorLimit (2)"
+    )
+    assert not history_messages(degraded, "step"), "the release never left its first step"
+    assert "errorLimit 2" in status["message"] and "unreachable" in status["message"]
+    assert status["canaryWeight"] == 0 and status["stableRevision"] == first
+    assert route_weights(h.get(httproute(ns, "web"))) == {"web": 100, "web-canary": 0}
+
+
+def restart_resumes_at_the_same_step(scene: Scene) -> None:
+    h, ns = scene.harness, scene.namespace
+    steps = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}, {"pause": {}}, {"setWeight": 100}]
+    deploy_stable(scene, web_rollout(steps=steps))
+    h.set_image(ns, "web", IMAGE_V2)
+    paused = h.wait_rollout(
+        ns,
+        "web",
+        lambda r: status_of(r).get("phase") == "Paused",
+        RELEASE_TIMEOUT,
+        "the release to pause at 20%",
+    )
+    before = status_of(paused)
+    assert before["currentStepIndex"] == 1 and before["canaryWeight"] == 20
+    route_before = h.get(httproute(ns, "web"))
+    canary_before = h.get(deployment(ns, "web-canary"))
+    assert route_before is not None and canary_before is not None
+
+    scene.restart_operator()
+    # A spec change that alters neither the revision nor the weights makes the new
+    # operator reconcile and report the generation it saw: then we know it has looked.
+    generation = h.patch_rollout(ns, "web", {"spec": {"progressDeadlineSeconds": 61}})["metadata"][
+        "generation"
+    ]
+    after = h.wait_rollout(
+        ns,
+        "web",
+        lambda r: status_of(r).get("observedGeneration") == generation,
+        RELEASE_TIMEOUT,
+        "the restarted operator to observe the Rollout",
+    )
+    status = status_of(after)
+    assert (status["phase"], status["currentStepIndex"], status["canaryWeight"]) == ("Paused", 1, 20)
+    route_after = h.get(httproute(ns, "web"))
+    canary_after = h.get(deployment(ns, "web-canary"))
+    assert route_after is not None and canary_after is not None
+    assert route_after["metadata"]["resourceVersion"] == route_before["metadata"]["resourceVersion"], (
+        "traffic untouched by the restart"
+    )
+    assert canary_after["metadata"]["resourceVersion"] == canary_before["metadata"]["resourceVersion"]
+
+    h.annotate(ns, "web", "sluice.dev/promote", "after-restart")
+    resumed = h.wait_rollout(
+        ns,
+        "web",
+        lambda r: status_of(r).get("currentStepIndex") == 3,
+        RELEASE_TIMEOUT,
+        "the release to go on from where it was",
+    )
+    assert status_of(resumed)["canaryWeight"] == 60
+    assert len(history_messages(resumed, "release-started")) == 1, "the release was not restarted"
+
+
+def unowned_conflict_is_reported_and_left_alone(scene: Scene) -> None:
+    h, ns = scene.harness, scene.namespace
+    squatter = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": ns, "labels": {"team": "someone-else"}},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "legacy"}},
+            "template": {
+                "metadata": {"labels": {"app": "legacy"}},
+                "spec": {"containers": [{"name": "legacy", "image": "legacy:1"}]},
+            },
+        },
+    }
+    created = h.cluster.create(copy.deepcopy(squatter))
+    h.apply_rollout(ns, web_rollout())
+    blocked = h.wait_rollout(
+        ns,
+        "web",
+        lambda r: "not managed by" in status_of(r).get("message", ""),
+        RELEASE_TIMEOUT,
+        "the conflict to be reported",
+    )
+    status = status_of(blocked)
+    assert "Deployment" in status["message"] and f"{ns}/web" in status["message"]
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    assert conditions["Stalled"] == ("True", "ObjectConflict")
+    assert conditions["Ready"][0] == "False"
+    h.wait(
+        lambda: {e["reason"] for e in h.events(ns, "web")},
+        lambda reasons: "ObjectConflict" in reasons,
+        RELEASE_TIMEOUT,
+        "an ObjectConflict event",
+    )
+    live = h.get(deployment(ns, "web"))
+    assert live is not None
+    # Its status moves (the Deployment controller's doing); what Sluice could write must not.
+    assert live["metadata"]["generation"] == created["metadata"]["generation"], "spec left untouched"
+    assert live["spec"] == created["spec"]
+    assert live["metadata"].get("labels") == {"team": "someone-else"}
+    assert not live["metadata"].get("ownerReferences")
+    # Nothing half-deployed beside it.
+    assert h.get(deployment(ns, "web-canary")) is None
+    assert h.get(service(ns, "web")) is None and h.get(service(ns, "web-canary")) is None
+    assert h.get(httproute(ns, "web")) is None
