@@ -88,6 +88,13 @@ class Harness:
         self.kubeconfig = kubeconfig
         self.cluster = Cluster(load_api_client(str(kubeconfig)))
 
+    def ensure_namespace(self, namespace: str) -> None:
+        try:
+            self.cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        except KubeError as error:
+            if error.status != 409:
+                raise
+
     def apply_rollout(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         obj = {"apiVersion": API_VERSION, "kind": "Rollout", **body}
         obj["metadata"] = {**obj.get("metadata", {}), "namespace": namespace}
