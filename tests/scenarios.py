@@ -241,7 +241,9 @@ def restart_resumes_at_the_same_step(scene: Scene) -> None:
     canary_after = h.get(deployment(ns, "web-canary"))
     assert route_after is not None and canary_after is not None
     # generation moves only when a spec is written (controllers' status updates do not count).
-    assert route_after["metadata"]["generation"] == route_before["metadata"]["generation"], "traffic untouched"
+    assert route_after["metadata"]["generation"] == route_before["metadata"]["generation"], (
+        "traffic untouched"
+    )
     assert route_weights(route_after) == {"web": 80, "web-canary": 20}
     assert canary_after["metadata"]["generation"] == canary_before["metadata"]["generation"]
 

@@ -112,7 +112,9 @@ def _analysing(spec: RolloutSpec, status: RolloutStatus) -> bool:
     )
 
 
-def blocked_status(status: RolloutStatus, generation: int, reason: str, message: str, now: datetime) -> RolloutStatus:
+def blocked_status(
+    status: RolloutStatus, generation: int, reason: str, message: str, now: datetime
+) -> RolloutStatus:
     """Status for a Rollout that cannot be acted on (invalid spec, conflicts): say why, touch nothing."""
     result = status.model_copy(deep=True)
     result.observed_generation = generation
@@ -139,7 +141,8 @@ class _Reconciliation:
         self.events: list[EventNote] = []
         self.took_step = False
         self.reason = "Reconciled"
-        self.commands = {p.command: p for p in pending_commands(observed.annotations, status.handled_commands)}
+        pending = pending_commands(observed.annotations, status.handled_commands)
+        self.commands = {p.command: p for p in pending}
         self.stable_obj = observed.objects.get(deployment_key(self.ref, self.ref.name))
         self.canary_obj = observed.objects.get(deployment_key(self.ref, self.ref.canary_name))
         # What to render, set by the mode handlers below.
@@ -220,9 +223,12 @@ class _Reconciliation:
             if self.s.phase != Phase.HEALTHY:
                 self._record("healthy", f"revision {self.revision} serving with {ready} replica(s)")
                 self._event("Normal", "Healthy", f"revision {self.revision} is serving")
-            self._set_phase(Phase.HEALTHY, "Healthy", f"revision {self.revision}: {ready}/{self.spec.replicas} ready")
+            self._set_phase(
+                Phase.HEALTHY, "Healthy", f"revision {self.revision}: {ready}/{self.spec.replicas} ready"
+            )
         else:
-            first = self.s.phase in (None, Phase.INITIALIZING)
+            # Never served yet (possibly after being blocked): this is the first deployment.
+            first = self.before.phase in (None, Phase.INITIALIZING) or self.before.stable_revision is None
             phase = Phase.INITIALIZING if first else Phase.PROGRESSING
             self._set_phase(phase, "Deploying", f"deploying revision {self.revision}: "
                             f"{ready}/{self.spec.replicas} replicas ready")
@@ -252,6 +258,7 @@ class _Reconciliation:
             return
         if self._take(Command.PROMOTE_FULL):
             self._record("promote-full", "remaining steps and analysis skipped")
+            self._event("Normal", "Promoting", f"sluice.dev/promote-full: promoting revision {self.revision}")
             self.s.current_step_index = len(self.steps)
             self.s.step_started_at = format_time(self.now)
             self.took_step = True
@@ -326,11 +333,14 @@ class _Reconciliation:
             self._set_phase(Phase.PAUSED, "PausedByStep", self._at_step(
                 f"paused until promoted (kubectl sluice promote {self.ref.name})"))
             return
-        ends = parse_time(self.s.step_started_at or format_time(self.now)) + parse_duration(step.pause.duration)
+        started = parse_time(self.s.step_started_at or format_time(self.now))
+        ends = started + parse_duration(step.pause.duration)
         if self.now < ends:
             self.wake_at.append(ends)
             left = math.ceil((ends - self.now).total_seconds())
-            self._set_phase(Phase.PAUSED, "PausedByStep", self._at_step(f"paused for {step.pause.duration}, {left}s left"))
+            self._set_phase(
+                Phase.PAUSED, "PausedByStep", self._at_step(f"paused for {step.pause.duration}, {left}s left")
+            )
         elif self._gate_open():
             self._advance()
         else:
@@ -349,7 +359,7 @@ class _Reconciliation:
             self._set_phase(Phase.PROGRESSING, "Progressing", self._at_step("step started"))
 
     def _promote(self) -> None:
-        """Every step passed: the stable Deployment takes the canary's template, then traffic returns to it."""
+        """Every step passed: the stable Deployment takes the canary's template, then traffic returns."""
         self.stable_template = self.obs.effective_template
         self.stable_revision = self.revision
         self.canary_count = canary_replicas(self.spec, self.s.canary_weight)
@@ -481,7 +491,9 @@ class _Reconciliation:
         self._record(pending.command.value, f"ignored: {why}")
 
     def _record(self, action: str, message: str) -> None:
-        entry = HistoryEntry(time=format_time(self.now), action=action, revision=self.revision, message=message)
+        entry = HistoryEntry(
+            time=format_time(self.now), action=action, revision=self.revision, message=message
+        )
         self.s.history = [entry, *self.s.history][:HISTORY_LIMIT]
 
     def _event(self, kind: Literal["Normal", "Warning"], reason: str, message: str) -> None:
@@ -523,7 +535,8 @@ class _Reconciliation:
         }
         if provider is not None:
             weights = Weights(stable=100 - weight, canary=weight)
-            by_key.update((key_of(obj), obj) for obj in provider.desired_objects(self.ref, self.spec, weights))
+            routed = provider.desired_objects(self.ref, self.spec, weights)
+            by_key.update((key_of(obj), obj) for obj in routed)
         return [by_key[key] for key in managed_keys(self.ref, self.spec)]
 
     def _requeue_after(self) -> float:

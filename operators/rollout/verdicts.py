@@ -95,10 +95,13 @@ def gate_open(analysis: Analysis | None, status: AnalysisStatus) -> bool:
     return last is not None and status.passed_at_step >= analysis.min_checks_per_step
 
 
-def next_check_at(analysis: Analysis, status: AnalysisStatus, weight_changed_at: str | None) -> datetime | None:
+def next_check_at(
+    analysis: Analysis, status: AnalysisStatus, weight_changed_at: str | None
+) -> datetime | None:
     """When the next check is due: one interval after the later of the last check and the
     last weight change, so every check counted at a weight measured traffic at that weight."""
-    anchors = [parse_time(t) for t in (weight_changed_at, status.last_check.time if status.last_check else None) if t]
+    last_check = status.last_check.time if status.last_check else None
+    anchors = [parse_time(t) for t in (weight_changed_at, last_check) if t]
     if not anchors:
         return None
     return max(anchors) + timedelta(seconds=parse_duration(analysis.interval).total_seconds())

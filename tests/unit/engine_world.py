@@ -7,13 +7,15 @@ plan — writes the objects that differ (judged with ``covers``), keeps the new
 status, collects the events — and finally plays the Deployment controller,
 which rolls a Deployment out when the test lets it.
 
-    world = World(spec(steps=[{"setWeight": 10}, {"pause": {}}]))
+    world = World(make_spec([{"setWeight": 10}, {"pause": {}}]))
     world.settle()                       # initial deploy: Healthy
     world.set_image("web:2")             # a release
-    world.reconcile()
+    world.settle()                       # weight 10, then paused until promoted
     world.annotate("promote", "1")
     world.run_until(lambda w: w.status.phase == Phase.HEALTHY)
 
+Stored objects get the fields an API server would add (``api_defaults``), so
+"nothing changed" is judged as the shell judges it, never by equality.
 Deployments become ready as soon as they are written, unless the test holds
 them with :meth:`World.hold` (then :meth:`World.set_ready` sets how many pods
 of the current template are ready). Analysis follows the shell too: a check

@@ -1461,3 +1461,15 @@ def test_without_traffic_there_is_no_route_and_the_stable_service_selects_both_t
     # Traffic follows pods: 25% of 4 replicas is one canary pod next to 4 stable ones.
     assert (world.status.canary_weight, world.replicas(CANARY), world.replicas(STABLE)) == (25, 1, 4)
     assert world.status.phase == Phase.PAUSED
+
+
+def test_first_deployment_after_a_blocked_spec_is_initializing() -> None:
+    world = World(make_spec())
+    world.problems = ['metric "error-rate": query uses undefined variable \'canry\'']
+    blocked = world.reconcile()
+    assert blocked.objects == [] and blocked.status.phase == Phase.DEGRADED
+    world.problems = []
+    world.hold(STABLE)
+    plan = world.reconcile()
+    assert plan.status.phase == Phase.INITIALIZING
+    assert conditions(plan.status)["Stalled"] == "False"

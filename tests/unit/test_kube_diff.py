@@ -1,0 +1,230 @@
+"""`covers` (is the live object already what we render?) and `replacement` (the body of a PUT)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from operators.kube.diff import covers, replacement
+
+# ---- covers -------------------------------------------------------------------------------------
+
+CONTAINER = {"name": "web", "image": "web:1"}
+DEFAULTED_CONTAINER = {**CONTAINER, "imagePullPolicy": "IfNotPresent", "terminationMessagePath": "/dev/x"}
+
+
+@pytest.mark.parametrize(
+    ("live", "desired", "expected"),
+    [
+        # dicts: live may hold more (defaults), never less or different
+        ({"a": 1}, {"a": 1}, True),
+        ({"a": 1, "b": 2}, {"a": 1}, True),
+        ({"a": 1}, {"a": 1, "b": 2}, False),
+        ({"a": 1}, {"a": 2}, False),
+        ({}, {}, True),
+        ({"a": 1}, {}, True),
+        ("not a dict", {"a": 1}, False),
+        (None, {"a": 1}, False),
+        ([{"a": 1}], {"a": 1}, False),
+        # nested
+        ({"spec": {"replicas": 3, "paused": False}}, {"spec": {"replicas": 3}}, True),
+        ({"spec": {"replicas": 3}}, {"spec": {"replicas": 4}}, False),
+        ({"spec": {}}, {"spec": {"template": {}}}, False),
+        ({"a": {"b": {"c": "x", "d": "y"}}}, {"a": {"b": {"c": "x"}}}, True),
+        ({"a": {"b": {"c": "x"}}}, {"a": {"b": {"c": "z"}}}, False),
+        # lists: same length, item by item
+        ([1, 2], [1, 2], True),
+        ([2, 1], [1, 2], False),
+        ([1, 2, 3], [1, 2], False),
+        ([1], [1, 2], False),
+        ([], [], True),
+        ([1], [], False),
+        ({"a": "x"}, {"a": []}, False),
+        ({"a": []}, {"a": []}, True),
+        # defaulted extra keys inside list items are not a difference...
+        ([DEFAULTED_CONTAINER], [CONTAINER], True),
+        ({"containers": [DEFAULTED_CONTAINER]}, {"containers": [CONTAINER]}, True),
+        # ...but a removed or added item, or a changed field in one, is
+        ([DEFAULTED_CONTAINER, {"name": "sidecar"}], [CONTAINER], False),
+        ([DEFAULTED_CONTAINER], [CONTAINER, {"name": "sidecar"}], False),
+        ([{**DEFAULTED_CONTAINER, "image": "web:2"}], [CONTAINER], False),
+        ([{"name": "web"}], [CONTAINER], False),
+        # bool is not int (in Python it is; in JSON it is not)
+        (True, True, True),
+        (False, False, True),
+        (True, False, False),
+        (1, True, False),
+        (True, 1, False),
+        (0, False, False),
+        (False, 0, False),
+        ({"weight": 1}, {"weight": True}, False),
+        # int and float are the same number when equal (JSON has one number type)
+        (1, 1.0, True),
+        (1.0, 1, True),
+        (0, 0.0, True),
+        (1, 1.5, False),
+        (2.5, 2.5, True),
+        # numbers are not strings: the API server keeps int-or-string as written
+        (80, "80", False),
+        ("80", 80, False),
+        ("http", "http", True),
+        ("http", "https", False),
+        # None: covered only by None; a missing key is not a null value
+        (None, None, True),
+        ("x", None, False),
+        (None, "x", False),
+        (0, None, False),
+        ({"a": None}, {"a": None}, True),
+        ({}, {"a": None}, False),
+        ({"a": 0}, {"a": None}, False),
+    ],
+)
+def test_covers(live: Any, desired: Any, expected: bool) -> None:
+    assert covers(live, desired) is expected
+
+
+def test_covers_a_deployment_the_api_server_defaulted() -> None:
+    desired = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "labels": {"sluice.dev/track": "stable"}},
+        "spec": {
+            "replicas": 4,
+            "template": {"spec": {"containers": [CONTAINER]}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
+        },
+    }
+    live = copy.deepcopy(desired)
+    live["metadata"].update(uid="u-1", resourceVersion="7", generation=2)
+    live["metadata"]["labels"]["added-by-someone"] = "x"
+    live["spec"]["progressDeadlineSeconds"] = 600
+    live["spec"]["template"]["spec"]["containers"] = [DEFAULTED_CONTAINER]
+    live["status"] = {"readyReplicas": 4}
+    assert covers(live, desired)
+
+    scaled = copy.deepcopy(live)
+    scaled["spec"]["replicas"] = 2  # e.g. someone ran kubectl scale
+    assert not covers(scaled, desired)
+
+
+# ---- replacement --------------------------------------------------------------------------------
+
+
+def live_object(kind: str = "Deployment", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1" if kind == "Service" else "apps/v1",
+        "kind": kind,
+        "metadata": {
+            "name": "web",
+            "namespace": "shop",
+            "uid": "u-1",
+            "resourceVersion": "41",
+            "labels": {"app.kubernetes.io/managed-by": "sluice", "team": "payments", "tier": "old"},
+            "annotations": {
+                "deployment.kubernetes.io/revision": "3",
+                "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                "sluice.dev/revision": "aaa",
+            },
+        },
+        "spec": spec,
+        "status": {"observedGeneration": 3},
+    }
+
+
+def desired_object(kind: str = "Deployment", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1" if kind == "Service" else "apps/v1",
+        "kind": kind,
+        "metadata": {
+            "name": "web",
+            "namespace": "shop",
+            "labels": {"app.kubernetes.io/managed-by": "sluice", "tier": "web"},
+            "annotations": {"sluice.dev/revision": "bbb"},
+        },
+        "spec": spec,
+    }
+
+
+def test_replacement_carries_the_resource_version_over() -> None:
+    body = replacement(live_object(replicas=4), desired_object(replicas=2))
+    assert body["metadata"]["resourceVersion"] == "41"
+    assert body["spec"] == {"replicas": 2}
+    assert (body["apiVersion"], body["kind"], body["metadata"]["name"]) == ("apps/v1", "Deployment", "web")
+
+
+def test_replacement_keeps_others_labels_and_annotations_and_ours_win() -> None:
+    body = replacement(live_object(), desired_object())
+    assert body["metadata"]["labels"] == {
+        "app.kubernetes.io/managed-by": "sluice",
+        "team": "payments",  # someone else's: kept
+        "tier": "web",  # ours: wins over the live "old"
+    }
+    assert body["metadata"]["annotations"] == {
+        "deployment.kubernetes.io/revision": "3",
+        "kubectl.kubernetes.io/last-applied-configuration": "{}",
+        "sluice.dev/revision": "bbb",
+    }
+
+
+def test_replacement_without_labels_or_annotations_on_either_side() -> None:
+    live = live_object()
+    del live["metadata"]["labels"], live["metadata"]["annotations"]
+    desired = desired_object()
+    del desired["metadata"]["annotations"]
+    body = replacement(live, desired)
+    assert body["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "sluice", "tier": "web"}
+    assert body["metadata"]["annotations"] == {}
+
+
+def test_replacement_does_not_send_back_the_live_status_or_server_fields() -> None:
+    body = replacement(live_object(replicas=1), desired_object(replicas=1))
+    assert "status" not in body
+    assert "uid" not in body["metadata"]
+
+
+def test_replacement_keeps_the_service_cluster_ip() -> None:
+    live = live_object(
+        "Service",
+        type="ClusterIP",
+        clusterIP="10.96.0.12",
+        clusterIPs=["10.96.0.12"],
+        ipFamilies=["IPv4"],
+        ipFamilyPolicy="SingleStack",
+        sessionAffinity="None",
+        ports=[{"port": 80}],
+    )
+    desired = desired_object("Service", type="ClusterIP", ports=[{"port": 8080}])
+    body = replacement(live, desired)
+    assert body["spec"] == {
+        "type": "ClusterIP",
+        "ports": [{"port": 8080}],
+        "clusterIP": "10.96.0.12",
+        "clusterIPs": ["10.96.0.12"],
+        "ipFamilies": ["IPv4"],
+        "ipFamilyPolicy": "SingleStack",
+    }, "only the server-owned fields are carried over (sessionAffinity is defaulted again)"
+
+
+def test_replacement_of_a_service_leaves_what_we_set_and_what_is_absent() -> None:
+    live = live_object("Service", clusterIP="10.96.0.12")
+    desired = desired_object("Service", clusterIP="None", ports=[])
+    assert replacement(live, desired)["spec"] == {"clusterIP": "None", "ports": []}
+    assert replacement(live_object("Service"), desired_object("Service", ports=[]))["spec"] == {"ports": []}
+
+
+def test_replacement_keeps_cluster_ip_only_for_services() -> None:
+    live = live_object(clusterIP="10.96.0.12", replicas=4)
+    assert replacement(live, desired_object(replicas=4))["spec"] == {"replicas": 4}
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "Service"])
+def test_replacement_does_not_mutate_its_arguments(kind: str) -> None:
+    live = live_object(kind, clusterIP="10.96.0.12", ports=[{"port": 80}])
+    desired = desired_object(kind, ports=[{"port": 8080}])
+    live_before, desired_before = copy.deepcopy(live), copy.deepcopy(desired)
+    body = replacement(live, desired)
+    assert live == live_before
+    assert desired == desired_before
+    assert body["metadata"] is not desired["metadata"]
