@@ -255,6 +255,18 @@ class Strategy(ApiModel):
 
 
 class RolloutSpec(ApiModel):
+    # CEL, checked by the API server (kubectl apply fails with this message).
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.traffic) || has(self.service)",
+                    "message": "traffic routes to the Rollout's Services: set service (e.g. {port: 80})",
+                }
+            ]
+        }
+    }
+
     replicas: int = Field(default=1, ge=0)
     selector: LabelSelector | None = Field(
         default=None,
@@ -262,11 +274,21 @@ class RolloutSpec(ApiModel):
         "Sluice always selects by its own sluice.dev/rollout label as well.",
     )
     template: dict[str, Any] = Field(json_schema_extra=POD_TEMPLATE_SCHEMA)
-    service: ServiceSpec = Field(default_factory=ServiceSpec)
+    service: ServiceSpec | None = Field(
+        default=None,
+        description="Services <name> (stable) and <name>-canary in front of the pods. Without it, no Services "
+        "(a worker that serves no requests); traffic providers need it.",
+    )
     traffic: Traffic | None = None
     paused: bool = Field(default=False, description="User intent: hold the release at its current step.")
     progress_deadline_seconds: int = Field(default=600, ge=1)
     strategy: Strategy
+
+    @model_validator(mode="after")
+    def _traffic_needs_service(self) -> RolloutSpec:
+        if self.traffic is not None and self.service is None:
+            raise ValueError("traffic routes to the Rollout's Services: set service (e.g. {port: 80})")
+        return self
 
 
 class Phase(StrEnum):

@@ -522,10 +522,6 @@ class _Reconciliation:
         provider = provider_for(self.spec)
         weight = self.s.canary_weight
         by_key: dict[ObjectKey, dict[str, Any]] = {
-            service_key(self.ref, self.ref.name): render_service(
-                self.ref, self.spec, "stable", select_all_tracks=provider is None
-            ),
-            service_key(self.ref, self.ref.canary_name): render_service(self.ref, self.spec, "canary"),
             deployment_key(self.ref, self.ref.name): render_deployment(
                 self.ref, self.spec, "stable", self.stable_template, self.stable_revision, self.spec.replicas
             ),
@@ -533,6 +529,11 @@ class _Reconciliation:
                 self.ref, self.spec, "canary", self.obs.effective_template, self.revision, self.canary_count
             ),
         }
+        if self.spec.service is not None:
+            by_key[service_key(self.ref, self.ref.name)] = render_service(
+                self.ref, self.spec, "stable", select_all_tracks=provider is None
+            )
+            by_key[service_key(self.ref, self.ref.canary_name)] = render_service(self.ref, self.spec, "canary")
         if provider is not None:
             weights = Weights(stable=100 - weight, canary=weight)
             routed = provider.desired_objects(self.ref, self.spec, weights)

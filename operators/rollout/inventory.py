@@ -24,7 +24,7 @@ def managed_keys(ref: RolloutRef, spec: RolloutSpec) -> list[ObjectKey]:
     Services come first so routes never point at nothing for long; traffic comes
     before Deployments so weight leaves a canary before its pods go away.
     """
-    keys = [service_key(ref, ref.name), service_key(ref, ref.canary_name)]
+    keys = [service_key(ref, ref.name), service_key(ref, ref.canary_name)] if spec.service else []
     provider = provider_for(spec)
     if provider is not None:
         keys += provider.object_keys(ref, spec)

@@ -166,6 +166,8 @@ def render_service(
     Services select `pod_selector` (plus the track), the same stable labels the
     Deployments select by.
     """
+    if spec.service is None:
+        raise RenderError("the Rollout has no service: nothing to render")
     selector = pod_selector(ref, spec)
     if not (select_all_tracks and track == STABLE):
         selector[TRACK_LABEL] = track

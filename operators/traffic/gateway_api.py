@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from operators.api.refs import RolloutRef
-from operators.api.rollout import GatewayAPITraffic, RolloutSpec
+from operators.api.rollout import GatewayAPITraffic, RolloutSpec, ServiceSpec
 from operators.rollout.ownership import CANARY, STABLE, managed_metadata
 from operators.rollout.render import object_name
 from operators.traffic.base import ObjectKey, Weights
@@ -44,6 +44,8 @@ class GatewayAPIProvider:
 
     def desired_objects(self, ref: RolloutRef, spec: RolloutSpec, weights: Weights) -> list[dict[str, Any]]:
         config = _config(spec)
+        # The spec model refuses traffic without a service; this guards a bypassed model.
+        port = spec.service.port if spec.service is not None else ServiceSpec().port
         route_spec: dict[str, Any] = {}
         # Empty lists are left out: the API server drops them anyway, and a diff against it stays quiet.
         if config.parent_refs:
@@ -53,8 +55,8 @@ class GatewayAPIProvider:
         route_spec["rules"] = [
             {
                 "backendRefs": [
-                    {"name": object_name(ref, STABLE), "port": spec.service.port, "weight": weights.stable},
-                    {"name": object_name(ref, CANARY), "port": spec.service.port, "weight": weights.canary},
+                    {"name": object_name(ref, STABLE), "port": port, "weight": weights.stable},
+                    {"name": object_name(ref, CANARY), "port": port, "weight": weights.canary},
                 ]
             }
         ]

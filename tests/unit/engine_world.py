@@ -78,6 +78,7 @@ def make_spec(
         "replicas": replicas,
         "template": template(image),
         "strategy": {"canary": canary_body},
+        "service": {"port": 80, "targetPort": "http"},
         **fields,
     }
     if traffic:

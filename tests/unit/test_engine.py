@@ -1473,3 +1473,10 @@ def test_first_deployment_after_a_blocked_spec_is_initializing() -> None:
     plan = world.reconcile()
     assert plan.status.phase == Phase.INITIALIZING
     assert conditions(plan.status)["Stalled"] == "False"
+
+
+def test_a_rollout_without_service_or_traffic_renders_only_deployments() -> None:
+    world = World(make_spec(traffic=False, service=None))
+    plan = world.reconcile()
+    assert [obj["kind"] for obj in plan.objects] == ["Deployment", "Deployment"]
+    assert managed_keys(REF, world.spec) == [world.key(STABLE), world.key(CANARY)]

@@ -89,6 +89,7 @@ BASE: dict[str, Any] = {
             "metadata": {"labels": {"app": "web"}},
             "spec": {"containers": [{"name": "web", "image": "ghcr.io/acme/web:1.0.0"}]},
         },
+        "service": {"port": 80},
         "traffic": {"gatewayAPI": {"parentRefs": [{"name": "public"}]}},
         "strategy": {
             "canary": {

@@ -48,6 +48,7 @@ def make_spec(**fields: Any) -> RolloutSpec:
         "replicas": 4,
         "template": template(),
         "strategy": {"canary": {"steps": [{"setWeight": 50}]}},
+        "service": {"port": 80, "targetPort": "http"},
     }
     body.update(fields)
     return RolloutSpec.model_validate(body)
@@ -462,3 +463,9 @@ def test_conflict_message_names_object_and_the_way_out() -> None:
     assert "not managed by this Rollout" in message
     assert "rename the Rollout" in message
     assert "delete the Deployment" in message
+
+
+def test_a_rollout_without_service_has_no_services_to_render() -> None:
+    spec = make_spec(service=None)
+    with pytest.raises(RenderError, match="no service"):
+        render_service(REF, spec, "stable")
