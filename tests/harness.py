@@ -7,8 +7,6 @@ a kind cluster (e2e/): they only use the Kubernetes API, through the real
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -20,48 +18,21 @@ import yaml
 from operators.api.base import API_VERSION
 from operators.api.crdgen import render_crds
 from operators.kube.client import Cluster, KubeError, load_api_client
-from operators.operator import OperatorOptions, run_operator
+from operators.operator import OperatorOptions
+from operators.operator_thread import OperatorThread
 from operators.rollout.reconciler import rollout_key
+from operators.sandbox.gateway import HTTPROUTE_CRD as SANDBOX_HTTPROUTE_CRD
 from operators.traffic.base import ObjectKey
 
 REPO = Path(__file__).resolve().parent.parent
 HTTPROUTE_CRD = REPO.parent / "shared" / "reference" / "gateway-api" / "httproutes.yaml"
 POLL_SECONDS = 0.1
 
-# Used when ../shared/reference is absent: the sandbox then serves HTTPRoutes
-# without their upstream schema (the schema itself is tested in unit tests).
-MINIMAL_HTTPROUTE_CRD: dict[str, Any] = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "httproutes.gateway.networking.k8s.io"},
-    "spec": {
-        "group": "gateway.networking.k8s.io",
-        "names": {
-            "kind": "HTTPRoute",
-            "plural": "httproutes",
-            "singular": "httproute",
-            "listKind": "HTTPRouteList",
-        },
-        "scope": "Namespaced",
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "schema": {
-                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                },
-            }
-        ],
-    },
-}
-
-
 def httproute_crd() -> dict[str, Any]:
+    """The upstream HTTPRoute CRD when ../shared/reference is there, else the sandbox's permissive one."""
     if HTTPROUTE_CRD.exists():
         return dict(yaml.safe_load(HTTPROUTE_CRD.read_text()))
-    return MINIMAL_HTTPROUTE_CRD
+    return SANDBOX_HTTPROUTE_CRD
 
 
 def sluice_crds() -> list[dict[str, Any]]:
@@ -162,40 +133,6 @@ def route_weights(route: Mapping[str, Any] | None) -> dict[str, int]:
         return {}
     refs = route["spec"]["rules"][0]["backendRefs"]
     return {ref["name"]: int(ref.get("weight", 1)) for ref in refs}
-
-
-class OperatorThread:
-    """The real Sluice operator (kopf and all) running in a background thread."""
-
-    def __init__(self, options: OperatorOptions) -> None:
-        self.options = options
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.error: BaseException | None = None
-
-    def start(self, timeout: float = 30) -> OperatorThread:
-        self._thread = threading.Thread(target=self._main, name="sluice-operator", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise AssertionError(f"the operator was not ready within {timeout}s: {self.error!r}")
-        return self
-
-    def _main(self) -> None:
-        try:
-            asyncio.run(run_operator(self.options, stop_flag=self._stop, ready_flag=self._ready))
-        except BaseException as error:  # surfaced to the test through start()/stop()
-            self.error = error
-            self._ready.set()
-
-    def stop(self, timeout: float = 30) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise AssertionError(f"the operator did not stop within {timeout}s")
-        if self.error is not None:
-            raise AssertionError(f"the operator failed: {self.error!r}") from self.error
 
 
 @contextmanager

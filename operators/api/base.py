@@ -12,7 +12,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 GROUP = "sluice.dev"
@@ -34,6 +34,16 @@ class ApiModel(BaseModel):
     def to_api(self) -> dict[str, Any]:
         """The model as the API server stores it: camelCase, no unset optionals."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def describe_validation_error(error: ValidationError, prefix: str = "spec") -> str:
+    """``spec.strategy.canary.steps.0: a step has exactly one of setWeight or pause``."""
+    parts = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in (prefix, *item["loc"]))
+        message = str(item["msg"]).removeprefix("Value error, ")
+        parts.append(f"{path}: {message}")
+    return "; ".join(parts)
 
 
 # Go-style durations as Kubernetes users write them: 30s, 1m30s, 500ms, 2h.

@@ -1,11 +1,23 @@
-"""Identity of a Rollout as the parts that render and own objects need it."""
+"""Identity of a Rollout or an Application, as the parts that render and own objects need it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from operators.api import application, rollout
 from operators.api.base import API_VERSION
-from operators.api.rollout import KIND
+
+
+def controller_reference(kind: str, name: str, uid: str) -> dict[str, object]:
+    """The ownerReference that lets Kubernetes garbage-collect what a Sluice resource creates."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 @dataclass(frozen=True)
@@ -21,12 +33,16 @@ class RolloutRef:
         return f"{self.name}-canary"
 
     def owner_reference(self) -> dict[str, object]:
-        """The ownerReference that lets Kubernetes garbage-collect what we create."""
-        return {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "name": self.name,
-            "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
+        return controller_reference(rollout.KIND, self.name, self.uid)
+
+
+@dataclass(frozen=True)
+class ApplicationRef:
+    """Which Application a Rollout belongs to."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def owner_reference(self) -> dict[str, object]:
+        return controller_reference(application.KIND, self.name, self.uid)

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from operators.api import rollout
+from operators.api import application, rollout, sidecarset
 from operators.api.base import CATEGORY, GROUP
 
 Scope = Literal["Namespaced", "Cluster"]
@@ -88,5 +88,46 @@ ROLLOUT = ResourceType(
     ),
 )
 
+APPLICATION = ResourceType(
+    kind=application.KIND,
+    plural=application.PLURAL,
+    singular=application.SINGULAR,
+    scope="Namespaced",
+    spec_model=application.ApplicationSpec,
+    status_model=application.ApplicationStatus,
+    description=(
+        "An Application is the GitOps entry point: a list of components, each rendered by its "
+        "component type into a Rollout that releases it."
+    ),
+    short_names=tuple(application.SHORT_NAMES),
+    printer_columns=(
+        PrinterColumn("Phase", "string", ".status.phase", "Running, Progressing or Degraded."),
+        PrinterColumn("Components", "integer", ".status.componentCount", "Components in the spec."),
+        PrinterColumn("Ready", "string", ".status.readyComponents", "Ready components out of all."),
+        AGE,
+    ),
+)
+
+SIDECARSET = ResourceType(
+    kind=sidecarset.KIND,
+    plural=sidecarset.PLURAL,
+    singular=sidecarset.SINGULAR,
+    scope="Cluster",
+    spec_model=sidecarset.SidecarSetSpec,
+    status_model=sidecarset.SidecarSetStatus,
+    description=(
+        "A SidecarSet defines sidecar containers once and injects them into every matching pod: "
+        "Rollouts get them at render time (so a sidecar change is released like any other), "
+        "other pods through a mutating admission webhook."
+    ),
+    short_names=tuple(sidecarset.SHORT_NAMES),
+    printer_columns=(
+        PrinterColumn("Matched", "integer", ".status.matched", "Rollouts and pods outside Sluice that match."),
+        PrinterColumn("Updated", "integer", ".status.updated", "Of those, how many carry the current revision."),
+        PrinterColumn("Ready", "integer", ".status.ready", "Of those, how many are ready."),
+        AGE,
+    ),
+)
+
 # Every resource the operators serve, in the order `sluice crds` writes them.
-RESOURCES: tuple[ResourceType, ...] = (ROLLOUT,)
+RESOURCES: tuple[ResourceType, ...] = (ROLLOUT, APPLICATION, SIDECARSET)

@@ -276,8 +276,8 @@ class RolloutSpec(ApiModel):
     template: dict[str, Any] = Field(json_schema_extra=POD_TEMPLATE_SCHEMA)
     service: ServiceSpec | None = Field(
         default=None,
-        description="Services <name> (stable) and <name>-canary in front of the pods. Without it, no Services "
-        "(a worker that serves no requests); traffic providers need it.",
+        description="Services <name> (stable) and <name>-canary in front of the pods. Without it, no "
+        "Services (a worker that serves no requests); traffic providers need it.",
     )
     traffic: Traffic | None = None
     paused: bool = Field(default=False, description="User intent: hold the release at its current step.")

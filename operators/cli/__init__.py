@@ -7,7 +7,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from operators.cli import crds, release, run
+import urllib3
+from kubernetes.config import ConfigException
+
+from operators.cli import crds, release, run, sandbox
+from operators.kube.client import KubeError
 
 DESCRIPTION = """\
 Sluice: progressive delivery for Kubernetes. Releases shift traffic to a new
@@ -17,6 +21,8 @@ roll back at once when it does not.
 
 EPILOG = """\
 examples:
+  sluice demo
+  sluice sandbox
   sluice run --all-namespaces --prometheus-url http://prometheus.monitoring:9090
   kubectl sluice status web --watch
   kubectl sluice promote web
@@ -36,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(commands)
     crds.add_parser(commands)
     release.add_parsers(commands)
+    sandbox.add_parsers(commands)
     return parser
 
 
@@ -46,11 +53,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # its retry warnings repeat what our one-line error says
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
     try:
         code: int = args.handler(args)
     except KeyboardInterrupt:
         return 130
+    except (KubeError, ConfigException, OSError, urllib3.exceptions.HTTPError) as error:
+        # The cluster is unreachable, the kubeconfig is wrong, a CRD is missing: say so, no traceback.
+        print(f"sluice {args.command}: {describe_error(error)}", file=sys.stderr)
+        return 1
     return code
+
+
+def describe_error(error: BaseException) -> str:
+    if isinstance(error, KubeError) and error.status == 404:
+        return f"{error.message} (are the Sluice CRDs installed? kubectl apply -f crds/)"
+    if isinstance(error, KubeError):
+        return error.message
+    if isinstance(error, urllib3.exceptions.MaxRetryError):
+        return f"cannot reach the Kubernetes API server: {error.reason}"
+    return str(error) or type(error).__name__
 
 
 if __name__ == "__main__":

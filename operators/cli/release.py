@@ -31,7 +31,7 @@ def add_parsers(commands: Any) -> None:
         "-w",
         "--watch",
         action="store_true",
-        help="follow until the release is Healthy, Degraded or Aborted; exit 0 only for Healthy",
+        help="follow until the release is Healthy, Degraded, Aborted or stalled; exit 0 only for Healthy",
     )
     status.add_argument(
         "--timeout", type=float, default=0, metavar="SECONDS", help="give up watching after this"
@@ -43,7 +43,11 @@ def add_parsers(commands: Any) -> None:
         (Command.RETRY, "start a rolled-back release again"),
     ):
         parser = commands.add_parser(
-            command.value, help=text, description=f"{text} (annotates {command.annotation})."
+            command.value,
+            help=text,
+            description=f"{text} (sets the annotation {command.annotation}"
+            + (f"; with --full, {Command.PROMOTE_FULL.annotation}" if command == Command.PROMOTE else "")
+            + ").",
         )
         _common(parser)
         if command == Command.PROMOTE:
@@ -54,8 +58,10 @@ def add_parsers(commands: Any) -> None:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="the Rollout")
     parser.add_argument("-n", "--namespace", help="its namespace (default: the kubeconfig context's)")
-    parser.add_argument("--kubeconfig", metavar="PATH")
-    parser.add_argument("--context", metavar="NAME")
+    parser.add_argument(
+        "--kubeconfig", metavar="PATH", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)"
+    )
+    parser.add_argument("--context", metavar="NAME", help="kubeconfig context (default: the current one)")
 
 
 def _connect(args: argparse.Namespace) -> tuple[Cluster, str]:
@@ -103,8 +109,10 @@ def handle_status(args: argparse.Namespace) -> int:
         phase = (body.get("status") or {}).get("phase")
         if not args.watch:
             return 0
-        if phase in FINAL_PHASES and _observed_current(body):
-            return 0 if phase == Phase.HEALTHY.value else 1
+        if _observed_current(body) and (phase in FINAL_PHASES or _stalled(body)):
+            # Stalled (an invalid spec, a conflict) keeps the old phase, e.g. Healthy for the
+            # previous revision, yet the spec just applied will not be released: a failure.
+            return 0 if phase == Phase.HEALTHY.value and not _stalled(body) else 1
         if deadline is not None and time.monotonic() > deadline:
             print(f"sluice: still {phase} after {args.timeout:g}s", file=sys.stderr)
             return 2
@@ -116,12 +124,19 @@ def _observed_current(body: Mapping[str, Any]) -> bool:
     return bool(status.get("observedGeneration") == body.get("metadata", {}).get("generation"))
 
 
+def _stalled(body: Mapping[str, Any]) -> bool:
+    conditions = (body.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Stalled" and c.get("status") == "True" for c in conditions)
+
+
 def format_status(body: Mapping[str, Any]) -> str:
     """A Rollout's status for people: phase, step, weights, revisions, analysis, recent history."""
     meta = body.get("metadata", {})
     status = RolloutStatus.model_validate(body.get("status") or {})
     spec = body.get("spec") or {}
-    lines = [f"Rollout {meta.get('namespace')}/{meta.get('name')}: {status.phase or 'Pending'}"]
+    stalled = any(c.type == "Stalled" and c.status == "True" for c in status.conditions)
+    phase = f"{status.phase.value if status.phase else 'Pending'}{' (stalled)' if stalled else ''}"
+    lines = [f"Rollout {meta.get('namespace')}/{meta.get('name')}: {phase}"]
     steps = (spec.get("strategy", {}).get("canary", {}) or {}).get("steps") or []
     if status.current_step_index is not None:
         lines.append(

@@ -24,6 +24,7 @@ PLURALS = {
     "Event": "events",
     "HTTPRoute": "httproutes",
     "Rollout": "rollouts",
+    "Application": "applications",
     "Namespace": "namespaces",
     "Pod": "pods",
 }
@@ -128,6 +129,22 @@ class Cluster:
             "PATCH", object_path(key, subresource), dict(patch), "application/merge-patch+json"
         )
 
+    def list_objects(
+        self, api_version: str, kind: str, namespace: str | None, label_selector: str = ""
+    ) -> list[dict[str, Any]]:
+        """The objects of a kind (in a namespace), with apiVersion and kind set on each item."""
+        query = {"labelSelector": label_selector} if label_selector else None
+        listed = self.request("GET", collection_path(api_version, kind, namespace), query=query)
+        return [{"apiVersion": api_version, "kind": kind, **item} for item in listed.get("items") or []]
+
+    def delete(self, key: ObjectKey) -> None:
+        """Delete an object; its dependents go with it (background propagation). Gone already is fine."""
+        try:
+            self.request("DELETE", object_path(key))
+        except KubeError as error:
+            if error.status != 404:
+                raise
+
 
 def _json_or_text(text: str) -> Any:
     try:
@@ -141,10 +158,13 @@ def _error_from(status: int, payload: Any) -> KubeError:
         message = str(payload.get("message") or payload)
         reason = str(payload.get("reason") or "")
     else:
-        message, reason = str(payload)[:500], ""
+        message, reason = str(payload).strip()[:500], ""
     # A 404 on a kind (not an object) means its CRD is not installed: no object name in the details.
     names_object = isinstance(payload, dict) and (payload.get("details") or {}).get("name")
     kind_missing = "the server could not find the requested resource" in message or reason in _NO_SUCH_KIND
+    # kube-apiserver answers a path it serves nothing at (a kind whose CRD is not installed) with
+    # a plain-text "404 page not found", not a Status; a missing object always gets a Status.
+    kind_missing = kind_missing or not isinstance(payload, dict)
     if status == 404 and not names_object and kind_missing:
         return ResourceNotInstalled(status, message, reason)
     return KubeError(status, message, reason)

@@ -1,13 +1,16 @@
-"""Kubernetes Events about a Rollout, the way `kubectl describe` shows them."""
+"""Kubernetes Events about a Rollout or an Application, the way `kubectl describe` shows them."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from operators.kube.client import Cluster, collection_path
+from operators.kube.client import Cluster, KubeError, collection_path
 from operators.timeutil import format_time
+
+logger = logging.getLogger(__name__)
 
 COMPONENT = "sluice"
 # The API server refuses longer messages; ours name metrics and values, so cut politely.
@@ -52,3 +55,14 @@ def post_event(
     cluster.request(
         "POST", collection_path("v1", "Event", namespace), event_body(involved, kind, reason, message, now)
     )
+
+
+def post_event_or_log(
+    cluster: Cluster, involved: Mapping[str, Any], kind: str, reason: str, message: str, now: datetime
+) -> None:
+    """Post an Event; when that fails, log it instead: an Event is a courtesy, never worth failing over."""
+    try:
+        post_event(cluster, involved, kind, reason, message, now)
+    except KubeError as error:
+        name = involved.get("metadata", {}).get("name")
+        logger.warning("could not post event %s on %s: %s", reason, name, error)

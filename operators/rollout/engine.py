@@ -533,7 +533,8 @@ class _Reconciliation:
             by_key[service_key(self.ref, self.ref.name)] = render_service(
                 self.ref, self.spec, "stable", select_all_tracks=provider is None
             )
-            by_key[service_key(self.ref, self.ref.canary_name)] = render_service(self.ref, self.spec, "canary")
+            canary_service = render_service(self.ref, self.spec, "canary")
+            by_key[service_key(self.ref, self.ref.canary_name)] = canary_service
         if provider is not None:
             weights = Weights(stable=100 - weight, canary=weight)
             routed = provider.desired_objects(self.ref, self.spec, weights)

@@ -55,10 +55,15 @@ def is_owned_by(obj: Mapping[str, Any], ref: RolloutRef) -> bool:
     Labels are ignored on purpose: an object labelled managed-by Sluice but owned
     by another Rollout (or by nothing) is not ours to overwrite.
     """
+    return has_owner(obj, KIND, ref.uid)
+
+
+def has_owner(obj: Mapping[str, Any], kind: str, uid: str) -> bool:
+    """Whether `obj` has an ownerReference to the object of this kind and uid."""
     metadata = obj.get("metadata") or {}
     references = metadata.get("ownerReferences") or []
     return any(
-        isinstance(owner, Mapping) and owner.get("uid") == ref.uid and owner.get("kind") == KIND
+        isinstance(owner, Mapping) and owner.get("uid") == uid and owner.get("kind") == kind
         for owner in references
     )
 

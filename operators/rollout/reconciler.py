@@ -18,12 +18,12 @@ from pydantic import ValidationError
 from operators.analysis.check import run_check, validate_queries
 from operators.analysis.provider import MetricsProvider
 from operators.analysis.templates import QueryContext
-from operators.api.base import API_VERSION
+from operators.api.base import API_VERSION, describe_validation_error
 from operators.api.refs import RolloutRef
 from operators.api.rollout import KIND, RolloutSpec, RolloutStatus
 from operators.kube.client import Cluster, KubeError, ResourceNotInstalled
 from operators.kube.diff import covers, replacement
-from operators.kube.events import post_event
+from operators.kube.events import post_event_or_log
 from operators.rollout import engine
 from operators.rollout.inventory import key_of, managed_keys
 from operators.rollout.render import pod_template_revision
@@ -41,16 +41,6 @@ def utc_now() -> datetime:
 
 def rollout_key(namespace: str, name: str) -> ObjectKey:
     return ObjectKey(API_VERSION, KIND, namespace, name)
-
-
-def describe_validation_error(error: ValidationError, prefix: str = "spec") -> str:
-    """``spec.strategy.canary.steps.0: a step has exactly one of setWeight or pause``."""
-    parts = []
-    for item in error.errors():
-        path = ".".join(str(p) for p in (prefix, *item["loc"]))
-        message = str(item["msg"]).removeprefix("Value error, ")
-        parts.append(f"{path}: {message}")
-    return "; ".join(parts)
 
 
 class RolloutReconciler:
@@ -163,7 +153,4 @@ class RolloutReconciler:
         return engine.RESYNC_SECONDS
 
     def _event(self, body: dict[str, Any], kind: str, reason: str, message: str, now: datetime) -> None:
-        try:
-            post_event(self.cluster, body, kind, reason, message, now)
-        except KubeError as error:  # an event is a courtesy; never fail a release over one
-            logger.warning("could not post event %s on %s: %s", reason, body["metadata"]["name"], error)
+        post_event_or_log(self.cluster, body, kind, reason, message, now)

@@ -48,7 +48,7 @@ def set_status(harness: Harness, name: str, status: dict[str, Any], namespace: s
     harness.cluster.merge_patch(rollout_key(namespace, name), {"status": status}, subresource="status")
 
 
-def annotations(harness: Harness, name: str = "web") -> dict[str, str]:
+def annotations_of(harness: Harness, name: str = "web") -> dict[str, str]:
     return dict(harness.rollout(NS, name)["metadata"].get("annotations") or {})
 
 
@@ -72,7 +72,7 @@ def test_command_sets_its_annotation_with_a_fresh_value(
 
     code, out, err = run_cli(capsys, *argv, *common)
     assert (code, err) == (0, "")
-    first = annotations(harness)
+    first = annotations_of(harness)
     assert first.get(annotation), first
     assert out.strip() == f"rollout {NS}/web: {annotation}={first[annotation]}"
     assert first["team"] == "payments", "other annotations are kept"
@@ -81,11 +81,13 @@ def test_command_sets_its_annotation_with_a_fresh_value(
 
     code, _, _ = run_cli(capsys, *argv, *common)
     assert code == 0
-    second = annotations(harness)[annotation]
+    second = annotations_of(harness)[annotation]
     assert second != first[annotation], "each call is a new command: the operator acts once per value"
 
 
-def test_command_on_a_missing_rollout_fails_clearly(capsys: pytest.CaptureFixture[str], harness: Harness) -> None:
+def test_command_on_a_missing_rollout_fails_clearly(
+    capsys: pytest.CaptureFixture[str], harness: Harness
+) -> None:
     code, out, err = run_cli(capsys, "promote", "nope", "-n", NS, "--kubeconfig", str(harness.kubeconfig))
     assert code == 1
     assert out == ""
@@ -110,7 +112,7 @@ def test_namespace_defaults_to_the_kubeconfig_context(
 
     code, out, _ = run_cli(capsys, "abort", "web", "--kubeconfig", str(kubeconfig))
     assert code == 0 and out.startswith(f"rollout {NS}/web: ")
-    assert "sluice.dev/abort" in annotations(harness)
+    assert "sluice.dev/abort" in annotations_of(harness)
 
     code, _, err = run_cli(capsys, "abort", "web", "--kubeconfig", str(kubeconfig), "--context", "elsewhere")
     assert code == 1 and "default/web" in err, "--context picks that context's namespace"
@@ -156,7 +158,16 @@ def test_status_watch_gives_up_on_a_release_that_stays_progressing(
     set_status(harness, "web", {"phase": "Progressing", "canaryWeight": 20, "message": "step 1/4"})
     started = time.monotonic()
     code, out, err = run_cli(
-        capsys, "status", "web", "-n", NS, "--kubeconfig", str(harness.kubeconfig), "--watch", "--timeout", "2"
+        capsys,
+        "status",
+        "web",
+        "-n",
+        NS,
+        "--kubeconfig",
+        str(harness.kubeconfig),
+        "--watch",
+        "--timeout",
+        "2",
     )
     elapsed = time.monotonic() - started
     assert code == 2
@@ -190,3 +201,46 @@ def test_status_watch_does_not_trust_a_final_phase_of_an_older_generation(
     )
     assert code == 2
     assert "still Healthy after 1s" in err
+
+
+@pytest.mark.parametrize("phase", ["Healthy", "Paused"])
+def test_status_watch_fails_on_a_stalled_rollout_whatever_its_phase(
+    capsys: pytest.CaptureFixture[str], harness: Harness, phase: str
+) -> None:
+    # A spec the operator refused keeps the phase it had (Healthy: the old revision still serves),
+    # but the release just applied will not happen: a pipeline waiting on it must fail, not pass.
+    message = "selector.matchLabels team=x not found in template.metadata.labels"
+    stalled = {
+        "type": "Stalled",
+        "status": "True",
+        "reason": "InvalidSpec",
+        "message": message,
+        "lastTransitionTime": "2024-05-01T10:00:00Z",
+    }
+    ready = {**stalled, "type": "Ready", "status": "False"}
+    set_status(harness, "web", {"phase": phase, "message": message, "conditions": [ready, stalled]})
+    started = time.monotonic()
+    code, out, _ = run_cli(
+        capsys, "status", "web", "-n", NS, "--kubeconfig", str(harness.kubeconfig), "-w", "--timeout", "10"
+    )
+    assert code == 1
+    assert time.monotonic() - started < 1
+    assert f"Message:   {message}" in out
+
+
+def test_status_watch_waits_for_a_stall_of_the_current_generation(
+    capsys: pytest.CaptureFixture[str], harness: Harness
+) -> None:
+    stalled = {
+        "type": "Stalled",
+        "status": "True",
+        "reason": "InvalidSpec",
+        "message": "old problem",
+        "lastTransitionTime": "2024-05-01T10:00:00Z",
+    }
+    set_status(harness, "web", {"phase": "Progressing", "conditions": [stalled]})
+    harness.set_image(NS, "web", "ghcr.io/acme/web:2.0.0")  # perhaps the fix: not looked at yet
+    code, _, err = run_cli(
+        capsys, "status", "web", "-n", NS, "--kubeconfig", str(harness.kubeconfig), "-w", "--timeout", "1"
+    )
+    assert code == 2 and "still Progressing" in err

@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
@@ -21,14 +19,7 @@ from operators.analysis.check import format_value, run_check
 from operators.analysis.provider import MetricsProvider, PrometheusProvider, ProviderError
 from operators.analysis.templates import QueryContext, render_query
 from operators.api.rollout import Check, Metric, Outcome
-from operators.sandbox.exporter import (
-    BUCKETS,
-    MetricsExporter,
-    TrafficCounters,
-    TrafficSetting,
-    advance,
-    integrate,
-)
+from operators.sandbox.exporter import MetricsExporter
 from operators.sandbox.prometheus import PrometheusServer, free_port
 
 WINDOW = "5s"
@@ -284,75 +275,3 @@ def test_outage_is_an_error_and_a_restart_on_the_same_port_recovers(
         assert own.url == url
         wait_for_value(own, error_rate, ctx, lambda v: v == 0)
         assert check([error_rate], ctx, provider, url).outcome is Outcome.PASSED
-
-
-# --- the exporter ---------------------------------------------------------------------------------
-
-
-def test_exporter_serves_the_text_format(metrics_exporter: MetricsExporter) -> None:
-    metrics_exporter.set_service("ns-a", "web", rps=10, error_rate=0.5, latency_seconds=0.3)
-    metrics_exporter.set_gauge("sluice_test_value", {"namespace": "ns-a", "note": 'a "quoted"\nvalue'}, 1.5)
-    with urllib.request.urlopen(metrics_exporter.url, timeout=5) as response:
-        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        body = response.read().decode()
-    assert "# TYPE http_requests_total counter" in body
-    assert "# TYPE http_request_duration_seconds histogram" in body
-    assert 'http_requests_total{namespace="ns-a",service="web",code="500"} ' in body
-    assert 'http_request_duration_seconds_bucket{namespace="ns-a",service="web",le="+Inf"} ' in body
-    assert 'sluice_test_value{namespace="ns-a",note="a \\"quoted\\"\\nvalue"} 1.5' in body
-    with pytest.raises(urllib.error.HTTPError) as missing:
-        urllib.request.urlopen(metrics_exporter.url.replace("/metrics", "/other"), timeout=5)
-    assert missing.value.code == 404
-
-
-def test_exporter_counters_never_decrease_across_changes() -> None:
-    now = [100.0]
-    with MetricsExporter(clock=lambda: now[0]) as exporter:
-        exporter.set_service("ns", "web", rps=10, error_rate=0.5, latency_seconds=0.3)
-        now[0] = 110.0
-        before = exporter.counters("ns", "web")
-        exporter.set_service("ns", "web", rps=1, error_rate=0.0)  # latency kept: 0.3
-        now[0] = 120.0
-        after = exporter.counters("ns", "web")
-    assert (before.ok, before.errors) == (50, 50)
-    assert (after.ok, after.errors) == (60, 50)
-    assert after.duration_sum == pytest.approx(110 * 0.3)
-    assert all(b >= a for a, b in zip(before.buckets, after.buckets, strict=True))
-
-
-@pytest.mark.parametrize(
-    ("latency", "lowest"),
-    [(0.0, 0.005), (0.005, 0.005), (0.006, 0.01), (0.3, 0.5), (10.0, 10.0), (60.0, math.inf)],
-)
-def test_requests_land_in_the_buckets_at_or_above_their_latency(latency: float, lowest: float) -> None:
-    counters = advance(TrafficCounters(), TrafficSetting(rps=2, latency_seconds=latency), 5)
-    assert counters.buckets == tuple(10.0 if le >= lowest else 0.0 for le in BUCKETS)
-    assert counters.count == 10 and counters.duration_sum == pytest.approx(10 * latency)
-
-
-def test_integrate_is_piecewise() -> None:
-    history = [
-        (0.0, TrafficSetting(rps=10, error_rate=0.0, latency_seconds=0.01)),
-        (10.0, TrafficSetting(rps=10, error_rate=0.3, latency_seconds=1.0)),
-        (20.0, TrafficSetting(rps=0)),
-    ]
-    at_15 = integrate(history, until=15)
-    assert (at_15.ok, at_15.errors) == pytest.approx((135, 15))
-    at_30 = integrate(history, until=30)
-    assert (at_30.ok, at_30.errors) == pytest.approx((170, 30))
-    assert at_30.buckets[BUCKETS.index(0.01)] == 100  # only the fast segment's requests
-    assert at_30.buckets[BUCKETS.index(1.0)] == 200
-    # Over the second segment alone, the error rate is exactly the setting: what rate() sees.
-    at_10 = integrate(history, until=10)
-    at_20 = integrate(history, until=20)
-    assert (at_20.errors - at_10.errors) / (at_20.count - at_10.count) == pytest.approx(0.3)
-    assert integrate([], until=5) == TrafficCounters()
-
-
-@pytest.mark.parametrize(
-    "setting",
-    [{"rps": -1}, {"rps": math.inf}, {"error_rate": 1.5}, {"error_rate": -0.1}, {"latency_seconds": -1}],
-)
-def test_invalid_settings_are_refused(setting: dict[str, float]) -> None:
-    with pytest.raises(ValueError):
-        TrafficSetting(**setting)

@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import kmock
 import pytest
 
+from operators import cli
 from operators.kube.client import ResourceNotInstalled
 from operators.operator import OperatorOptions
 from operators.sandbox.apiserver import SandboxThread
@@ -35,8 +37,6 @@ from tests.harness import (
 
 TIMEOUT = 30.0  # a deadline for slow machines; each wait here normally ends within a second or two
 NS = "shop"
-
-OperatorOn = Callable[..., Any]
 
 
 @contextmanager
@@ -74,8 +74,10 @@ def wait_blocked(harness: Harness, reason: str, what: str, name: str = "web") ->
     return harness.wait_rollout(
         NS,
         name,
-        lambda r: conditions(r).get("Stalled") == ("True", reason)
-        and status_of(r).get("observedGeneration") == r["metadata"]["generation"],
+        lambda r: (
+            conditions(r).get("Stalled") == ("True", reason)
+            and status_of(r).get("observedGeneration") == r["metadata"]["generation"]
+        ),
         TIMEOUT,
         what,
     )
@@ -84,7 +86,9 @@ def wait_blocked(harness: Harness, reason: str, what: str, name: str = "web") ->
 def wait_warning(harness: Harness, reason: str, name: str = "web") -> list[dict[str, Any]]:
     return list(
         harness.wait(
-            lambda: [e for e in harness.events(NS, name) if (e.get("type"), e.get("reason")) == ("Warning", reason)],
+            lambda: [
+                e for e in harness.events(NS, name) if (e.get("type"), e.get("reason")) == ("Warning", reason)
+            ],
             bool,
             TIMEOUT,
             f"a Warning event {reason}",
@@ -93,7 +97,12 @@ def wait_warning(harness: Harness, reason: str, name: str = "web") -> list[dict[
 
 
 def assert_nothing_created(harness: Harness, name: str = "web", route: bool = True) -> None:
-    for key in (deployment(NS, name), deployment(NS, f"{name}-canary"), service(NS, name), service(NS, f"{name}-canary")):
+    for key in (
+        deployment(NS, name),
+        deployment(NS, f"{name}-canary"),
+        service(NS, name),
+        service(NS, f"{name}-canary"),
+    ):
         assert harness.get(key) is None, f"{key.kind} {key.name} was created"
     if route:
         assert harness.get(httproute(NS, name)) is None
@@ -113,8 +122,12 @@ def half_canary_replicas(body: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("spoil", "path", "words"),
     [
-        (both_weight_and_pause, "spec.strategy.canary.steps.1", "a step has exactly one of setWeight or pause"),
-        (half_canary_replicas, "spec.strategy.canary", "canaryReplicas must be \"matchWeight\" or a number"),
+        (
+            both_weight_and_pause,
+            "spec.strategy.canary.steps.1",
+            "a step has exactly one of setWeight or pause",
+        ),
+        (half_canary_replicas, "spec.strategy.canary", 'canaryReplicas must be "matchWeight" or a number'),
     ],
     ids=["step-with-weight-and-pause", "canaryReplicas-half"],
 )
@@ -134,6 +147,18 @@ def test_a_spec_the_models_refuse_is_reported_and_nothing_is_created(
     [event] = wait_warning(harness, "InvalidSpec")
     assert event["message"] == message
     assert event["involvedObject"]["kind"] == "Rollout" and event["involvedObject"]["name"] == "web"
+    assert_nothing_created(harness)
+
+    # Another pass over the same problem (a spec change that does not fix it) says it again on
+    # the status, for the new generation, but does not post the same Warning again.
+    generation = harness.patch_rollout(NS, "web", {"spec": {"progressDeadlineSeconds": 61}})["metadata"][
+        "generation"
+    ]
+    again = wait_blocked(harness, "InvalidSpec", "the new generation to be observed")
+    assert again["metadata"]["generation"] == generation
+    assert status_of(again)["message"] == message
+    warnings = [e for e in harness.events(NS, "web") if e["reason"] == "InvalidSpec"]
+    assert len(warnings) == 1, warnings
     assert_nothing_created(harness)
 
 
@@ -171,7 +196,23 @@ def test_a_selector_label_missing_from_the_template_is_reported(harness: Harness
 # ---- the Gateway API is not installed --------------------------------------------------------------
 
 
-def test_a_missing_httproute_crd_is_reported_and_nothing_is_created(sandbox_api: SandboxThread) -> None:
+def answer_like_kube_apiserver(sandbox_api: SandboxThread) -> None:
+    """Unknown API paths get a plain-text 404, as kube-apiserver's fallback handler answers
+    (a JSON Status only from Kubernetes 1.36); the sandbox itself answers with a Status."""
+
+    async def inject() -> None:  # on the server's loop: kmock's reactions are not thread-safe
+        route = kmock.resource("gateway.networking.k8s.io", "v1", "httproutes")
+        sandbox_api.server.emulator[route] << 404 << b"404 page not found\n"
+
+    sandbox_api.run(inject())
+
+
+@pytest.mark.parametrize("not_found", ["status", "plain-text"])
+def test_a_missing_httproute_crd_is_reported_and_nothing_is_created(
+    sandbox_api: SandboxThread, not_found: str
+) -> None:
+    if not_found == "plain-text":
+        answer_like_kube_apiserver(sandbox_api)
     with operator_on(sandbox_api, sluice_crds()) as harness:
         harness.apply_rollout(NS, scenarios.web_rollout())
         blocked = wait_blocked(harness, "ProviderMissing", "the missing Gateway API to be reported")
@@ -228,7 +269,9 @@ def scene(
         )
 
 
-def test_an_undefined_query_variable_stops_the_release_before_it_starts(scene: scenarios.Scene) -> None:
+def test_an_undefined_query_variable_stops_the_release_before_it_starts(
+    scene: scenarios.Scene, capsys: pytest.CaptureFixture[str]
+) -> None:
     h = scene.harness
     steps = [{"setWeight": 50}, {"setWeight": 100}]
     body = scenarios.web_rollout(steps=steps, analysis=query_analysis(scene.prometheus_url, GOOD_QUERY))
@@ -243,13 +286,24 @@ def test_an_undefined_query_variable_stops_the_release_before_it_starts(scene: s
     generation = h.patch_rollout(
         NS,
         "web",
-        {"spec": {"template": {"spec": {"containers": containers}}, "strategy": {"canary": {"analysis": broken}}}},
+        {
+            "spec": {
+                "template": {"spec": {"containers": containers}},
+                "strategy": {"canary": {"analysis": broken}},
+            }
+        },
     )["metadata"]["generation"]
     blocked = wait_blocked(h, "InvalidSpec", "the bad query to be reported")
     assert blocked["metadata"]["generation"] == generation
     status = status_of(blocked)
     assert 'metric "canary-absent"' in status["message"] and "'canry'" in status["message"], status["message"]
     assert wait_warning(h, "InvalidSpec")[0]["message"] == status["message"]
+    # The phase still says Healthy (the old revision serves), but a pipeline waiting on the
+    # release with `sluice status --watch` must fail at once rather than pass.
+    watch = ["status", "web", "-n", NS, "--kubeconfig", str(h.kubeconfig), "--watch", "--timeout", "10"]
+    capsys.readouterr()
+    assert cli.main(watch) == 1
+    assert "'canry'" in capsys.readouterr().out
 
     # Nothing moved: no release, no canary pods, all traffic on the stable version.
     assert status["stableRevision"] == first
@@ -266,7 +320,9 @@ def test_an_undefined_query_variable_stops_the_release_before_it_starts(scene: s
 
     # Fixing the query lets the very same release go ahead.
     h.patch_rollout(
-        NS, "web", {"spec": {"strategy": {"canary": {"analysis": query_analysis(scene.prometheus_url, GOOD_QUERY)}}}}
+        NS,
+        "web",
+        {"spec": {"strategy": {"canary": {"analysis": query_analysis(scene.prometheus_url, GOOD_QUERY)}}}},
     )
     done = h.wait_rollout(
         NS,

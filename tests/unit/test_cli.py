@@ -55,15 +55,41 @@ def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) 
 @pytest.mark.parametrize(
     ("command", "phrases"),
     [
-        ("run", ["usage: sluice run", "Run the Sluice operator", "--all-namespaces", "--prometheus-url",
-                 "--liveness", "'off' to disable"]),
+        (
+            "run",
+            [
+                "usage: sluice run",
+                "Run the Sluice operator",
+                "--all-namespaces",
+                "--prometheus-url",
+                "--liveness",
+                "'off' to disable",
+            ],
+        ),
         ("crds", ["usage: sluice crds", "Print the CRDs", "--output-dir DIR", "--check [DIR]"]),
-        ("status", ["usage: sluice status", "Show a Rollout's release.", "--watch", "--timeout SECONDS",
-                    "exit 0 only for Healthy", "-n NAMESPACE", "--kubeconfig PATH"]),
-        ("promote", ["usage: sluice promote", "end the current pause (annotates sluice.dev/promote)",
-                     "--full", "skip all remaining steps and analysis"]),
-        ("abort", ["usage: sluice abort", "roll the release back now (annotates sluice.dev/abort)"]),
-        ("retry", ["usage: sluice retry", "start a rolled-back release again (annotates sluice.dev/retry)"]),
+        (
+            "status",
+            [
+                "usage: sluice status",
+                "Show a Rollout's release.",
+                "--watch",
+                "--timeout SECONDS",
+                "exit 0 only for Healthy",
+                "-n NAMESPACE",
+                "--kubeconfig PATH",
+            ],
+        ),
+        (
+            "promote",
+            [
+                "usage: sluice promote",
+                "sets the annotation sluice.dev/promote; with --full, sluice.dev/promote-full",
+                "--full",
+                "skip all remaining steps and analysis",
+            ],
+        ),
+        ("abort", ["usage: sluice abort", "roll the release back now (sets the annotation sluice.dev/abort)"]),
+        ("retry", ["usage: sluice retry", "start a rolled-back release again (sets the annotation sluice.dev/retry)"]),
     ],
 )
 def test_each_command_describes_itself(
@@ -110,7 +136,9 @@ def test_crds_prints_every_crd_as_yaml(capsys: pytest.CaptureFixture[str]) -> No
     assert rollout["spec"]["names"]["shortNames"] == ["sro"]
 
 
-def test_crds_check_passes_on_what_output_dir_wrote(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_crds_check_passes_on_what_output_dir_wrote(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     directory = tmp_path / "crds"
     code, out, _ = run_cli(capsys, "crds", "--output-dir", str(directory))
     assert code == 0
@@ -197,8 +225,16 @@ def test_status_of_a_release_under_analysis() -> None:
                     },
                 },
                 "history": [
-                    {"time": "2024-05-01T09:59:00Z", "action": "set-weight", "message": "canary weight 25% -> 50%"},
-                    {"time": "2024-05-01T09:58:00Z", "action": "release-started", "message": "revision 7c4e1a2b3f"},
+                    {
+                        "time": "2024-05-01T09:59:00Z",
+                        "action": "set-weight",
+                        "message": "canary weight 25% -> 50%",
+                    },
+                    {
+                        "time": "2024-05-01T09:58:00Z",
+                        "action": "release-started",
+                        "message": "revision 7c4e1a2b3f",
+                    },
                 ],
                 "message": "step 2/4: weight 50%, 3 checks passed",
             }
@@ -238,7 +274,12 @@ def test_status_of_a_rolled_back_release() -> None:
                         "time": "2024-05-01T10:00:00Z",
                         "outcome": "Failed",
                         "metrics": [
-                            {"name": "error-rate", "value": 0.3125, "outcome": "Failed", "message": "0.3125 > max 0.1"}
+                            {
+                                "name": "error-rate",
+                                "value": 0.3125,
+                                "outcome": "Failed",
+                                "message": "0.3125 > max 0.1",
+                            }
                         ],
                     },
                 },
@@ -283,7 +324,11 @@ def test_status_of_a_healthy_rollout() -> None:
 
 def test_status_before_the_operator_wrote_any() -> None:
     lines = lines_of(format_status(rollout_body(None)))
-    assert lines == ["Rollout shop/web: Pending", "Traffic:   stable 100%  canary 0%", "Stable:    -  (0 ready)"]
+    assert lines == [
+        "Rollout shop/web: Pending",
+        "Traffic:   stable 100%  canary 0%",
+        "Stable:    -  (0 ready)",
+    ]
     assert format_status(rollout_body({})) == format_status(rollout_body(None))
 
 

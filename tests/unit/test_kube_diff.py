@@ -71,14 +71,22 @@ DEFAULTED_CONTAINER = {**CONTAINER, "imagePullPolicy": "IfNotPresent", "terminat
         ("80", 80, False),
         ("http", "http", True),
         ("http", "https", False),
-        # None: covered only by None; a missing key is not a null value
+        # None: covered by None, and by a missing key (the API server drops nulls on write)
         (None, None, True),
         ("x", None, False),
         (None, "x", False),
         (0, None, False),
         ({"a": None}, {"a": None}, True),
-        ({}, {"a": None}, False),
+        ({}, {"a": None}, True),
         ({"a": 0}, {"a": None}, False),
+        # resource quantities compare by value under requests/limits, nowhere else
+        ({"limits": {"cpu": "1"}}, {"limits": {"cpu": "1000m"}}, True),
+        ({"requests": {"memory": "1Gi"}}, {"requests": {"memory": "1024Mi"}}, True),
+        ({"requests": {"cpu": "500m"}}, {"requests": {"cpu": "0.5"}}, True),
+        ({"requests": {"cpu": "2"}}, {"requests": {"cpu": 2}}, True),
+        ({"requests": {"cpu": "1"}}, {"requests": {"cpu": "1100m"}}, False),
+        ({"requests": {"memory": "1G"}}, {"requests": {"memory": "1Gi"}}, False),
+        ({"env": "1"}, {"env": "1000m"}, False),
     ],
 )
 def test_covers(live: Any, desired: Any, expected: bool) -> None:
@@ -86,7 +94,7 @@ def test_covers(live: Any, desired: Any, expected: bool) -> None:
 
 
 def test_covers_a_deployment_the_api_server_defaulted() -> None:
-    desired = {
+    desired: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": "web", "labels": {"sluice.dev/track": "stable"}},
