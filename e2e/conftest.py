@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from operators.operator import OperatorOptions
 from operators.sandbox.exporter import MetricsExporter
 from operators.sandbox.prometheus import PrometheusServer
 from tests import scenarios
-from tests.harness import HTTPROUTE_CRD, Harness, OperatorThread, sluice_crds
+from tests.harness import HTTPROUTE_CRD, sluice_crds
 
 # Small images that exist on every registry mirror and start at once; two tags make two revisions.
 KIND_IMAGES = ("registry.k8s.io/pause:3.9", "registry.k8s.io/pause:3.10")
@@ -58,26 +57,7 @@ def scene(
     prometheus: PrometheusServer,
     metrics_namespace: str,
 ) -> Iterator[scenarios.Scene]:
-    options = OperatorOptions(
-        all_namespaces=True,
-        prometheus_url=prometheus.url,
-        kubeconfig=str(kind_kubeconfig),
-        liveness_endpoint=None,
-    )
-    operators = [OperatorThread(options).start()]
-
-    def restart() -> None:
-        operators[-1].stop()
-        operators.append(OperatorThread(options).start())
-
-    try:
-        yield scenarios.Scene(
-            harness=Harness(kind_kubeconfig),
-            namespace=metrics_namespace,
-            exporter=metrics_exporter,
-            prometheus_url=prometheus.url,
-            restart_operator=restart,
-            images=KIND_IMAGES,
-        )
-    finally:
-        operators[-1].stop()
+    with scenarios.running_scene(
+        kind_kubeconfig, metrics_exporter, prometheus.url, metrics_namespace, images=KIND_IMAGES
+    ) as scene:
+        yield scene

@@ -16,10 +16,18 @@ import kopf
 from kubernetes import client as k8s
 
 from operators.analysis.provider import PrometheusProvider
+from operators.application import handlers as application_handlers
+from operators.application.reconciler import ApplicationReconciler
+from operators.application.types import ComponentTypes
 from operators.context import OperatorContext
 from operators.kube.client import Cluster, load_api_client
 from operators.rollout import handlers
 from operators.rollout.reconciler import RolloutReconciler
+from operators.sidecarset import handlers as sidecarset_handlers
+from operators.sidecarset.reconciler import SidecarSetReconciler
+from operators.sidecarset.rollouts import RolloutSidecars
+from operators.sidecarset.webhook import PodInjector
+from operators.webhook.server import WebhookOptions, build_server
 
 PROMETHEUS_URL_ENV = "SLUICE_PROMETHEUS_URL"
 DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
@@ -33,18 +41,34 @@ class OperatorOptions:
     kubeconfig: str | None = None
     context: str | None = None
     liveness_endpoint: str | None = DEFAULT_LIVENESS
+    # Users' component types, one <type>.yaml.j2 file each (e.g. a mounted ConfigMap).
+    component_types: str | None = None
+    # The SidecarSet pod webhook's server; None: no webhook (Rollouts still get their sidecars).
+    webhook: WebhookOptions | None = None
 
     def resolved_prometheus_url(self) -> str | None:
         return self.prometheus_url or os.environ.get(PROMETHEUS_URL_ENV) or None
 
 
-def build_context(options: OperatorOptions, api: k8s.ApiClient) -> OperatorContext:
+def build_context(
+    options: OperatorOptions, api: k8s.ApiClient, types: ComponentTypes | None = None
+) -> OperatorContext:
+    """Clients and reconcilers; raises ComponentTypeError for an unusable --component-types directory."""
+    cluster = Cluster(api)
     reconciler = RolloutReconciler(
-        cluster=Cluster(api),
+        cluster=cluster,
         metrics=PrometheusProvider(),
         prometheus_url=options.resolved_prometheus_url(),
+        sidecars=RolloutSidecars(cluster),
     )
-    return OperatorContext(reconciler=reconciler)
+    types = types or ComponentTypes(options.component_types)
+    applications = ApplicationReconciler(cluster=cluster, types=types)
+    return OperatorContext(
+        reconciler=reconciler,
+        applications=applications,
+        sidecarsets=SidecarSetReconciler(cluster),
+        pod_injector=PodInjector(cluster),
+    )
 
 
 def connection_info(configuration: k8s.Configuration) -> kopf.ConnectionInfo:
@@ -69,8 +93,10 @@ def connection_info(configuration: k8s.Configuration) -> kopf.ConnectionInfo:
     )
 
 
-def operator_settings() -> kopf.OperatorSettings:
+def operator_settings(webhook_server: kopf.WebhookServer | None = None) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
+    # The MutatingWebhookConfiguration is a manifest (manifests/webhook.yaml), not managed by kopf.
+    settings.admission.server = webhook_server
     settings.posting.level = logging.WARNING  # our own Events say what matters; kopf's are noise
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -84,11 +110,15 @@ async def run_operator(
     ready_flag: Any = None,
 ) -> None:
     """Run until ``stop_flag`` is set (or forever). Blocks; call from an event loop."""
+    types = ComponentTypes(options.component_types)  # first: a bad directory fails before connecting
     api = load_api_client(options.kubeconfig, options.context)
-    context = build_context(options, api)
+    context = build_context(options, api, types)
     info = connection_info(api.configuration)
     registry = kopf.OperatorRegistry()
     handlers.register(registry)
+    application_handlers.register(registry)
+    sidecarset_handlers.register(registry, webhook=options.webhook is not None)
+    webhook_server = build_server(options.webhook, context.reconciler.cluster) if options.webhook else None
 
     def login(**_: Any) -> kopf.ConnectionInfo:
         return info
@@ -96,7 +126,7 @@ async def run_operator(
     kopf.on.login(registry=registry)(login)
     await kopf.operator(
         registry=registry,
-        settings=operator_settings(),
+        settings=operator_settings(webhook_server),
         standalone=True,
         clusterwide=options.all_namespaces,
         namespaces=list(options.namespaces),

@@ -88,6 +88,8 @@ def _plain(value: Any) -> Any:
     """`tojson` of a Namespace: its values as a dict (json.dumps calls this for what it cannot encode)."""
     if isinstance(value, Namespace):
         return dict(value)
+    if isinstance(value, jinja2.Undefined):  # `{{ component.properties.x | tojson }}` with no x
+        value._fail_with_undefined_error()
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 

@@ -17,11 +17,13 @@ import yaml
 
 from operators.api.base import API_VERSION
 from operators.api.crdgen import render_crds
+from operators.application.reconciler import application_key
 from operators.kube.client import Cluster, KubeError, load_api_client
 from operators.operator import OperatorOptions
 from operators.operator_thread import OperatorThread
 from operators.rollout.reconciler import rollout_key
 from operators.sandbox.gateway import HTTPROUTE_CRD as SANDBOX_HTTPROUTE_CRD
+from operators.sidecarset.reconciler import sidecarset_key
 from operators.traffic.base import ObjectKey
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,15 +68,23 @@ class Harness:
             if error.status != 409:
                 raise
 
-    def apply_rollout(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        obj = {"apiVersion": API_VERSION, "kind": "Rollout", **body}
+    def create_in(self, namespace: str, kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a Sluice resource of `kind` from `body` (metadata and spec) in `namespace`."""
+        obj = {"apiVersion": API_VERSION, "kind": kind, **body}
         obj["metadata"] = {**obj.get("metadata", {}), "namespace": namespace}
         return self.cluster.create(obj)
 
-    def rollout(self, namespace: str, name: str) -> dict[str, Any]:
-        body = self.cluster.get(rollout_key(namespace, name))
-        assert body is not None, f"rollout {namespace}/{name} is gone"
+    def read(self, key: ObjectKey) -> dict[str, Any]:
+        """The live object, which must exist."""
+        body = self.cluster.get(key)
+        assert body is not None, f"{key.kind} {key.namespace}/{key.name} is gone"
         return body
+
+    def apply_rollout(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self.create_in(namespace, "Rollout", body)
+
+    def rollout(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.read(rollout_key(namespace, name))
 
     def patch_rollout(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         return self.cluster.merge_patch(rollout_key(namespace, name), patch)
@@ -105,6 +115,31 @@ class Harness:
     ) -> dict[str, Any]:
         """Poll the Rollout until ``predicate`` holds; fail with its last status after ``timeout``."""
         return self.wait(lambda: self.rollout(namespace, name), predicate, timeout, what)
+
+    def apply_application(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self.create_in(namespace, "Application", body)
+
+    def application(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.read(application_key(namespace, name))
+
+    def patch_application(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        return self.cluster.merge_patch(application_key(namespace, name), patch)
+
+    def apply_sidecarset(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a SidecarSet (cluster-scoped) from `body` (metadata and spec)."""
+        return self.cluster.create({"apiVersion": API_VERSION, "kind": "SidecarSet", **body})
+
+    def sidecarset(self, name: str) -> dict[str, Any]:
+        return self.read(sidecarset_key(name))
+
+    def patch_sidecarset(self, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        return self.cluster.merge_patch(sidecarset_key(name), patch)
+
+    def wait_object(
+        self, key: ObjectKey, predicate: Callable[[dict[str, Any]], bool], timeout: float, what: str
+    ) -> dict[str, Any]:
+        """Poll an object (which must exist) until ``predicate`` holds; fail after ``timeout``."""
+        return self.wait(lambda: self.read(key), predicate, timeout, what)
 
     def wait(
         self, read: Callable[[], Any], predicate: Callable[[Any], bool], timeout: float, what: str

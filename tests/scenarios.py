@@ -9,12 +9,26 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from operators.operator import OperatorOptions
+from operators.sandbox.apiserver import SandboxThread
 from operators.sandbox.exporter import MetricsExporter
-from tests.harness import Harness, deployment, httproute, route_weights, service, status_of
+from tests.harness import (
+    Harness,
+    OperatorThread,
+    deployment,
+    httproute,
+    httproute_crd,
+    route_weights,
+    service,
+    sluice_crds,
+    status_of,
+)
 
 RELEASE_TIMEOUT = 120.0  # generous: a deadline for slow machines, not an expected duration
 IMAGE_V1 = "ghcr.io/acme/web:1.0.0"
@@ -31,6 +45,61 @@ class Scene:
     # Images of the first and the second release. The sandbox runs no containers, so any
     # name does; on kind they must be real, pullable images.
     images: tuple[str, str] = (IMAGE_V1, IMAGE_V2)
+
+
+@contextmanager
+def running_scene(
+    kubeconfig: Path,
+    exporter: MetricsExporter,
+    prometheus_url: str,
+    namespace: str,
+    *,
+    images: tuple[str, str] = (IMAGE_V1, IMAGE_V2),
+    component_types: str | None = None,
+) -> Iterator[Scene]:
+    """The real operator on the cluster of `kubeconfig` (restartable), and the Scene that drives it."""
+    options = OperatorOptions(
+        all_namespaces=True,
+        prometheus_url=prometheus_url,
+        kubeconfig=str(kubeconfig),
+        liveness_endpoint=None,
+        component_types=component_types,
+    )
+    operators = [OperatorThread(options).start()]
+
+    def restart() -> None:
+        operators[-1].stop()
+        operators.append(OperatorThread(options).start())
+
+    try:
+        yield Scene(
+            harness=Harness(kubeconfig),
+            namespace=namespace,
+            exporter=exporter,
+            prometheus_url=prometheus_url,
+            restart_operator=restart,
+            images=images,
+        )
+    finally:
+        operators[-1].stop()
+
+
+@contextmanager
+def sandbox_scene(
+    sandbox: SandboxThread,
+    exporter: MetricsExporter,
+    prometheus_url: str,
+    namespace: str,
+    *,
+    component_types: str | None = None,
+) -> Iterator[Scene]:
+    """A Scene on the sandbox API server, with Sluice's CRDs and the HTTPRoute CRD installed."""
+    for crd in [*sluice_crds(), httproute_crd()]:
+        sandbox.run(sandbox.server.install_crd(crd))
+    with running_scene(
+        sandbox.kubeconfig, exporter, prometheus_url, namespace, component_types=component_types
+    ) as scene:
+        yield scene
 
 
 def web_rollout(

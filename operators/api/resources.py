@@ -122,8 +122,8 @@ SIDECARSET = ResourceType(
     ),
     short_names=tuple(sidecarset.SHORT_NAMES),
     printer_columns=(
-        PrinterColumn("Matched", "integer", ".status.matched", "Rollouts and pods outside Sluice that match."),
-        PrinterColumn("Updated", "integer", ".status.updated", "Of those, how many carry the current revision."),
+        PrinterColumn("Matched", "integer", ".status.matched", "Rollouts and other pods that match."),
+        PrinterColumn("Updated", "integer", ".status.updated", "Of those, how many run the revision."),
         PrinterColumn("Ready", "integer", ".status.ready", "Of those, how many are ready."),
         AGE,
     ),

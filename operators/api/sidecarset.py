@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -161,9 +161,6 @@ class Conflict(ApiModel):
     message: str
 
 
-ConditionType = Literal["Ready", "Reconciling", "Stalled", "InPlaceUpdate"]
-
-
 class SidecarSetStatus(ApiModel):
     # Written by the operator only; unknown keys from older versions are kept.
     model_config = {"extra": "ignore"}
@@ -174,7 +171,9 @@ class SidecarSetStatus(ApiModel):
     updated: int = Field(default=0, description="Of those, how many carry the current revision.")
     ready: int = Field(default=0, description="Of those, how many are ready (Rollouts: Healthy).")
     matched_rollouts: int = 0
-    updated_rollouts: int = Field(default=0, description="Rollouts whose stable version carries the revision.")
+    updated_rollouts: int = Field(
+        default=0, description="Rollouts whose stable version carries the revision."
+    )
     ready_rollouts: int = 0
     updated_ready_rollouts: int = 0
     releasing_rollouts: int = Field(default=0, description="Rollouts releasing the revision right now.")

@@ -52,7 +52,9 @@ def component_status(outcome: ComponentOutcome) -> ComponentStatus:
     if outcome.error:
         return ComponentStatus(name=name, phase=ComponentPhase.FAILED, message=outcome.error)
     if outcome.rollout is None:
-        return ComponentStatus(name=name, phase=ComponentPhase.PENDING, message=f"Rollout {name} not created yet")
+        return ComponentStatus(
+            name=name, phase=ComponentPhase.PENDING, message=f"Rollout {name} not created yet"
+        )
     generation = int((outcome.rollout.get("metadata") or {}).get("generation") or 0)
     try:
         status = RolloutStatus.model_validate(outcome.rollout.get("status") or {})
@@ -105,7 +107,11 @@ def application_status(
     else:
         phase, reason = ApplicationPhase.RUNNING, "Running"
         message = f"{ready}/{len(components)} components healthy"
-    wanted = {"Ready": phase == ApplicationPhase.RUNNING, "Reconciling": bool(releasing), "Stalled": bool(stuck)}
+    wanted = {
+        "Ready": phase == ApplicationPhase.RUNNING,
+        "Reconciling": bool(releasing),
+        "Stalled": bool(stuck),
+    }
     return ApplicationStatus(
         observed_generation=generation,
         phase=phase,
@@ -132,4 +138,6 @@ def invalid_status(
 
 def _describe(components: Sequence[ComponentStatus]) -> str:
     """``web Degraded: rolled back revision ...; worker Paused: ...``: each named, with its own words."""
-    return "; ".join(f"{c.name} {c.phase.value}" + (f": {c.message}" if c.message else "") for c in components)
+    return "; ".join(
+        f"{c.name} {c.phase.value}" + (f": {c.message}" if c.message else "") for c in components
+    )

@@ -64,6 +64,10 @@ _ENVIRONMENT.globals["fail"] = fail
 _TYPE_NAME = re.compile(TYPE_NAME_PATTERN)
 
 
+# (file name, mtime in ns, size) of each type file in a directory.
+Signature = tuple[tuple[str, int, int], ...]
+
+
 class ComponentTypeError(ValueError):
     """The component types directory cannot be used; raised when the operator starts."""
 
@@ -103,7 +107,8 @@ def _checked_output(output: object) -> dict[str, Any]:
         )
     if not isinstance(output.get("template"), dict):
         raise TemplateProblem("template renders no pod template: the key 'template' must be a mapping")
-    return _without_nulls(output)
+    checked: dict[str, Any] = _without_nulls(output)
+    return checked
 
 
 def _without_nulls(value: Any) -> Any:
@@ -148,8 +153,9 @@ class ComponentTypes:
     def __init__(self, directory: str | Path | None = None) -> None:
         self.directory = Path(directory) if directory is not None else None
         self.builtins = builtin_types()
-        self._signature: tuple[tuple[str, int, int], ...] | None = None
-        self._catalog = Catalog(self.builtins)
+        # (signature of the directory, catalog read from it), replaced as one: reconcilers call
+        # catalog() from several threads, and each must see a catalog with its own signature.
+        self._state: tuple[Signature | None, Catalog] = (None, Catalog(self.builtins))
         if self.directory is not None:
             self._check_at_startup(self.directory)
 
@@ -163,15 +169,16 @@ class ComponentTypes:
 
     def catalog(self) -> Catalog:
         """The types now; the directory is read only when a file in it changed."""
+        seen, catalog = self._state
         if self.directory is None:
-            return self._catalog
+            return catalog
         signature = _signature(self.directory)
-        if signature != self._signature:
-            self._catalog = self._read(self.directory, signature)
-            self._signature = signature
-        return self._catalog
+        if signature != seen:
+            catalog = self._read(self.directory, signature)
+            self._state = (signature, catalog)
+        return catalog
 
-    def _read(self, directory: Path, signature: tuple[tuple[str, int, int], ...]) -> Catalog:
+    def _read(self, directory: Path, signature: Signature) -> Catalog:
         types = dict(self.builtins)
         problems: dict[str, str] = {}
         for file_name, _, _ in signature:
@@ -194,7 +201,7 @@ class ComponentTypes:
         return Catalog(types, problems)
 
 
-def _signature(directory: Path) -> tuple[tuple[str, int, int], ...]:
+def _signature(directory: Path) -> Signature:
     """(file name, mtime, size) of each type file: a ConfigMap update swaps the files behind symlinks."""
     entries = []
     try:

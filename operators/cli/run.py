@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from typing import Any
 
+from operators.application.types import ComponentTypeError
+from operators.cli import webhook
 from operators.operator import DEFAULT_LIVENESS, PROMETHEUS_URL_ENV, OperatorOptions, run_operator
 
 
@@ -43,6 +46,13 @@ def add_parser(commands: Any) -> None:
         default=DEFAULT_LIVENESS,
         help=f"serve the liveness probe here (default: {DEFAULT_LIVENESS}; 'off' to disable)",
     )
+    parser.add_argument(
+        "--component-types",
+        metavar="DIR",
+        help="add the component types in DIR, one <type>.yaml.j2 file each (e.g. a mounted ConfigMap); "
+        "read again whenever its files change",
+    )
+    webhook.add_arguments(parser)
     parser.set_defaults(handler=handle)
 
 
@@ -54,6 +64,12 @@ def handle(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig,
         context=args.context,
         liveness_endpoint=None if args.liveness == "off" else args.liveness,
+        component_types=args.component_types,
+        webhook=webhook.options(args),
     )
-    asyncio.run(run_operator(options))
+    try:
+        asyncio.run(run_operator(options))
+    except ComponentTypeError as error:
+        print(f"sluice run: error: {error}", file=sys.stderr)
+        return 2
     return 0

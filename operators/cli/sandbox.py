@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -70,6 +71,13 @@ def _options(args: argparse.Namespace, **extra: Any) -> SandboxOptions:
     )
 
 
+def _quiet(args: argparse.Namespace) -> None:
+    """The sandbox's own output is the point; the operator's logs only with --verbose."""
+    if not args.verbose:
+        logging.getLogger().setLevel(logging.WARNING)
+        logging.getLogger("kopf").setLevel(logging.ERROR)
+
+
 def _start(options: SandboxOptions) -> Sandbox | None:
     from operators.sandbox.environment import Sandbox
     from operators.sandbox.prometheus import PrometheusError, PrometheusNotInstalled
@@ -84,6 +92,7 @@ def _start(options: SandboxOptions) -> Sandbox | None:
 
 
 def handle_sandbox(args: argparse.Namespace) -> int:
+    _quiet(args)
     sandbox = _start(_options(args, api_port=args.port, run_operator=not args.no_operator))
     if sandbox is None:
         return 2
@@ -114,6 +123,7 @@ def handle_sandbox(args: argparse.Namespace) -> int:
 def handle_demo(args: argparse.Namespace) -> int:
     from operators.sandbox.demo import Demo, summary
 
+    _quiet(args)
     sandbox = _start(_options(args))
     if sandbox is None:
         return 2

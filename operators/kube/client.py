@@ -25,6 +25,7 @@ PLURALS = {
     "HTTPRoute": "httproutes",
     "Rollout": "rollouts",
     "Application": "applications",
+    "SidecarSet": "sidecarsets",
     "Namespace": "namespaces",
     "Pod": "pods",
 }
@@ -116,6 +117,13 @@ class Cluster:
             if error.status == 404:
                 return None
             raise
+
+    def get_current(self, key: ObjectKey) -> dict[str, Any] | None:
+        """The live object, or None when it does not exist or is being deleted: nothing to reconcile."""
+        body = self.get(key)
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            return None
+        return body
 
     def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         key = key_of(obj)

@@ -27,7 +27,7 @@ def event_body(
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
+        "metadata": {"generateName": f"{meta.get('name')}.", "namespace": event_namespace(involved)},
         "involvedObject": {
             "apiVersion": involved.get("apiVersion"),
             "kind": involved.get("kind"),
@@ -48,10 +48,15 @@ def event_body(
     }
 
 
+def event_namespace(involved: Mapping[str, Any]) -> str:
+    """Events about cluster-scoped objects (a SidecarSet) live in `default`, as the API server's own do."""
+    return str(involved.get("metadata", {}).get("namespace") or "default")
+
+
 def post_event(
     cluster: Cluster, involved: Mapping[str, Any], kind: str, reason: str, message: str, now: datetime
 ) -> None:
-    namespace = involved.get("metadata", {}).get("namespace")
+    namespace = event_namespace(involved)
     cluster.request(
         "POST", collection_path("v1", "Event", namespace), event_body(involved, kind, reason, message, now)
     )

@@ -69,6 +69,12 @@ class Observed:
     check: Check | None = None
     # Problems the shell found in the spec that the schema cannot catch (query templates).
     problems: Sequence[str] = ()
+    # The revision of effective_template when the shell knows better than hashing it: with sidecars,
+    # the hash of what they were made from (operators/sidecarset/effective.py). None: hash the template.
+    revision: str | None = None
+
+    def template_revision(self) -> str:
+        return self.revision or pod_template_revision(self.effective_template)
 
 
 @dataclass(frozen=True)
@@ -161,7 +167,7 @@ class _Reconciliation:
             return self._blocked("InvalidSpec", [*self.obs.problems, *self._render_problems()])
         if self._conflicts():
             return self._blocked("ObjectConflict", self._conflicts())
-        self.revision = pod_template_revision(self.obs.effective_template)
+        self.revision = self.obs.template_revision()
         stable_rev = revision_of(self.stable_obj)
         self.stable_revision = stable_rev or self.revision
         if self.stable_obj is not None:

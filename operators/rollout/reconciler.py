@@ -27,6 +27,7 @@ from operators.kube.events import post_event_or_log
 from operators.rollout import engine
 from operators.rollout.inventory import key_of, managed_keys
 from operators.rollout.render import pod_template_revision
+from operators.sidecarset.rollouts import Effective, RolloutSidecars
 from operators.traffic.base import ObjectKey
 
 logger = logging.getLogger(__name__)
@@ -50,16 +51,19 @@ class RolloutReconciler:
         metrics: MetricsProvider,
         prometheus_url: str | None = None,
         clock: Callable[[], datetime] = utc_now,
+        sidecars: RolloutSidecars | None = None,
     ) -> None:
         self.cluster = cluster
         self.metrics = metrics
         self.prometheus_url = prometheus_url
         self.clock = clock
+        # Adds the sidecars of matching SidecarSets to the template; None: spec.template as is.
+        self.sidecars = sidecars
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """One pass. Returns seconds until the next wanted pass; None once the Rollout is gone."""
-        body = self.cluster.get(rollout_key(namespace, name))
-        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+        body = self.cluster.get_current(rollout_key(namespace, name))
+        if body is None:
             return None
         now = self.clock()
         meta = body["metadata"]
@@ -78,8 +82,12 @@ class RolloutReconciler:
             message = f"cannot manage traffic: {error.message}; is the Gateway API (HTTPRoute CRD) installed?"
             return self._report_blocked(body, status, generation, "ProviderMissing", message, now)
 
-        effective_template = spec.template
-        context = self._query_context(ref, spec, status, pod_template_revision(effective_template))
+        effective = (
+            self.sidecars.effective(ref, body, spec, objects) if self.sidecars else Effective(spec.template)
+        )
+        effective_template = effective.template
+        revision = effective.revision or pod_template_revision(effective_template)
+        context = self._query_context(ref, spec, status, revision)
         analysis = spec.strategy.canary.analysis
         problems = validate_queries(analysis.metrics, context) if analysis else []
         check = None
@@ -90,6 +98,7 @@ class RolloutReconciler:
             generation=generation,
             annotations=meta.get("annotations") or {},
             effective_template=effective_template,
+            revision=effective.revision,
             objects=objects,
             check=check,
             problems=problems,

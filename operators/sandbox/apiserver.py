@@ -4,21 +4,19 @@ The sandbox API server: an in-process Kubernetes API on loopback, built on kmock
 kmock's ``KubernetesEmulator`` provides the request model, the DSL of reactions (used here for
 discovery, ``/version``, unknown endpoints, and fault injection by tests), and the rendering
 of errors as ``kind: Status``. The object semantics live in :class:`~operators.sandbox.store.Store`
-(kmock only merges dicts); :class:`ResourceApi` translates HTTP into store calls.
+(kmock only merges dicts); :class:`~operators.sandbox.resource_api.ResourceApi` translates HTTP
+into store calls. The OpenAPI documents (:mod:`operators.sandbox.openapi`) are served here too.
 
 Two kmock behaviours are deliberately bypassed:
 
-* URL parsing: kmock crashes on ``/api/v1/namespaces`` and reads ``/api/v1/namespaces/NAME``
-  as a namespace prefix; we parse Kubernetes URLs ourselves.
+* URL parsing: see :mod:`operators.sandbox.routing`.
 * Matching every request against the DSL: kmock re-filters its whole request log on each
   request (O(n) per request), too slow for an operator making thousands of requests. So resource
   requests go straight to the store unless a test registered reactions of its own; only the
   requests that go through the DSL are recorded in kmock's request log.
 """
 import asyncio
-import dataclasses
 import functools
-import json
 import logging
 import math
 import pathlib
@@ -35,18 +33,14 @@ import attrs
 import kmock
 import yaml
 
-from operators.sandbox import patching
-from operators.sandbox.store import (
-    ALL_VERBS,
-    SUBRESOURCE_VERBS,
-    ApiError,
-    JsonObject,
-    ResourceSpec,
-    ScaleSpec,
-    Store,
-    Watch,
-    version_priority,
-)
+from operators.sandbox import discovery
+from operators.sandbox.builtin_resources import BUILTIN_RESOURCES
+from operators.sandbox.errors import ApiError
+from operators.sandbox.openapi import OpenApiDocuments
+from operators.sandbox.resource_api import ResourceApi
+from operators.sandbox.resources import JsonObject, ResourceSpec
+from operators.sandbox.routing import parse_request
+from operators.sandbox.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -54,292 +48,6 @@ T = TypeVar('T')
 
 KUBECONFIG_CONTEXT = 'sluice-sandbox'
 DEFAULT_NAMESPACES = ('default', 'kube-system', 'kube-public', 'kube-node-lease')
-
-
-# ----- What is served: the built-in resources, with the API server's defaulting -----
-
-def _default_namespace(namespace: JsonObject) -> None:
-    name = namespace['metadata']['name']
-    namespace['metadata'].setdefault('labels', {})['kubernetes.io/metadata.name'] = name
-    namespace.setdefault('spec', {}).setdefault('finalizers', ['kubernetes'])
-    namespace.setdefault('status', {}).setdefault('phase', 'Active')
-
-
-def _default_replicas(workload: JsonObject) -> None:
-    workload.setdefault('spec', {}).setdefault('replicas', 1)
-
-
-def _default_deployment(deployment: JsonObject) -> None:
-    # Only the top-level defaults of apps/v1 Deployments: the pod template is left untouched,
-    # so that operators comparing templates see exactly what they wrote.
-    _default_replicas(deployment)
-    spec = deployment['spec']
-    spec.setdefault('revisionHistoryLimit', 10)
-    spec.setdefault('progressDeadlineSeconds', 600)
-    strategy = spec.setdefault('strategy', {})
-    strategy.setdefault('type', 'RollingUpdate')
-    if strategy['type'] == 'RollingUpdate':
-        strategy.setdefault('rollingUpdate', {}).update({
-            key: strategy.get('rollingUpdate', {}).get(key, '25%') for key in ('maxSurge', 'maxUnavailable')
-        })
-
-
-_NAMESPACE_VERBS = tuple(verb for verb in ALL_VERBS if verb != 'deletecollection')
-_WORKLOAD_SCALE = ScaleSpec(label_selector_path='.spec.selector')
-
-BUILTIN_RESOURCES: tuple[ResourceSpec, ...] = (
-    ResourceSpec('', 'v1', 'namespaces', 'Namespace', namespaced=False, short_names=('ns',),
-                 verbs=_NAMESPACE_VERBS, status=True, prepare=_default_namespace),
-    ResourceSpec('', 'v1', 'pods', 'Pod', short_names=('po',), categories=('all',), status=True),
-    ResourceSpec('', 'v1', 'services', 'Service', short_names=('svc',), categories=('all',), status=True),
-    ResourceSpec('', 'v1', 'endpoints', 'Endpoints', short_names=('ep',)),
-    ResourceSpec('', 'v1', 'configmaps', 'ConfigMap', short_names=('cm',)),
-    ResourceSpec('', 'v1', 'secrets', 'Secret'),
-    ResourceSpec('', 'v1', 'events', 'Event', short_names=('ev',)),
-    ResourceSpec('', 'v1', 'serviceaccounts', 'ServiceAccount', short_names=('sa',)),
-    ResourceSpec('apps', 'v1', 'deployments', 'Deployment', short_names=('deploy',), categories=('all',),
-                 status=True, scale=_WORKLOAD_SCALE, prepare=_default_deployment),
-    ResourceSpec('apps', 'v1', 'replicasets', 'ReplicaSet', short_names=('rs',), categories=('all',),
-                 status=True, scale=_WORKLOAD_SCALE, prepare=_default_replicas),
-    ResourceSpec('events.k8s.io', 'v1', 'events', 'Event', short_names=('ev',)),
-    ResourceSpec('coordination.k8s.io', 'v1', 'leases', 'Lease'),
-    ResourceSpec('admissionregistration.k8s.io', 'v1', 'mutatingwebhookconfigurations',
-                 'MutatingWebhookConfiguration', namespaced=False, categories=('api-extensions',)),
-    # apiextensions.k8s.io/v1 customresourcedefinitions: always served by the Store itself.
-)
-
-
-# ----- Kubernetes URLs -----
-
-@dataclasses.dataclass(frozen=True)
-class Route:
-    """A parsed Kubernetes URL: ``/api[s/GROUP]/VERSION[/namespaces/NS]/PLURAL[/NAME[/SUB]]``."""
-    group: str
-    version: str | None = None
-    plural: str | None = None
-    namespace: str | None = None
-    name: str | None = None
-    subresource: str | None = None
-    watch: bool = False  # the legacy /watch/ path prefix
-
-
-# `/api/v1/namespaces/NAME/status` addresses the namespace itself, not a resource named "status".
-_NAMESPACE_SUBRESOURCES = frozenset({'status', 'finalize'})
-
-
-def parse_route(path: str) -> Route | None:
-    parts = [part for part in path.split('/') if part]
-    if parts[:1] == ['api']:
-        group, rest = '', parts[1:]
-    elif parts[:1] == ['apis'] and len(parts) >= 2:
-        group, rest = parts[1], parts[2:]
-    else:
-        return None  # /, /apis, /version, /openapi/v2, …
-    if not rest:
-        return Route(group)
-    version, rest = rest[0], rest[1:]
-    watch = rest[:1] == ['watch']
-    rest = rest[1:] if watch else rest
-    namespace: str | None = None
-    addresses_namespace = len(rest) == 3 and rest[2] in _NAMESPACE_SUBRESOURCES
-    if len(rest) >= 3 and rest[0] == 'namespaces' and not addresses_namespace:
-        namespace, rest = rest[1], rest[2:]
-    return Route(
-        group=group, version=version, watch=watch, namespace=namespace,
-        plural=rest[0] if rest else None,
-        name=rest[1] if len(rest) > 1 else None,
-        subresource='/'.join(rest[2:]) or None,
-    )
-
-
-def _is_watch(params: Mapping[str, str], route: Route) -> bool:
-    return route.watch or params.get('watch') in ('true', '1')
-
-
-def _guess_action(method: str, route: Route | None, watch: bool) -> kmock.action | None:
-    if route is None or route.plural is None:
-        return None
-    match method:
-        case 'GET':
-            return kmock.action.WATCH if watch else kmock.action.FETCH if route.name else kmock.action.LIST
-        case 'POST':
-            return kmock.action.CREATE
-        case 'PUT' | 'PATCH':
-            return kmock.action.UPDATE
-        case 'DELETE':
-            return kmock.action.DELETE
-    return None
-
-
-def parse_request(raw_request: aiohttp.web.BaseRequest, body: bytes, *, id: int = 0) -> kmock.Request:
-    """A kmock request with the Kubernetes-specific fields parsed correctly (see the module docs)."""
-    route = parse_route(raw_request.path)
-    params = dict(raw_request.query)
-    watch = route is not None and _is_watch(params, route)
-    try:
-        data = json.loads(body) if body else None
-    except ValueError:
-        data = None  # e.g. YAML: the API handlers parse bodies by their content type anyway
-    # The API server ignores trailing slashes (clients send `/apis/`), kmock's path filters do not.
-    url = raw_request.url.with_path(raw_request.url.path.rstrip('/') or '/', keep_query=True)
-    return kmock.Request(
-        id=id, raw_request=raw_request, url=url, method=raw_request.method, params=params,
-        headers=dict(raw_request.headers), cookies=dict(raw_request.cookies),
-        body=body, text=body.decode('utf-8', errors='replace'), data=data,
-        action=_guess_action(raw_request.method, route, watch),
-        resource=None if route is None else kmock.resource(
-            group=route.group, version=route.version, plural=route.plural),
-        namespace=None if route is None else route.namespace,
-        name=None if route is None else route.name,
-        subresource=None if route is None else route.subresource,
-    )
-
-
-# ----- Resource requests: HTTP ⇄ Store -----
-
-class ResourceApi:
-    """Serves the resource endpoints (CRUD, patch, watch, subresources) from the store."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    async def serve(self, request: kmock.Request,
-                    raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
-        route = parse_route(raw_request.path)
-        assert route is not None and route.version is not None and route.plural is not None  # by the caller
-        spec = self.store.lookup(route.group, route.version, route.plural)
-        if spec is None or (route.namespace is not None and not spec.namespaced):
-            raise ApiError.resource_not_found()
-        self._check_verb(spec, request.method, route)
-        params = request.params
-        dry_run = 'dryRun' in params
-        sub = route.subresource
-        namespace, name = route.namespace, route.name
-        if request.method == 'GET' and _is_watch(params, route):
-            return await self._stream(raw_request, self._watch(spec, route, params))
-        match request.method, name:
-            case 'GET', None:
-                return _json(await self.store.list(spec, namespace, params.get('labelSelector'),
-                                                   params.get('fieldSelector')))
-            case 'GET', str():
-                return _json(await self.store.get(spec, namespace, name, subresource=sub))
-            case 'POST', None:
-                created = await self.store.create(spec, _read_body(request), namespace, dry_run=dry_run)
-                return _json(created, status=201)
-            case 'PUT', str():
-                return _json(await self.store.replace(spec, namespace, name, _read_body(request),
-                                                      subresource=sub, dry_run=dry_run))
-            case 'PATCH', str():
-                patch_type = _patch_type(request)
-                return _json(await self.store.patch(spec, namespace, name, _read_body(request),
-                                                    patch_type=patch_type, subresource=sub, dry_run=dry_run))
-            case 'DELETE', str():
-                options = _delete_options(request)
-                deleted = await self.store.delete(spec, namespace, name, dry_run=dry_run, **options)
-                return _json(_deletion_result(spec, deleted))
-            case 'DELETE', None:
-                options = _delete_options(request)
-                return _json(await self.store.delete_collection(
-                    spec, namespace, params.get('labelSelector'), params.get('fieldSelector'),
-                    propagation=options['propagation'], dry_run=dry_run))
-        raise ApiError.method_not_allowed('the server does not allow this method on the requested resource')
-
-    def _check_verb(self, spec: ResourceSpec, method: str, route: Route) -> None:
-        if route.subresource is not None:
-            if route.name is None or route.subresource not in spec.subresources:
-                raise ApiError.resource_not_found()
-            if method not in ('GET', 'PUT', 'PATCH'):  # i.e. SUBRESOURCE_VERBS
-                raise ApiError.method_not_allowed('the server does not allow this method on the subresource')
-            return
-        collection = route.name is None
-        verb = {('GET', True): 'list', ('GET', False): 'get', ('POST', True): 'create',
-                ('PUT', False): 'update', ('PATCH', False): 'patch', ('DELETE', False): 'delete',
-                ('DELETE', True): 'deletecollection'}.get((method, collection))
-        if verb is not None and verb not in spec.verbs:
-            raise ApiError.method_not_allowed(f'the server does not allow {verb} on {spec.qualified_plural}')
-
-    def _watch(self, spec: ResourceSpec, route: Route, params: Mapping[str, str]) -> Watch:
-        # A named object's URL watches only that object (the legacy form of a name selector).
-        field_selectors = [params.get('fieldSelector'), f'metadata.name={route.name}' if route.name else None]
-        return self.store.watch(
-            spec, route.namespace, resource_version=params.get('resourceVersion'),
-            label_selector=params.get('labelSelector'),
-            field_selector=','.join(selector for selector in field_selectors if selector),
-            send_initial_events=params.get('sendInitialEvents') == 'true',
-            timeout=_float_param(params, 'timeoutSeconds'))
-
-    async def _stream(self, raw_request: aiohttp.web.BaseRequest,
-                      watch: Watch) -> aiohttp.web.StreamResponse:
-        response = aiohttp.web.StreamResponse(headers={'Content-Type': 'application/json'})
-        await response.prepare(raw_request)  # send the headers now: clients wait for them
-        try:
-            try:
-                async with watch as events:
-                    async for event in events:
-                        await response.write(json.dumps(event).encode() + b'\n')
-            except ApiError as e:
-                # E.g. 410 Gone for a too old resourceVersion: in-stream, as real servers do it,
-                # so that clients (kopf, the kubernetes client) re-list and re-watch.
-                await response.write(json.dumps({'type': 'ERROR', 'object': e.as_status()}).encode() + b'\n')
-            await response.write_eof()
-        except ConnectionError:
-            pass  # the client has gone; nothing to tell it
-        return response
-
-
-def _json(payload: Any, status: int = 200) -> aiohttp.web.Response:
-    return aiohttp.web.json_response(payload, status=status)
-
-
-def _float_param(params: Mapping[str, str], name: str) -> float | None:
-    if name not in params:
-        return None
-    try:
-        return float(params[name])
-    except ValueError:
-        raise ApiError.bad_request(f'invalid value for {name}: {params[name]!r}') from None
-
-
-def _read_body(request: kmock.Request) -> Any:
-    if not request.body:
-        raise ApiError.bad_request('the request has no body')
-    content_type = request.headers.get('Content-Type', '')
-    if 'protobuf' in content_type:
-        # kubectl's typed clients try protobuf first and fall back to JSON on a 415.
-        raise ApiError.unsupported_media_type(f'the sandbox API server does not accept {content_type}')
-    try:
-        if 'yaml' in content_type:
-            return yaml.safe_load(request.body)
-        return json.loads(request.body)
-    except (ValueError, yaml.YAMLError) as e:
-        raise ApiError.bad_request(f'the request body cannot be decoded: {e}') from e
-
-
-def _patch_type(request: kmock.Request) -> patching.PatchType:
-    try:
-        return patching.parse_patch_type(request.headers.get('Content-Type'))
-    except patching.UnsupportedPatchError as e:
-        raise ApiError.unsupported_media_type(str(e)) from e
-
-
-def _delete_options(request: kmock.Request) -> dict[str, Any]:
-    """DeleteOptions from the body (kubernetes client, kubectl) and/or the query (kopf, curl)."""
-    body = request.data if isinstance(request.data, Mapping) else {}
-    propagation = request.params.get('propagationPolicy') or body.get('propagationPolicy')
-    orphan = request.params.get('orphanDependents', body.get('orphanDependents'))
-    if propagation is None and orphan in (True, 'true'):
-        propagation = 'Orphan'  # the deprecated predecessor of propagationPolicy
-    if propagation not in (None, 'Background', 'Foreground', 'Orphan'):
-        raise ApiError.bad_request(f'unsupported propagationPolicy: {propagation!r}')
-    return {'propagation': propagation, 'preconditions': body.get('preconditions')}
-
-
-def _deletion_result(spec: ResourceSpec, obj: JsonObject) -> JsonObject:
-    meta = obj['metadata']
-    if meta.get('finalizers') or not spec.builtin:
-        return obj  # pending deletions and custom resources return the object
-    return {'kind': 'Status', 'apiVersion': 'v1', 'metadata': {}, 'status': 'Success',
-            'details': {'name': meta['name'], 'group': spec.group, 'kind': spec.plural, 'uid': meta['uid']}}
 
 
 # ----- kmock: routing, discovery, errors -----
@@ -354,6 +62,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
     """
     store: Store
     _api: ResourceApi = attrs.field(init=False)
+    _openapi: OpenApiDocuments = attrs.field(init=False, factory=OpenApiDocuments)
 
     def __attrs_post_init__(self) -> None:
         # Only the scaffold (discovery, /version, 404s): the emulator's own dict-merging object
@@ -369,6 +78,8 @@ class SandboxEmulator(kmock.KubernetesEmulator):
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         body = await raw_request.read()
         try:
+            if raw_request.path.startswith('/openapi/'):
+                return self._serve_openapi(raw_request)  # not through kmock: no test fakes it
             request = parse_request(raw_request, body, id=len(self._requests))
             if _is_resource_request(request) and not self._has_reactions():
                 return await self._api.serve(request, raw_request)  # the fast path
@@ -410,39 +121,45 @@ class SandboxEmulator(kmock.KubernetesEmulator):
                 'compiler': 'gc', 'platform': 'linux/amd64'}
 
     async def _serve_api(self, request: kmock.Request) -> kmock.Payload:
-        return {'kind': 'APIVersions', 'versions': ['v1'], 'serverAddressByClientCIDRs': [
-            {'clientCIDR': '0.0.0.0/0', 'serverAddress': f'{request.url.host}:{request.url.port}'}]}
+        return discovery.api_versions(f'{request.url.host}:{request.url.port}')
 
     async def _serve_apis(self, request: kmock.Request) -> kmock.Payload:
-        return {'kind': 'APIGroupList', 'apiVersion': 'v1',
-                'groups': [_group_info(group, versions) for group, versions in self._groups().items()]}
+        return discovery.api_group_list(self.store.resources)
 
     async def _serve_group(self, request: kmock.Request) -> kmock.Payload:
         group = request.resource.group if request.resource is not None else None
-        versions = self._groups().get(group or '')
-        if not versions:
-            raise ApiError.resource_not_found()
-        return {'kind': 'APIGroup', 'apiVersion': 'v1', **_group_info(group or '', versions)}
+        return _found(discovery.api_group(self.store.resources, group or ''))
 
     async def _serve_version(self, request: kmock.Request) -> kmock.Payload:
         group = request.resource.group if request.resource is not None else None
         version = request.resource.version if request.resource is not None else None
-        specs = [spec for spec in self.store.resources if spec.group == group and spec.version == version]
-        if not specs and (group, version) != ('', 'v1'):
-            raise ApiError.resource_not_found()
-        return {
-            'kind': 'APIResourceList', 'apiVersion': 'v1',
-            'groupVersion': f'{group}/{version}' if group else version,
-            'resources': [entry for spec in specs for entry in _resource_entries(spec)],
-        }
+        return _found(discovery.api_resource_list(self.store.resources, group or '', version or ''))
 
-    def _groups(self) -> dict[str, list[str]]:
-        """Served API groups (except the core one) with their versions, preferred first."""
-        groups: dict[str, set[str]] = {}
-        for spec in self.store.resources:
-            if spec.group:
-                groups.setdefault(spec.group, set()).add(spec.version)
-        return {group: sorted(versions, key=version_priority) for group, versions in sorted(groups.items())}
+    def _serve_openapi(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.Response:
+        self._openapi.refresh(self.store.registry_version, self.store.resources)
+        path = raw_request.path.rstrip('/')
+        if path == '/openapi/v3':
+            return aiohttp.web.json_response(self._openapi.v3_index())
+        if path == '/openapi/v2':
+            # kubectl asks for protobuf only, and copes without the document (see openapi.py).
+            if not _accepts_json(raw_request.headers.get('Accept')):
+                raise ApiError.not_acceptable('only application/json is served at /openapi/v2')
+            return aiohttp.web.Response(body=self._openapi.v2(), content_type='application/json')
+        document = self._openapi.v3(path.removeprefix('/openapi/v3/'))
+        if not path.startswith('/openapi/v3/') or document is None:
+            raise ApiError.resource_not_found()
+        return aiohttp.web.Response(body=document, content_type='application/json')
+
+
+def _found(document: JsonObject | None) -> JsonObject:
+    if document is None:
+        raise ApiError.resource_not_found()
+    return document
+
+
+def _accepts_json(accept: str | None) -> bool:
+    media_types = {media_range.split(';')[0].strip() for media_range in (accept or '*/*').split(',')}
+    return bool(media_types & {'application/json', 'application/*', '*/*'})
 
 
 class _ServeFromStore(Exception):
@@ -451,29 +168,6 @@ class _ServeFromStore(Exception):
 
 def _is_resource_request(request: kmock.Request) -> bool:
     return request.resource is not None and request.resource.plural is not None
-
-
-def _group_info(group: str, versions: list[str]) -> JsonObject:
-    entries = [{'groupVersion': f'{group}/{version}', 'version': version} for version in versions]
-    return {'name': group, 'versions': entries, 'preferredVersion': entries[0]}
-
-
-def _resource_entries(spec: ResourceSpec) -> list[JsonObject]:
-    main: JsonObject = {'name': spec.plural, 'singularName': spec.singular, 'namespaced': spec.namespaced,
-                        'kind': spec.kind, 'verbs': list(spec.verbs)}
-    if spec.short_names:
-        main['shortNames'] = list(spec.short_names)
-    if spec.categories:
-        main['categories'] = list(spec.categories)
-    entries = [main]
-    if spec.status:
-        entries.append({'name': f'{spec.plural}/status', 'singularName': '', 'namespaced': spec.namespaced,
-                        'kind': spec.kind, 'verbs': list(SUBRESOURCE_VERBS)})
-    if spec.scale:
-        entries.append({'name': f'{spec.plural}/scale', 'singularName': '', 'namespaced': spec.namespaced,
-                        'group': 'autoscaling', 'version': 'v1', 'kind': 'Scale',
-                        'verbs': list(SUBRESOURCE_VERBS)})
-    return entries
 
 
 # ----- The server: lifecycle, kubeconfig, in-process controllers -----

@@ -5,6 +5,11 @@ counters are integrated over time, segment by segment: a new setting only
 changes how fast they grow from now on, so counters never decrease and
 `rate()` shows the new error rate or latency one rate window after the change.
 The integration is pure (`advance`, `integrate`) so it is unit-tested alone.
+
+A service can also get a mix of streams (`set_service_mix`): pods of several
+versions behind one Service, each with its own errors and latency. Their
+requests add up in the same series, so a quantile of the histogram sees the
+slow share as it is, where one averaged latency would hide it.
 """
 
 from __future__ import annotations
@@ -86,6 +91,15 @@ def advance(counters: TrafficCounters, setting: TrafficSetting, seconds: float) 
     )
 
 
+def advance_mix(
+    counters: TrafficCounters, streams: Iterable[TrafficSetting], seconds: float
+) -> TrafficCounters:
+    """The counters after `seconds` more of several streams at once (their requests add up)."""
+    for stream in streams:
+        counters = advance(counters, stream, seconds)
+    return counters
+
+
 def integrate(history: Sequence[tuple[float, TrafficSetting]], until: float) -> TrafficCounters:
     """The counters at time `until` of a service whose settings changed at the given times.
 
@@ -138,7 +152,7 @@ def render_service(namespace: str, service: str, counters: TrafficCounters) -> d
 class _Service:
     counters: TrafficCounters  # integrated up to `since`
     since: float
-    setting: TrafficSetting
+    streams: tuple[TrafficSetting, ...]  # no stream: no traffic
 
 
 class MetricsExporter:
@@ -182,19 +196,29 @@ class MetricsExporter:
     ) -> None:
         """Traffic of `service` from now on; its counters keep what they counted so far.
 
-        A setting left out keeps its current value (TrafficSetting's default for a new service).
+        A setting left out keeps its current value (TrafficSetting's default for a new
+        service; after `set_service_mix`, the first stream's).
         """
         changes = {"rps": rps, "error_rate": error_rate, "latency_seconds": latency_seconds}
         with self._lock:
-            now = self._clock()
             current = self._services.get((namespace, service))
-            previous = current.setting if current else TrafficSetting()
+            previous = current.streams[0] if current and current.streams else TrafficSetting()
             setting = replace(previous, **{key: value for key, value in changes.items() if value is not None})
-            if current is None:
-                self._services[(namespace, service)] = _Service(TrafficCounters(), now, setting)
-            else:
-                current.counters = advance(current.counters, current.setting, now - current.since)
-                current.since, current.setting = now, setting
+            self._set_streams(namespace, service, (setting,))
+
+    def set_service_mix(self, namespace: str, service: str, streams: Iterable[TrafficSetting]) -> None:
+        """Traffic of `service` from now on: the sum of `streams` (none: no traffic, the series kept)."""
+        with self._lock:
+            self._set_streams(namespace, service, tuple(streams))
+
+    def _set_streams(self, namespace: str, service: str, streams: tuple[TrafficSetting, ...]) -> None:
+        now = self._clock()
+        current = self._services.get((namespace, service))
+        if current is None:
+            self._services[(namespace, service)] = _Service(TrafficCounters(), now, streams)
+        else:
+            current.counters = advance_mix(current.counters, current.streams, now - current.since)
+            current.since, current.streams = now, streams
 
     def remove_service(self, namespace: str, service: str) -> None:
         with self._lock:
@@ -228,14 +252,14 @@ class MetricsExporter:
         """The service's counters now, as the next scrape would see them."""
         with self._lock:
             state = self._services[(namespace, service)]
-            return advance(state.counters, state.setting, self._clock() - state.since)
+            return advance_mix(state.counters, state.streams, self._clock() - state.since)
 
     def render(self) -> str:
         """The whole exposition, as served on /metrics."""
         with self._lock:
             now = self._clock()
             services = [
-                (ns, svc, advance(s.counters, s.setting, now - s.since))
+                (ns, svc, advance_mix(s.counters, s.streams, now - s.since))
                 for (ns, svc), s in self._services.items()
             ]
             gauges = {name: dict(series) for name, series in self._gauges.items()}

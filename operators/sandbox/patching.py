@@ -45,7 +45,18 @@ def parse_patch_type(content_type: str | None) -> PatchType:
         ) from None
 
 
+def check_supported(patch_type: PatchType) -> None:
+    if patch_type is PatchType.APPLY:
+        # Server-side apply needs field ownership (managedFields) to know what to remove;
+        # approximating it with a merge would silently diverge from a real cluster.
+        raise UnsupportedPatchError(
+            "server-side apply (application/apply-patch+yaml) is not supported by the sandbox "
+            "API server; use a merge, strategic-merge, or JSON patch (or client-side apply)"
+        )
+
+
 def apply_patch(patch_type: PatchType, target: Mapping[str, Any], patch: Any) -> dict[str, Any]:
+    check_supported(patch_type)
     match patch_type:
         case PatchType.MERGE:
             return _as_object(merge_patch(target, patch))
@@ -54,12 +65,7 @@ def apply_patch(patch_type: PatchType, target: Mapping[str, Any], patch: Any) ->
         case PatchType.JSON:
             return _as_object(json_patch(target, patch))
         case PatchType.APPLY:
-            # Server-side apply needs field ownership (managedFields) to know what to remove;
-            # approximating it with a merge would silently diverge from a real cluster.
-            raise UnsupportedPatchError(
-                "server-side apply (application/apply-patch+yaml) is not supported by the sandbox "
-                "API server; use a merge, strategic-merge, or JSON patch (or client-side apply)"
-            )
+            raise AssertionError('refused by check_supported()')
 
 
 def _as_object(result: Any) -> dict[str, Any]:

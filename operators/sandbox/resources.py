@@ -40,10 +40,11 @@ class Admission:
     subresource: str | None = None
     field_validation: FieldValidation = FieldValidation.IGNORE
     warnings: list[str] = dataclasses.field(default_factory=list)
+    old: JsonObject | None = None  # the stored object, on updates
 
 
 # Defaulting, pruning and validation of a written object, in place; raises ApiError to refuse it.
-Prepare = Callable[[JsonObject, Admission], None]
+Prepare = Callable[['ResourceSpec', JsonObject, Admission], None]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """
 The in-memory object store of the sandbox API server, with Kubernetes API semantics.
 
-It is the single source of truth for both the HTTP front (``apiserver.py``) and in-process
+It is the single source of truth for both the HTTP front (``resource_api.py``) and in-process
 simulators (``workloads.py``): every write goes through the same rules (resourceVersion,
-generation, status subresource, finalizers, garbage collection) and lands in one event log
+generation, status subresource, finalizers, garbage collection, and each resource's admission
+step: built-ins' defaults, custom objects' schema, see ``crds.py``) and lands in one event log
 that watches replay from, so a watch started from a list's resourceVersion misses nothing.
 
 All methods must be called on one event loop; one ``asyncio.Lock`` serialises the writes.
@@ -13,7 +14,6 @@ import builtins  # Store.list() shadows the builtin in the class body's annotati
 import collections
 import copy
 import dataclasses
-import datetime
 import random
 import re
 import uuid
@@ -21,15 +21,29 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
-import attrs
 import kmock
 
 from operators.sandbox import patching, selectors
+from operators.sandbox.crds import CUSTOM_RESOURCE_DEFINITIONS, resources_from_crd
+from operators.sandbox.errors import ApiError, FieldError
+from operators.sandbox.resources import (
+    ALL_VERBS,
+    SUBRESOURCE_VERBS,
+    Admission,
+    FieldValidation,
+    JsonObject,
+    ResourceSpec,
+    ScaleSpec,
+    now,
+    version_priority,
+)
 
-JsonObject = dict[str, Any]
-
-ALL_VERBS = ('create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch')
-SUBRESOURCE_VERBS = ('get', 'patch', 'update')
+# What other modules import from here, from before the store was split into modules.
+__all__ = [
+    'ALL_VERBS', 'CUSTOM_RESOURCE_DEFINITIONS', 'SUBRESOURCE_VERBS', 'ApiError', 'FieldValidation',
+    'JsonObject', 'ResourceSpec', 'ScaleSpec', 'Store', 'Watch', 'bumps_generation', 'now',
+    'resources_from_crd', 'version_priority',
+]
 
 ADDED, MODIFIED, DELETED, BOOKMARK = 'ADDED', 'MODIFIED', 'DELETED', 'BOOKMARK'
 # Deletion propagation policies. Foreground is accepted, but works as Background.
@@ -39,153 +53,12 @@ BACKGROUND, ORPHAN = 'Background', 'Orphan'
 _SYSTEM_METADATA = ('uid', 'creationTimestamp', 'deletionTimestamp', 'deletionGracePeriodSeconds',
                     'generation', 'resourceVersion', 'selfLink')
 
-
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
-
-
-@dataclasses.dataclass(frozen=True)
-class ScaleSpec:
-    """Where the ``/scale`` subresource reads & writes, as in a CRD's ``subresources.scale``."""
-    spec_replicas_path: str = '.spec.replicas'
-    status_replicas_path: str = '.status.replicas'
-    # Either a string field, or (for built-ins) a structured metav1.LabelSelector to render.
-    label_selector_path: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class ResourceSpec:
-    """
-    One served group/version/resource with its discovery metadata and write semantics.
-    """
-    group: str
-    version: str
-    plural: str
-    kind: str
-    singular: str = ''
-    namespaced: bool = True
-    short_names: tuple[str, ...] = ()
-    categories: tuple[str, ...] = ()
-    verbs: tuple[str, ...] = ALL_VERBS
-    status: bool = False  # has the /status subresource
-    scale: ScaleSpec | None = None  # has the /scale subresource
-    builtin: bool = True  # built-ins accept strategic merge patches; custom resources do not
-    # Server-side defaulting/validation of every written object (mutates it; may raise ApiError).
-    prepare: Callable[[JsonObject], None] | None = dataclasses.field(default=None, compare=False)
-
-    def __post_init__(self) -> None:
-        if not self.singular:
-            object.__setattr__(self, 'singular', self.kind.lower())
-
-    @property
-    def key(self) -> tuple[str, str]:
-        """The storage key: all served versions of a resource share the same objects."""
-        return self.group, self.plural
-
-    @property
-    def api_version(self) -> str:
-        return f'{self.group}/{self.version}' if self.group else self.version
-
-    @property
-    def qualified_plural(self) -> str:
-        """As in API error messages: ``deployments.apps``, ``pods``."""
-        return f'{self.plural}.{self.group}' if self.group else self.plural
-
-    @property
-    def qualified_kind(self) -> str:
-        return f'{self.kind}.{self.group}' if self.group else self.kind
-
-    @property
-    def subresources(self) -> tuple[str, ...]:
-        return (('status',) if self.status else ()) + (('scale',) if self.scale else ())
-
-    def names(self) -> set[str]:
-        """All the names a user may call it by (as kubectl does): plural, singular, kind, short."""
-        return {self.plural, self.singular, self.kind.lower(), *self.short_names}
-
-
-@attrs.frozen
-class ApiError(kmock.KubernetesError):
-    """An API failure: raised in-process, and rendered as a ``kind: Status`` over HTTP."""
-
-    @classmethod
-    def not_found(cls, spec: ResourceSpec, name: str) -> Self:
-        return cls(404, 'NotFound', f'{spec.qualified_plural} "{name}" not found', _details(spec, name))
-
-    @classmethod
-    def already_exists(cls, spec: ResourceSpec, name: str) -> Self:
-        return cls(409, 'AlreadyExists', f'{spec.qualified_plural} "{name}" already exists',
-                   _details(spec, name))
-
-    @classmethod
-    def conflict(cls, spec: ResourceSpec, name: str) -> Self:
-        message = (f'Operation cannot be fulfilled on {spec.qualified_plural} "{name}": the object has '
-                   f'been modified; please apply your changes to the latest version and try again')
-        return cls(409, 'Conflict', message, _details(spec, name))
-
-    @classmethod
-    def invalid(cls, spec: ResourceSpec, name: str | None, field: str, reason: str) -> Self:
-        message = f'{spec.qualified_kind} "{name or ""}" is invalid: {field}: {reason}'
-        details = dict(_details(spec, name or ''), kind=spec.kind,
-                       causes=[{'reason': 'FieldValueInvalid', 'message': reason, 'field': field}])
-        return cls(422, 'Invalid', message, details)
-
-    @classmethod
-    def unprocessable(cls, spec: ResourceSpec, name: str, message: str) -> Self:
-        return cls(422, 'UnprocessableEntity', message, _details(spec, name))
-
-    @classmethod
-    def bad_request(cls, message: str) -> Self:
-        return cls(400, 'BadRequest', message, {})
-
-    @classmethod
-    def unsupported_media_type(cls, message: str) -> Self:
-        return cls(415, 'UnsupportedMediaType', message, {})
-
-    @classmethod
-    def method_not_allowed(cls, message: str) -> Self:
-        return cls(405, 'MethodNotAllowed', message, {})
-
-    @classmethod
-    def gone(cls, message: str) -> Self:
-        return cls(410, 'Expired', message, {})
-
-    @classmethod
-    def resource_not_found(cls) -> Self:
-        return cls(404, 'NotFound', 'the server could not find the requested resource', {})
-
-    def as_status(self) -> JsonObject:
-        """The ``kind: Status`` body, for responses and for ``ERROR`` events in watch-streams."""
-        status: JsonObject = {'kind': 'Status', 'apiVersion': 'v1', 'metadata': {}, 'status': 'Failure',
-                              'message': self.message, 'reason': self.reason, 'code': self.status}
-        if self.details:
-            status['details'] = self.details
-        return status
-
+NAMESPACES_KEY = ('', 'namespaces')
 
 # A resource as in-process callers name it: a spec, or any notation that kmock.resource() parses.
 ResourceRef = str | ResourceSpec
 
-
-def _details(spec: ResourceSpec, name: str) -> JsonObject:
-    return {'name': name, 'group': spec.group, 'kind': spec.plural}
-
-
 _DNS_SUBDOMAIN = re.compile(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')
-_VERSION_RE = re.compile(r'^v(\d+)(?:(alpha|beta)(\d+))?$')
-
-
-def version_priority(version: str) -> tuple[int, int, int, str]:
-    """
-    A sort key for Kubernetes-style versions, highest priority first (as discovery orders them):
-    GA before beta before alpha, bigger numbers first, unconventional versions last.
-    """
-    match = _VERSION_RE.match(version)
-    if match is None:
-        return 3, 0, 0, version
-    major, stage, minor = match.groups()
-    rank = {None: 0, 'beta': 1, 'alpha': 2}[stage]
-    return rank, -int(major), -int(minor or 0), version
 
 
 _NOT_DESIRED_STATE = frozenset({'metadata', 'status', 'apiVersion', 'kind'})
@@ -269,6 +142,11 @@ class Watch:
             if event is not None:
                 return event
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """The storage key of the watched resource."""
+        return self._spec.key
+
     def offer(self, change: Change) -> None:
         if change.key == self._spec.key:
             self._queue.put_nowait(change)
@@ -325,7 +203,9 @@ class Store:
         self._log: collections.deque[Change] = collections.deque(maxlen=history)
         self._log_floor = 0  # watches from before this resourceVersion get 410 Gone
         self._watches: set[Watch] = set()
+        self._watches_changed = asyncio.Condition()
         self._crd_resources: dict[str, list[ResourceSpec]] = {}
+        self._registry_version = 0
         for spec in [CUSTOM_RESOURCE_DEFINITIONS, *resources]:
             self.register(spec)
 
@@ -339,11 +219,18 @@ class Store:
     def resources(self) -> list[ResourceSpec]:
         return sorted(self._specs.values(), key=lambda s: (s.group, s.plural, version_priority(s.version)))
 
+    @property
+    def registry_version(self) -> int:
+        """Moves whenever the served resources change: what caches of discovery documents key on."""
+        return self._registry_version
+
     def register(self, spec: ResourceSpec) -> None:
         self._specs[spec.group, spec.version, spec.plural] = spec
+        self._registry_version += 1
 
     def unregister(self, spec: ResourceSpec) -> None:
-        self._specs.pop((spec.group, spec.version, spec.plural), None)
+        if self._specs.pop((spec.group, spec.version, spec.plural), None) is not None:
+            self._registry_version += 1
 
     def lookup(self, group: str, version: str, plural: str) -> ResourceSpec | None:
         return self._specs.get((group, version, plural))
@@ -372,11 +259,12 @@ class Store:
         name = crd.get('metadata', {}).get('name', '')
         async with self._lock:
             existing = self._objects[CUSTOM_RESOURCE_DEFINITIONS.key].get((None, name))
+            spec = CUSTOM_RESOURCE_DEFINITIONS
             if existing is None:
-                return self._create(CUSTOM_RESOURCE_DEFINITIONS, crd, None, dry_run=False)
+                return self._create(spec, crd, None, Admission('create'), dry_run=False)
             body = copy.deepcopy(dict(crd))
             body.setdefault('metadata', {}).pop('resourceVersion', None)  # replace unconditionally
-            return self._update(CUSTOM_RESOURCE_DEFINITIONS, existing, body, None, dry_run=False)
+            return self._update(spec, existing, body, Admission('update'), dry_run=False)
 
     # ----- Reading -----
 
@@ -457,6 +345,16 @@ class Store:
                         return
         raise TimeoutError(f'The store was closed while waiting for {name!r} to be deleted.')
 
+    async def wait_for_watchers(self, resource: ResourceRef, count: int = 1, *, timeout: float = 10) -> None:
+        """
+        Wait until at least ``count`` watch-streams follow the resource: e.g. until a client (such
+        as ``kubectl wait``) watches, so that a test changes the object only after that.
+        """
+        key = self.resolve(resource).key
+        async with asyncio.timeout(timeout), self._watches_changed:
+            await self._watches_changed.wait_for(
+                lambda: sum(1 for watch in self._watches if watch.key == key) >= count)
+
     async def _subscribe(self, watch: Watch, spec: ResourceSpec, since: str | None,
                          send_initial_events: bool) -> builtins.list[Change]:
         """Start feeding a watch; atomically with it, get the events it must replay first."""
@@ -465,7 +363,9 @@ class Store:
             self._watches.add(watch)
             if self._closed:
                 watch.close()
-            return backlog
+        async with self._watches_changed:
+            self._watches_changed.notify_all()
+        return backlog
 
     def _unsubscribe(self, watch: Watch) -> None:
         self._watches.discard(watch)
@@ -478,29 +378,49 @@ class Store:
 
     # ----- Writing -----
 
+    # Writes take `field_validation` (what to do about fields a CRD's schema does not know, see
+    # FieldValidation) and `warnings` (a list that collects what to tell the client).
+
     async def create(self, resource: ResourceRef, body: Mapping[str, Any],
-                     namespace: str | None = None, *, dry_run: bool = False) -> JsonObject:
+                     namespace: str | None = None, *, dry_run: bool = False,
+                     field_validation: FieldValidation = FieldValidation.IGNORE,
+                     warnings: builtins.list[str] | None = None) -> JsonObject:
         spec = self.resolve(resource)
+        admission = Admission('create', field_validation=field_validation)
         async with self._lock:
-            return self._create(spec, body, namespace, dry_run=dry_run)
+            created = self._create(spec, body, namespace, admission, dry_run=dry_run)
+        if warnings is not None:
+            warnings.extend(admission.warnings)
+        return created
 
     async def replace(self, resource: ResourceRef, namespace: str | None, name: str,
-                      body: Mapping[str, Any], *, subresource: str | None = None,
-                      dry_run: bool = False) -> JsonObject:
+                      body: Mapping[str, Any], *, subresource: str | None = None, dry_run: bool = False,
+                      field_validation: FieldValidation = FieldValidation.IGNORE,
+                      warnings: builtins.list[str] | None = None) -> JsonObject:
         """PUT: the body replaces the object (or its status/scale); a stale resourceVersion is a 409."""
         if not isinstance(body, Mapping):
             raise ApiError.bad_request('the body of the request must be a JSON object')
-        return await self._modify(resource, namespace, name, lambda _: copy.deepcopy(dict(body)),
-                                  subresource=subresource, dry_run=dry_run)
+        admission = Admission('update', subresource, field_validation)
+        replaced = await self._modify(resource, namespace, name, lambda _: copy.deepcopy(dict(body)),
+                                      admission, dry_run=dry_run)
+        if warnings is not None:
+            warnings.extend(admission.warnings)
+        return replaced
 
     async def patch(self, resource: ResourceRef, namespace: str | None, name: str, patch: Any,
                     *, patch_type: patching.PatchType = patching.PatchType.MERGE,
-                    subresource: str | None = None, dry_run: bool = False) -> JsonObject:
+                    subresource: str | None = None, dry_run: bool = False,
+                    field_validation: FieldValidation = FieldValidation.IGNORE,
+                    warnings: builtins.list[str] | None = None) -> JsonObject:
         spec = self._resolve_subresource(resource, subresource)
         if patch_type is patching.PatchType.STRATEGIC and not spec.builtin:
             raise ApiError.unsupported_media_type(
                 f'the body of the request was in an unknown format - accepted media types include: '
                 f'{patching.PatchType.JSON.value}, {patching.PatchType.MERGE.value}')
+        try:
+            patching.check_supported(patch_type)  # before a 404 for a missing object could hide why
+        except patching.UnsupportedPatchError as e:
+            raise ApiError.unsupported_media_type(str(e)) from e
 
         def apply(current: JsonObject) -> JsonObject:
             try:
@@ -510,7 +430,11 @@ class Store:
             except patching.PatchError as e:
                 raise ApiError.unprocessable(spec, name, str(e)) from e
 
-        return await self._modify(spec, namespace, name, apply, subresource=subresource, dry_run=dry_run)
+        admission = Admission('update', subresource, field_validation)
+        patched = await self._modify(spec, namespace, name, apply, admission, dry_run=dry_run)
+        if warnings is not None:
+            warnings.extend(admission.warnings)
+        return patched
 
     async def patch_status(self, resource: ResourceRef, namespace: str | None, name: str,
                            patch: Any, *, patch_type: patching.PatchType = patching.PatchType.MERGE,
@@ -596,18 +520,18 @@ class Store:
         return result
 
     async def _modify(self, resource: ResourceRef, namespace: str | None, name: str,
-                      change: Callable[[JsonObject], JsonObject], *,
-                      subresource: str | None, dry_run: bool) -> JsonObject:
-        spec = self._resolve_subresource(resource, subresource)
+                      change: Callable[[JsonObject], JsonObject], admission: Admission, *,
+                      dry_run: bool) -> JsonObject:
+        spec = self._resolve_subresource(resource, admission.subresource)
         async with self._lock:
             old = self._find(spec, namespace, name)
-            if subresource == 'scale':
+            if admission.subresource == 'scale':
                 return self._modify_scale(spec, old, change, dry_run=dry_run)
             candidate = change(self._output(spec, old))
-            return self._update(spec, old, candidate, subresource, dry_run=dry_run)
+            return self._update(spec, old, candidate, admission, dry_run=dry_run)
 
     def _create(self, spec: ResourceSpec, body: Mapping[str, Any], namespace: str | None,
-                *, dry_run: bool) -> JsonObject:
+                admission: Admission, *, dry_run: bool) -> JsonObject:
         if not isinstance(body, Mapping) or not isinstance(body.get('metadata', {}), Mapping):
             raise ApiError.bad_request('the body of the request must be a JSON object with metadata')
         obj = copy.deepcopy(dict(body))
@@ -624,7 +548,7 @@ class Store:
         if spec.status:
             obj.pop('status', None)  # the status is only written through /status
         if spec.prepare is not None:
-            spec.prepare(obj)
+            spec.prepare(spec, obj, admission)
         if _object_key(obj) in self._objects[spec.key]:
             raise ApiError.already_exists(spec, meta['name'])
         return self._commit(spec, ADDED, obj, None, dry_run=dry_run)
@@ -636,46 +560,48 @@ class Store:
             while not name or (meta.get('namespace'), name) in self._objects[spec.key]:
                 name = str(meta['generateName']) + ''.join(random.choices('bcdfghjklmnpqrstvwxz2456789', k=5))
         if not name:
-            raise ApiError.invalid(spec, None, 'metadata.name',
-                                   'Required value: name or generateName is required')
+            raise ApiError.invalid(spec, None, [FieldError.required('metadata.name',
+                                                                    'name or generateName is required')])
         if not isinstance(name, str) or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
             # Names that a real cluster refuses must fail here too, not only in e2e tests.
-            raise ApiError.invalid(spec, str(name), 'metadata.name',
-                                   f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of '
-                                   "lower case alphanumeric characters, '-' or '.', and must start and end "
-                                   'with an alphanumeric character')
+            raise ApiError.invalid(spec, str(name), [FieldError.invalid(
+                'metadata.name', name, "a lowercase RFC 1123 subdomain must consist of lower case "
+                "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric "
+                "character")])
         return name
 
     def _namespace_for_create(self, spec: ResourceSpec, meta: JsonObject, namespace: str | None) -> str:
         if namespace is not None and meta.get('namespace') not in (None, '', namespace):
-            raise ApiError.invalid(spec, meta.get('name'), 'metadata.namespace',
-                                   'Invalid value: the namespace of the provided object does not match '
-                                   'the namespace sent on the request')
+            raise ApiError.invalid(spec, meta.get('name'), [FieldError.invalid(
+                'metadata.namespace', meta.get('namespace'),
+                'the namespace of the provided object does not match the namespace sent on the request')])
         return namespace or meta.get('namespace') or 'default'
 
     def _update(self, spec: ResourceSpec, old: JsonObject, candidate: JsonObject,
-                subresource: str | None, *, dry_run: bool) -> JsonObject:
+                admission: Admission, *, dry_run: bool) -> JsonObject:
         old_meta = old['metadata']
+        name = old_meta['name']
         if not isinstance(candidate.get('metadata'), dict):
-            raise ApiError.invalid(spec, old_meta['name'], 'metadata', 'Required value')
+            raise ApiError.invalid(spec, name, [FieldError.required('metadata')])
         new_meta = candidate['metadata']
-        if new_meta.get('name') != old_meta['name']:
-            raise ApiError.invalid(spec, old_meta['name'], 'metadata.name',
-                                   'Invalid value: the name of the object does not match the name on the URL')
+        if new_meta.get('name') != name:
+            raise ApiError.invalid(spec, name, [FieldError.invalid(
+                'metadata.name', new_meta.get('name'), 'the name of the object does not match the URL')])
         old_namespace = old_meta.get('namespace')
         if spec.namespaced and new_meta.setdefault('namespace', old_namespace) != old_namespace:
-            raise ApiError.invalid(spec, old_meta['name'], 'metadata.namespace',
-                                   'Invalid value: the namespace of the object does not match the URL')
+            raise ApiError.invalid(spec, name, [FieldError.invalid(
+                'metadata.namespace', new_meta['namespace'], 'the namespace does not match the URL')])
         if new_meta.get('resourceVersion') not in (None, '', old_meta['resourceVersion']):
-            raise ApiError.conflict(spec, old_meta['name'])
+            raise ApiError.conflict(spec, name)
         if 'deletionTimestamp' in old_meta and set(new_meta.get('finalizers') or []) - set(
                 old_meta.get('finalizers') or []):
-            raise ApiError.invalid(spec, old_meta['name'], 'metadata.finalizers',
-                                   'Forbidden: no new finalizers can be added if the object is being deleted')
+            raise ApiError.invalid(spec, name, [FieldError.forbidden(
+                'metadata.finalizers', 'no new finalizers can be added if the object is being deleted')])
 
-        new = self._keep_server_fields(spec, old, candidate, subresource)
+        new = self._keep_server_fields(spec, old, candidate, admission.subresource)
         if spec.prepare is not None:
-            spec.prepare(new)
+            admission.old = old
+            spec.prepare(spec, new, admission)
         if bumps_generation(old, new):
             new['metadata']['generation'] = old_meta.get('generation', 0) + 1
         if new == old:
@@ -796,12 +722,12 @@ class Store:
         scale = change(self._scale_of(spec, obj))
         replicas = scale.get('spec', {}).get('replicas')
         if not isinstance(replicas, int) or replicas < 0:
-            raise ApiError.invalid(spec, obj['metadata']['name'], 'spec.replicas',
-                                   'Invalid value: must be a non-negative integer')
+            raise ApiError.invalid(spec, obj['metadata']['name'], [FieldError.invalid(
+                'spec.replicas', replicas, 'must be greater than or equal to 0')])
         candidate = self._output(spec, obj)
         candidate['metadata']['resourceVersion'] = scale.get('metadata', {}).get('resourceVersion')
         _set_path(candidate, spec.scale.spec_replicas_path, replicas)
-        return self._scale_of(spec, self._update(spec, obj, candidate, None, dry_run=dry_run))
+        return self._scale_of(spec, self._update(spec, obj, candidate, Admission('update'), dry_run=dry_run))
 
     def _scale_of(self, spec: ResourceSpec, obj: JsonObject) -> JsonObject:
         assert spec.scale is not None  # guaranteed by _resolve_subresource()
@@ -886,79 +812,3 @@ def _field_selector(selector: str | selectors.FieldSelector | None) -> selectors
         return selectors.parse_field_selector(selector)
     except selectors.SelectorError as e:
         raise ApiError.bad_request(str(e)) from e
-
-
-# ----- CustomResourceDefinitions: the store serves their resources (see Store._serve_crd) -----
-
-NAMESPACES_KEY = ('', 'namespaces')
-
-
-def resources_from_crd(crd: Mapping[str, Any]) -> list[ResourceSpec]:
-    """The served resources of a CRD: one per served version, all sharing the same storage."""
-    spec = crd['spec']
-    names = spec['names']
-    result: list[ResourceSpec] = []
-    for version in spec['versions']:
-        if not version.get('served', True):
-            continue
-        subresources = version.get('subresources') or {}
-        scale = subresources.get('scale')
-        result.append(ResourceSpec(
-            group=spec['group'], version=version['name'], plural=names['plural'], kind=names['kind'],
-            singular=names.get('singular', ''), namespaced=spec.get('scope', 'Namespaced') == 'Namespaced',
-            short_names=tuple(names.get('shortNames', [])), categories=tuple(names.get('categories', [])),
-            status='status' in subresources, builtin=False,
-            scale=None if scale is None else ScaleSpec(
-                spec_replicas_path=scale['specReplicasPath'],
-                status_replicas_path=scale['statusReplicasPath'],
-                label_selector_path=scale.get('labelSelectorPath'),
-            ),
-        ))
-    return result
-
-
-def _prepare_crd(crd: JsonObject) -> None:
-    """Validate a CRD's names and report it as accepted & established, as the real server does."""
-    name = crd['metadata']['name']
-    spec = crd.get('spec') or {}
-    names = spec.get('names') or {}
-    versions = spec.get('versions') or []
-    problems = [
-        ('spec.group', spec.get('group')),
-        ('spec.names.plural', names.get('plural')),
-        ('spec.names.kind', names.get('kind')),
-        ('spec.versions', versions),
-    ]
-    for field, value in problems:
-        if not value:
-            raise ApiError.invalid(CUSTOM_RESOURCE_DEFINITIONS, name, field, 'Required value')
-    if name != f"{names['plural']}.{spec['group']}":
-        raise ApiError.invalid(CUSTOM_RESOURCE_DEFINITIONS, name, 'metadata.name',
-                               f'Invalid value: "{name}": must be spec.names.plural+"."+spec.group')
-    if spec.get('scope', 'Namespaced') not in ('Namespaced', 'Cluster'):
-        raise ApiError.invalid(CUSTOM_RESOURCE_DEFINITIONS, name, 'spec.scope',
-                               'Unsupported value: supported values: "Cluster", "Namespaced"')
-
-    status = crd.setdefault('status', {})
-    accepted = dict(names)
-    accepted.setdefault('singular', names['kind'].lower())
-    accepted.setdefault('listKind', f"{names['kind']}List")
-    status['acceptedNames'] = accepted
-    storage = [version['name'] for version in versions if version.get('storage')] or [versions[0]['name']]
-    status['storedVersions'] = sorted(set(status.get('storedVersions', [])) | set(storage))
-    existing = {condition.get('type'): condition for condition in status.get('conditions', [])}
-    status['conditions'] = [
-        existing.get(kind) or {'type': kind, 'status': 'True', 'reason': reason, 'message': message,
-                               'lastTransitionTime': now()}
-        for kind, reason, message in [
-            ('NamesAccepted', 'NoConflicts', 'no conflicts found'),
-            ('Established', 'InitialNamesAccepted', 'the initial names have been accepted'),
-        ]
-    ]
-
-
-CUSTOM_RESOURCE_DEFINITIONS = ResourceSpec(
-    'apiextensions.k8s.io', 'v1', 'customresourcedefinitions', 'CustomResourceDefinition',
-    namespaced=False, short_names=('crd', 'crds'), categories=('api-extensions',), status=True,
-    prepare=_prepare_crd,
-)

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Self
 
 from operators.sandbox.store import ApiError, JsonObject, Store, now
+from operators.sandbox.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -269,7 +270,7 @@ def plan_pods(deployment: Mapping[str, Any], pods: Iterable[JsonObject], at: flo
         counts=ReplicaCounts.of(remaining, template_hash),
         create=create,
         delete=tuple(sorted(deleted)),
-        statuses=tuple(statuses),
+        statuses=tuple((name, status) for name, status in statuses if name not in deleted),
         wake_at=min(wakes, default=None),
         starting=sum((p.get('status') or {}).get('phase') == 'Pending' for p in remaining),
     )
@@ -366,11 +367,8 @@ class WorkloadSimulator:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def run(self) -> None:
         """Simulate until cancelled."""

@@ -129,7 +129,7 @@ def _container(sidecar: Mapping[str, Any]) -> Json:
 
 
 def records_of(template: Mapping[str, Any] | None) -> dict[str, Record]:
-    """SidecarSet name -> what it injected, read from a pod or pod template (empty when none or unreadable)."""
+    """SidecarSet name -> what it injected, from a pod or pod template (empty: none, or unreadable)."""
     annotations = ((template or {}).get("metadata") or {}).get("annotations") or {}
     text = annotations.get(INJECTED_ANNOTATION)
     if not text:
@@ -234,7 +234,10 @@ def inject(template: Mapping[str, Any], sidecars: Sequence[Sidecar]) -> Injectio
         *(spec.get("containers") or []),
         *(c for s in chosen for c in s.after),
     ]
-    spec["initContainers"] = [*(spec.get("initContainers") or []), *(c for s in chosen for c in s.init_containers)]
+    spec["initContainers"] = [
+        *(spec.get("initContainers") or []),
+        *(c for s in chosen for c in s.init_containers),
+    ]
     spec["volumes"] = [*(spec.get("volumes") or []), *(v for s in chosen for v in s.volumes)]
     for name in ("initContainers", "volumes"):
         if not spec[name]:
@@ -249,7 +252,7 @@ def inject(template: Mapping[str, Any], sidecars: Sequence[Sidecar]) -> Injectio
 
 def without_record(template: Mapping[str, Any]) -> Json:
     """A pod template minus Sluice's record annotation (users must not be able to fake one)."""
-    result = plain(template)
+    result: Json = plain(template)
     annotations = (result.get("metadata") or {}).get("annotations")
     if isinstance(annotations, dict) and INJECTED_ANNOTATION in annotations:
         del annotations[INJECTED_ANNOTATION]

@@ -6,7 +6,10 @@ from pathlib import Path
 import pytest
 
 from operators.sandbox.apiserver import SandboxThread, with_controllers
+from operators.sandbox.exporter import MetricsExporter
+from operators.sandbox.prometheus import PrometheusServer
 from operators.sandbox.workloads import WorkloadSimulator
+from tests import scenarios
 
 # ----- The sandbox API server (keep these self-contained and first) -----
 
@@ -29,3 +32,27 @@ def kubeconfig(sandbox_api: SandboxThread, monkeypatch: pytest.MonkeyPatch) -> P
     """The sandbox's kubeconfig path, also exported as ``KUBECONFIG`` (for kopf and kubectl)."""
     monkeypatch.setenv('KUBECONFIG', str(sandbox_api.kubeconfig))
     return sandbox_api.kubeconfig
+
+
+# ----- The real Sluice operator on the sandbox, with a real Prometheus -----
+
+
+@pytest.fixture
+def component_types() -> str | None:
+    """The operator's ``--component-types`` directory: none here; a test module overrides this fixture."""
+    return None
+
+
+@pytest.fixture
+def scene(
+    sandbox_api: SandboxThread,
+    metrics_exporter: MetricsExporter,
+    prometheus: PrometheusServer,
+    metrics_namespace: str,
+    component_types: str | None,
+) -> Iterator[scenarios.Scene]:
+    """The real operator (kopf and all) in a thread against the sandbox; see tests/scenarios.py."""
+    with scenarios.sandbox_scene(
+        sandbox_api, metrics_exporter, prometheus.url, metrics_namespace, component_types=component_types
+    ) as scene:
+        yield scene

@@ -1,56 +1,15 @@
 """The real Sluice operator against the sandbox API server, with a real Prometheus.
 
-Each test runs kopf with our handlers in a thread, the sandbox API server and
-its workload simulator on loopback, and Prometheus scraping the metrics
-exporter that plays the application.
+Each test runs kopf with our handlers in a thread (the ``scene`` fixture in
+conftest.py), the sandbox API server and its workload simulator on loopback,
+and Prometheus scraping the metrics exporter that plays the application.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
-import pytest
-
-from operators.operator import OperatorOptions
-from operators.sandbox.apiserver import SandboxThread
-from operators.sandbox.exporter import MetricsExporter
-from operators.sandbox.prometheus import PrometheusServer
 from tests import scenarios
-from tests.harness import Harness, OperatorThread, httproute_crd, sluice_crds
-
-
-@pytest.fixture
-def scene(
-    sandbox_api: SandboxThread,
-    metrics_exporter: MetricsExporter,
-    prometheus: PrometheusServer,
-    metrics_namespace: str,
-) -> Iterator[scenarios.Scene]:
-    for crd in [*sluice_crds(), httproute_crd()]:
-        sandbox_api.run(sandbox_api.server.install_crd(crd))
-    options = OperatorOptions(
-        all_namespaces=True,
-        prometheus_url=prometheus.url,
-        kubeconfig=str(sandbox_api.kubeconfig),
-        liveness_endpoint=None,
-    )
-    operators = [OperatorThread(options).start()]
-
-    def restart() -> None:
-        operators[-1].stop()
-        operators.append(OperatorThread(options).start())
-
-    try:
-        yield scenarios.Scene(
-            harness=Harness(sandbox_api.kubeconfig),
-            namespace=metrics_namespace,
-            exporter=metrics_exporter,
-            prometheus_url=prometheus.url,
-            restart_operator=restart,
-        )
-    finally:
-        operators[-1].stop()
 
 
 def closed_port_address() -> str:

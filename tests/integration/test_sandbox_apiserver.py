@@ -8,6 +8,7 @@ and a minimal real kopf operator.
 import json
 import pathlib
 import textwrap
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -259,13 +260,17 @@ def test_httproute_crd_from_upstream(sandbox_api: SandboxThread, api_client: Api
              'spec': {'parentRefs': [{'name': 'gw'}],
                       'rules': [{'backendRefs': [{'name': 'web', 'port': 80}]}]}}
     custom.create_namespaced_custom_object(GATEWAY, 'v1', NS, 'httproutes', route)
+    accepted = {'type': 'Accepted', 'status': 'True', 'reason': 'Accepted', 'message': 'ok',
+                'lastTransitionTime': '2026-01-01T00:00:00Z'}
     status = {'status': {'parents': [{'parentRef': {'name': 'gw'}, 'controllerName': 'example.com/gw',
-                                      'conditions': [{'type': 'Accepted', 'status': 'True'}]}]}}
+                                      'conditions': [accepted]}]}}
     custom.patch_namespaced_custom_object_status(GATEWAY, 'v1', NS, 'httproutes', 'web', status)
     # All served versions share the objects (no conversion is needed between v1 and v1beta1).
     via_beta = as_dict(custom.get_namespaced_custom_object(GATEWAY, 'v1beta1', NS, 'httproutes', 'web'))
     assert via_beta['apiVersion'] == f'{GATEWAY}/v1beta1'
-    assert via_beta['status'] == status['status']
+    [parent] = via_beta['status']['parents']
+    assert parent['conditions'] == [accepted]
+    assert parent['parentRef'] == {'name': 'gw', 'group': GATEWAY, 'kind': 'Gateway'}  # the schema's defaults
 
 
 # ----- Lists & selectors -----
@@ -563,3 +568,77 @@ def test_crd_deletion_removes_its_objects(sandbox_api: SandboxThread, api_client
     assert code == 404
     sandbox_api.run(sandbox_api.server.install_crd(WIDGET_CRD))  # … and re-creating it brings nothing back
     assert as_dict(custom.list_namespaced_custom_object(*WIDGETS[:2], NS, WIDGETS[2]))['items'] == []
+
+
+# ----- What kubectl relies on, over plain HTTP (test_sandbox_kubectl.py runs kubectl itself) -----
+
+TABLE = 'application/json;as=Table;v=v1;g=meta.k8s.io,application/json'
+
+
+def http(sandbox: SandboxThread, method: str, path: str, body: Any = None,
+         headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
+    """(status, parsed body, response headers) of a raw request, errors included."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f'{sandbox.url}{path}', data=data, method=method, headers={
+        'Content-Type': 'application/json', **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read()), response.headers
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read()), e.headers
+
+
+def test_tables_for_custom_and_builtin_resources(sandbox_api: SandboxThread, apps: AppsV1Api,
+                                                 widgets_crd: dict[str, Any]) -> None:
+    apps.create_namespaced_deployment(NS, deployment('web', replicas=3))
+    code, table, _ = http(sandbox_api, 'GET', f'/apis/apps/v1/namespaces/{NS}/deployments',
+                          headers={'Accept': TABLE})
+    assert (code, table['kind'], table['apiVersion']) == (200, 'Table', 'meta.k8s.io/v1')
+    assert [column['name'] for column in table['columnDefinitions']][:5] == [
+        'Name', 'Ready', 'Up-to-date', 'Available', 'Age']
+    [row] = table['rows']
+    assert row['cells'][0] == 'web' and row['object']['kind'] == 'PartialObjectMetadata'
+
+    custom_path = f'/apis/sandbox.sluice.dev/v1/namespaces/{NS}/widgets'
+    http(sandbox_api, 'POST', custom_path, {'metadata': {'name': 'w1'}})
+    code, table, _ = http(sandbox_api, 'GET', f'{custom_path}/w1', headers={'Accept': TABLE})
+    assert [column['name'] for column in table['columnDefinitions']] == ['Name', 'Age']
+    assert table['rows'][0]['cells'][0] == 'w1'
+    code, plain, _ = http(sandbox_api, 'GET', f'{custom_path}/w1')  # without asking: the object
+    assert plain['kind'] == 'Widget'
+
+
+def test_unknown_fields_are_pruned_with_a_warning_or_refused(sandbox_api: SandboxThread) -> None:
+    repo = pathlib.Path(__file__).parents[2]
+    crd = yaml.safe_load((repo / 'crds' / 'rollout.yaml').read_text())
+    sandbox_api.run(sandbox_api.server.install_crd(crd))
+    rollout = yaml.safe_load((repo / 'examples' / 'rollout-minimal.yaml').read_text())
+    rollout['spec']['bogus'] = 1
+    path = f'/apis/sluice.dev/v1alpha1/namespaces/{NS}/rollouts'
+
+    code, body, _ = http(sandbox_api, 'POST', f'{path}?fieldValidation=Strict', rollout)
+    assert (code, body['reason']) == (400, 'BadRequest')
+    assert body['message'].endswith('strict decoding error: unknown field "spec.bogus"')
+
+    code, body, headers = http(sandbox_api, 'POST', path, rollout)  # the default: Warn
+    assert code == 201 and 'bogus' not in body['spec']
+    assert headers.get_all('Warning') == ['299 - "unknown field \\"spec.bogus\\""']
+    assert body['spec']['progressDeadlineSeconds'] == 600  # defaulted from the schema
+
+    code, body, _ = http(sandbox_api, 'PATCH', f'{path}/web', {'spec': {'replicas': 'many'}},
+                         headers={'Content-Type': 'application/merge-patch+json'})
+    assert (code, body['reason']) == (422, 'Invalid')
+    assert body['details']['causes'] == [{'reason': 'FieldValueTypeInvalid', 'field': 'spec.replicas',
+                                          'message': 'Invalid value: "string": spec.replicas in body must be '
+                                                     'of type integer: "string"'}]
+
+
+def test_openapi_documents(sandbox_api: SandboxThread, widgets_crd: dict[str, Any]) -> None:
+    code, index, _ = http(sandbox_api, 'GET', '/openapi/v3')
+    assert code == 200 and {'api/v1', 'apis/apps/v1', 'apis/sandbox.sluice.dev/v1'} <= set(index['paths'])
+    url = index['paths']['apis/sandbox.sluice.dev/v1']['serverRelativeURL']
+    code, document, _ = http(sandbox_api, 'GET', url)
+    assert code == 200 and 'dev.sluice.sandbox.v1.Widget' in document['components']['schemas']
+    code, _, _ = http(sandbox_api, 'GET', '/openapi/v3/apis/nothing/v1')
+    assert code == 404
+

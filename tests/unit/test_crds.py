@@ -85,9 +85,10 @@ def test_rendering_is_deterministic() -> None:
 
 
 def test_stale_crds_reports_missing_and_edited_files(tmp_path: Path) -> None:
-    assert stale_crds(tmp_path) == ["rollout.yaml"]
+    every = sorted(render_crds())  # one file per resource
+    assert stale_crds(tmp_path) == every
     written = write_crds(tmp_path)
-    assert written == [tmp_path / "rollout.yaml"]
+    assert sorted(written) == [tmp_path / name for name in every]
     assert stale_crds(tmp_path) == []
     (tmp_path / "rollout.yaml").write_text(render_crds()["rollout.yaml"].replace("sro", "ro"))
     assert stale_crds(tmp_path) == ["rollout.yaml"]

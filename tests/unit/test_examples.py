@@ -1,4 +1,4 @@
-"""The examples are valid Rollouts, and the CRD schema rejects the common mistakes.
+"""The examples are valid Rollouts and Applications, and the CRD schema rejects the common mistakes.
 
 The API server validates with the CRD's openAPIV3Schema; `jsonschema` stands in
 for it here. Draft 4 is the JSON Schema draft OpenAPI v3.0 schemas follow (a
@@ -17,31 +17,41 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from operators.api.application import ApplicationSpec
 from operators.api.crdgen import build_crd
-from operators.api.resources import ROLLOUT
+from operators.api.refs import ApplicationRef
+from operators.api.resources import APPLICATION, ROLLOUT, ResourceType
 from operators.api.rollout import RolloutSpec
+from operators.application.render import render_application
+from operators.application.types import ComponentTypes
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
+COMPONENT_TYPES = EXAMPLES / "application" / "component-types"
 
 
-def rollout_documents() -> list[Any]:
+def documents(kind: str) -> list[Any]:
     params = []
     for path in sorted(EXAMPLES.rglob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
-            if isinstance(doc, dict) and doc.get("kind") == ROLLOUT.kind:
+            if isinstance(doc, dict) and doc.get("kind") == kind:
                 params.append(pytest.param(doc, id=f"{path.relative_to(EXAMPLES)}:{doc['metadata']['name']}"))
     return params
 
 
-ROLLOUT_EXAMPLES = rollout_documents()
+ROLLOUT_EXAMPLES = documents(ROLLOUT.kind)
+APPLICATION_EXAMPLES = documents(APPLICATION.kind)
+
+
+def schema_validator(resource: ResourceType) -> jsonschema.Draft4Validator:
+    schema = build_crd(resource)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    jsonschema.Draft4Validator.check_schema(schema)
+    return jsonschema.Draft4Validator(schema)
 
 
 @pytest.fixture(scope="module")
 def validator() -> jsonschema.Draft4Validator:
-    schema = build_crd(ROLLOUT)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    jsonschema.Draft4Validator.check_schema(schema)
-    return jsonschema.Draft4Validator(schema)
+    return schema_validator(ROLLOUT)
 
 
 def errors(validator: jsonschema.Draft4Validator, document: dict[str, Any]) -> list[str]:
@@ -65,6 +75,50 @@ def test_example_matches_the_crd_schema(
 @pytest.mark.parametrize("document", ROLLOUT_EXAMPLES)
 def test_example_parses_with_the_models(document: dict[str, Any]) -> None:
     RolloutSpec.model_validate(document["spec"])
+
+
+def test_the_application_examples_are_found() -> None:
+    names = {param.id.split(":")[0] for param in APPLICATION_EXAMPLES if param.id}
+    assert {"application/shop.yaml", "application/internal-api.yaml"} <= names
+
+
+@pytest.mark.parametrize("document", APPLICATION_EXAMPLES)
+def test_application_example_matches_the_crd_and_the_models(document: dict[str, Any]) -> None:
+    assert errors(schema_validator(APPLICATION), document) == []
+    ApplicationSpec.model_validate(document["spec"])
+
+
+@pytest.mark.parametrize("document", APPLICATION_EXAMPLES)
+def test_application_example_renders_valid_rollouts(
+    validator: jsonschema.Draft4Validator, document: dict[str, Any]
+) -> None:
+    # With the example's own component type installed, as its comments say to.
+    spec = ApplicationSpec.model_validate(document["spec"])
+    ref = ApplicationRef(document["metadata"]["name"], document["metadata"]["namespace"], "uid")
+    rendered = render_application(ref, spec, ComponentTypes(COMPONENT_TYPES).catalog())
+    assert rendered.errors == {}
+    assert sorted(rendered.rollouts) == sorted(c.name for c in spec.components)
+    for rollout in rendered.rollouts.values():
+        assert errors(validator, rollout) == []
+
+
+def test_shop_example_has_a_canaried_web_and_a_worker() -> None:
+    doc = yaml.safe_load((EXAMPLES / "application" / "shop.yaml").read_text())
+    spec = ApplicationSpec.model_validate(doc["spec"])
+    rendered = render_application(ApplicationRef("shop", "shop", "uid"), spec, ComponentTypes().catalog())
+    web, worker = RolloutSpec.model_validate(rendered.rollouts["web"]["spec"]), rendered.rollouts["worker"]
+    assert web.traffic is not None and web.strategy.canary.analysis is not None
+    assert "service" not in worker["spec"] and "traffic" not in worker["spec"]
+
+
+def test_readme_application_renders() -> None:
+    # The README's GitOps section shows an Application inline; it must be one that works.
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("```yaml\napiVersion: sluice.dev/v1alpha1\nkind: Application")
+    doc = yaml.safe_load(readme[start + len("```yaml\n") : readme.index("```", start + 3)])
+    spec = ApplicationSpec.model_validate(doc["spec"])
+    rendered = render_application(ApplicationRef("shop", "shop", "uid"), spec, ComponentTypes().catalog())
+    assert rendered.errors == {} and sorted(rendered.rollouts) == ["web", "worker"]
 
 
 def test_analysis_example_shows_both_kinds_of_pause_and_metric() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from operators.kube.diff import covers, replacement
+from operators.kube.diff import covers, replacement, same_spec
 
 # ---- covers -------------------------------------------------------------------------------------
 
@@ -236,3 +236,30 @@ def test_replacement_does_not_mutate_its_arguments(kind: str) -> None:
     assert live == live_before
     assert desired == desired_before
     assert body["metadata"] is not desired["metadata"]
+
+
+def test_replacement_keeps_the_live_finalizers() -> None:
+    # kopf puts a finalizer on every Rollout it runs a daemon for; a PUT without it would remove it.
+    live = live_object()
+    live["metadata"]["finalizers"] = ["kopf.zalando.org/KopfFinalizerMarker"]
+    body = replacement(live, desired_object())
+    assert body["metadata"]["finalizers"] == ["kopf.zalando.org/KopfFinalizerMarker"]
+    assert "finalizers" not in replacement(live_object(), desired_object())["metadata"]
+
+
+@pytest.mark.parametrize(
+    ("live_spec", "desired_spec", "expected"),
+    [
+        ({"replicas": 2, "traffic": {"a": 1}}, {"replicas": 2, "traffic": {"a": 1}}, True),
+        ({"replicas": 2.0}, {"replicas": 2}, True),
+        # A field we no longer render (a component's route removed) must go: covers() alone says yes.
+        ({"replicas": 2, "traffic": {"a": 1}}, {"replicas": 2}, False),
+        ({"replicas": 2}, {"replicas": 3}, False),
+    ],
+)
+def test_same_spec_sees_removed_fields(live_spec: Any, desired_spec: Any, expected: bool) -> None:
+    desired = {**desired_object(), "spec": desired_spec}
+    live = copy.deepcopy({**desired, "spec": live_spec})
+    live["metadata"].update(uid="u-1", resourceVersion="7")
+    live["status"] = {"observedGeneration": 3}
+    assert same_spec(live, desired) is expected

@@ -8,13 +8,31 @@ from typing import Any
 import pytest
 import yaml
 
+from operators.sidecarset.webhook import WEBHOOK_ID
+from operators.webhook.server import DEFAULT_CONFIGURATION, DEFAULT_PORT, DEFAULT_SERVICE_HOSTS
+
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 
 # Every request the operator makes: (API group, resource, verb). kopf watches
-# Rollouts and Deployments, patches Rollouts (finalizers) and their status; the
-# reconciler reads and writes the objects a Rollout owns and posts Events.
+# Rollouts, Applications and Deployments, patches Rollouts and Applications
+# (finalizers) and their status; the reconcilers read and write the objects a
+# Rollout owns, an Application's Rollouts (deleting a removed component's), and
+# post Events.
 NEEDED = [("sluice.dev", "rollouts", verb) for verb in ("get", "list", "watch", "patch")] + [
     ("sluice.dev", "rollouts/status", "patch"),
+    ("sluice.dev", "rollouts", "create"),
+    ("sluice.dev", "rollouts", "update"),
+    ("sluice.dev", "rollouts", "delete"),
+    *[("sluice.dev", "applications", verb) for verb in ("get", "list", "watch", "patch")],
+    ("sluice.dev", "applications/status", "patch"),
+    # SidecarSets: watched, status written; pods counted and updated in place; namespaces'
+    # labels matched; the webhook's caBundle kept current.
+    *[("sluice.dev", "sidecarsets", verb) for verb in ("get", "list", "watch", "patch")],
+    ("sluice.dev", "sidecarsets/status", "patch"),
+    *[("", "pods", verb) for verb in ("get", "list", "watch", "patch")],
+    *[("", "namespaces", verb) for verb in ("get", "list", "watch")],
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "get"),
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "update"),
     ("apps", "deployments", "get"),
     ("apps", "deployments", "list"),
     ("apps", "deployments", "watch"),
@@ -63,8 +81,11 @@ def test_rbac_is_least_privilege() -> None:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"], (
             rule
         )
-        # Owned objects are deleted by the garbage collector through owner references.
-        assert "delete" not in rule["verbs"] and "deletecollection" not in rule["verbs"], rule
+        # Owned objects are deleted by the garbage collector through owner references. The one
+        # exception: an Application deletes the Rollout of a component removed from its spec.
+        assert "deletecollection" not in rule["verbs"], rule
+        if "delete" in rule["verbs"]:
+            assert (rule["apiGroups"], rule["resources"]) == (["sluice.dev"], ["rollouts"]), rule
     for secret_like in ("secrets", "configmaps", "pods/exec"):
         assert not any(secret_like in rule["resources"] for rule in role["rules"])
 
@@ -86,3 +107,53 @@ def test_operator_runs_the_service_account_the_role_is_bound_to() -> None:
     assert container["args"][0] == "run"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_the_webhook_configuration_is_the_operators_and_fails_open() -> None:
+    docs = documents()
+    configuration = next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration")
+    assert configuration["metadata"]["name"] == DEFAULT_CONFIGURATION
+    (webhook,) = configuration["webhooks"]
+    assert webhook["failurePolicy"] == "Ignore" and webhook["sideEffects"] == "None"
+    assert webhook["rules"] == [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE"],
+            "resources": ["pods"],
+            "scope": "Namespaced",
+        }
+    ]
+    excluded = webhook["namespaceSelector"]["matchExpressions"][0]
+    assert excluded["key"] == "kubernetes.io/metadata.name" and excluded["operator"] == "NotIn"
+    assert {"kube-system", "kube-public"} <= set(excluded["values"])
+    skipped = {e["key"]: e["operator"] for e in webhook["objectSelector"]["matchExpressions"]}
+    assert skipped == {"app.kubernetes.io/managed-by": "NotIn", "sluice.dev/rollout": "DoesNotExist"}
+    client = webhook["clientConfig"]["service"]
+    assert client["path"] == f"/{WEBHOOK_ID}"
+    assert f"{client['name']}.{client['namespace']}.svc" in DEFAULT_SERVICE_HOSTS
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == client["name"])
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports[service["spec"]["ports"][0]["targetPort"]] == DEFAULT_PORT
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+    assert "webhook.yaml" in kustomization["resources"]
+
+
+def test_admission_configurations_are_granted_by_name_only() -> None:
+    rules = [r for r in cluster_role()["rules"] if "mutatingwebhookconfigurations" in r["resources"]]
+    assert rules and all(r.get("resourceNames") == ["sluice-sidecar-injector"] for r in rules)
+
+
+def test_component_types_come_from_an_optional_configmap() -> None:
+    # Users add component types by creating the ConfigMap; without it the operator still starts.
+    pod = next(d for d in documents() if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    directory = args[args.index("--component-types") + 1]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == directory)
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"] == {"name": "sluice-component-types", "optional": True}
+    # Mounted whole (not with subPath), so the kubelet updates the files and the types are read again.
+    assert "subPath" not in mount and mount["readOnly"] is True

@@ -1,0 +1,181 @@
+"""The imperative shell around an Application: render, apply its Rollouts, report their health.
+
+One call of :meth:`ApplicationReconciler.reconcile` reads the Application and
+the Rollouts it owns, renders the desired Rollouts (``render.py``), creates
+what is missing, replaces what differs, deletes the Rollouts of removed
+components, and writes the status ``health.py`` derives from the Rollouts.
+Rollouts do the releasing; the Application only says what they should be and
+how they are doing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from operators.api.application import (
+    KIND,
+    ApplicationPhase,
+    ApplicationSpec,
+    ApplicationStatus,
+    ComponentPhase,
+)
+from operators.api.base import API_VERSION, describe_validation_error
+from operators.api.refs import ApplicationRef
+from operators.api.rollout import KIND as ROLLOUT_KIND
+from operators.application import health
+from operators.application.health import ComponentOutcome
+from operators.application.render import APPLICATION_LABEL, Rendered, render_application
+from operators.application.types import ComponentTypes
+from operators.kube.client import Cluster, KubeError
+from operators.kube.diff import replacement, same_spec
+from operators.kube.events import post_event_or_log
+from operators.rollout.inventory import key_of
+from operators.rollout.ownership import has_owner
+from operators.rollout.reconciler import RETRY_AFTER_CONFLICT, rollout_key, utc_now
+from operators.traffic.base import ObjectKey
+
+logger = logging.getLogger(__name__)
+
+# Rollout events wake the Application at once; this is only the safety net for missed events.
+RESYNC_SECONDS = 30.0
+
+
+def application_key(namespace: str, name: str) -> ObjectKey:
+    return ObjectKey(API_VERSION, KIND, namespace, name)
+
+
+def conflict_message(namespace: str, name: str) -> str:
+    return (
+        f"Rollout {namespace}/{name} exists and is not managed by this Application; "
+        f"rename the component or delete that Rollout"
+    )
+
+
+class _Conflict(Exception):
+    """The component's Rollout name is taken by a Rollout this Application does not own."""
+
+
+class ApplicationReconciler:
+    def __init__(
+        self, cluster: Cluster, types: ComponentTypes, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        self.cluster = cluster
+        self.types = types
+        self.clock = clock
+
+    def reconcile(self, namespace: str, name: str) -> float | None:
+        """One pass. Returns seconds until the next wanted pass; None once the Application is gone."""
+        body = self.cluster.get_current(application_key(namespace, name))
+        if body is None:
+            return None
+        now = self.clock()
+        meta = body["metadata"]
+        generation = int(meta.get("generation") or 0)
+        previous = _status_of(body)
+        try:
+            spec = ApplicationSpec.model_validate(body.get("spec") or {})
+        except ValidationError as error:
+            message = f"invalid Application: {describe_validation_error(error)}"
+            self._write_status(body, previous, health.invalid_status(previous, generation, message, now), now)
+            return RESYNC_SECONDS
+
+        ref = ApplicationRef(name=name, namespace=namespace, uid=str(meta.get("uid")))
+        rendered = render_application(ref, spec, self.types.catalog())
+        owned = self._owned_rollouts(ref)
+        try:
+            outcomes = [self._outcome(ref, component.name, rendered, owned) for component in spec.components]
+        except KubeError as failure:  # a 409: someone wrote a Rollout meanwhile; look again soon
+            logger.debug("Application %s/%s: %s", namespace, name, failure)
+            return RETRY_AFTER_CONFLICT
+        self._remove_unlisted(body, owned, {component.name for component in spec.components}, now)
+        status = health.application_status(previous, generation, outcomes, now)
+        self._write_status(body, previous, status, now)
+        return RESYNC_SECONDS
+
+    def _outcome(
+        self, ref: ApplicationRef, name: str, rendered: Rendered, owned: Mapping[str, dict[str, Any]]
+    ) -> ComponentOutcome:
+        """Apply one component's Rollout; its live Rollout, or the error. Raises KubeError on a 409."""
+        error = rendered.errors.get(name)
+        if error:
+            return ComponentOutcome(name, error=error, reason="InvalidComponent")
+        try:
+            live = self._apply(ref, rendered.rollouts[name], owned)
+        except _Conflict:
+            message = f'component "{name}": {conflict_message(ref.namespace, name)}'
+            return ComponentOutcome(name, error=message, reason="RolloutConflict")
+        except KubeError as failure:
+            if failure.status == 409:
+                raise
+            message = f'component "{name}": the API server refused its Rollout: {failure.message}'
+            return ComponentOutcome(name, error=message, reason="ApplyFailed")
+        return ComponentOutcome(name, rollout=live)
+
+    def _owned_rollouts(self, ref: ApplicationRef) -> dict[str, dict[str, Any]]:
+        """The Rollouts this Application made (label to find them, owner uid to be sure), by name."""
+        listed = self.cluster.list_objects(
+            API_VERSION, ROLLOUT_KIND, ref.namespace, f"{APPLICATION_LABEL}={ref.name}"
+        )
+        return {item["metadata"]["name"]: item for item in listed if has_owner(item, KIND, ref.uid)}
+
+    def _apply(
+        self, ref: ApplicationRef, desired: dict[str, Any], owned: Mapping[str, dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Create the Rollout, or replace it when it differs; a Rollout we do not own is left alone."""
+        name = desired["metadata"]["name"]
+        live = owned.get(name) or self.cluster.get(rollout_key(ref.namespace, name))
+        if live is None:
+            return self.cluster.create(desired)
+        if not has_owner(live, KIND, ref.uid):
+            raise _Conflict(name)
+        if same_spec(live, desired):
+            return live
+        # Annotations others set (sluice.dev/promote, kopf's) survive: replacement keeps them.
+        return self.cluster.replace(replacement(live, desired))
+
+    def _remove_unlisted(
+        self, body: dict[str, Any], owned: Mapping[str, dict[str, Any]], listed: set[str], now: datetime
+    ) -> None:
+        """Delete the Rollouts of removed components; their workloads go with them (owner references)."""
+        for name, rollout in owned.items():
+            if name not in listed:
+                self.cluster.delete(key_of(rollout))
+                message = f"component {name} removed: Rollout {name} and its workload deleted"
+                post_event_or_log(self.cluster, body, "Normal", "ComponentRemoved", message, now)
+
+    def _write_status(
+        self, body: dict[str, Any], before: ApplicationStatus, after: ApplicationStatus, now: datetime
+    ) -> None:
+        new = after.model_dump(by_alias=True, mode="json")
+        if new == before.model_dump(by_alias=True, mode="json"):
+            return
+        self.cluster.merge_patch(key_of(body), {"status": new}, subresource="status")
+        for kind, reason, message in _news(before, after):
+            post_event_or_log(self.cluster, body, kind, reason, message, now)
+
+
+def _status_of(body: Mapping[str, Any]) -> ApplicationStatus:
+    try:
+        return ApplicationStatus.model_validate(body.get("status") or {})
+    except ValidationError:  # written by another version of the operator: start afresh
+        return ApplicationStatus()
+
+
+def _news(before: ApplicationStatus, after: ApplicationStatus) -> list[tuple[str, str, str]]:
+    """Events worth posting: a component newly failing, and the Application changing phase."""
+    news = []
+    previous = {c.name: c for c in before.components}
+    for component in after.components:
+        old = previous.get(component.name)
+        failing = component.phase == ComponentPhase.FAILED
+        if failing and (old is None or old.message != component.message):
+            news.append(("Warning", "ComponentFailed", component.message))
+    if after.phase != before.phase and after.phase is not None:
+        kind = "Warning" if after.phase == ApplicationPhase.DEGRADED else "Normal"
+        news.append((kind, after.phase.value, after.message))
+    return news

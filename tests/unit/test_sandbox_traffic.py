@@ -1,0 +1,372 @@
+"""The traffic simulator: pod behaviour, the split by route weights, the serving history, a tick."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from operators.sandbox.apiserver import SandboxAPIServer
+from operators.sandbox.behaviour import DEFAULT_LATENCY_SECONDS, Behaviour, pod_behaviour
+from operators.sandbox.exporter import MetricsExporter, TrafficSetting
+from operators.sandbox.gateway import HTTPROUTE_CRD
+from operators.sandbox.traffic import (
+    ServingRecord,
+    TrafficSimulator,
+    never_stopped_serving,
+    outages,
+    route_split,
+    service_traffic,
+)
+
+HEALTHY = Behaviour()
+
+
+def pod_with(
+    annotations: dict[str, str] | None = None,
+    env: dict[str, Any] | None = None,
+    init_env: dict[str, Any] | None = None,
+    sidecar_env: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    def container(name: str, values: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "name": name,
+            "image": "x",
+            "env": [{"name": k, "value": v} for k, v in (values or {}).items()],
+        }
+
+    return {
+        "metadata": {"name": "p", "namespace": "ns", "annotations": annotations or {}},
+        "spec": {
+            "initContainers": [container("init", init_env)],
+            "containers": [container("app", env), container("sidecar", sidecar_env)],
+        },
+    }
+
+
+# ----- Behaviour: annotations or env, the worst wins, bad values ignored -----
+
+BEHAVIOURS = {
+    "default: healthy": (pod_with(), HEALTHY, 0),
+    "annotations": (
+        pod_with({"sandbox.sluice.dev/error-rate": "0.3", "sandbox.sluice.dev/latency-ms": "250"}),
+        Behaviour(0.3, 0.25),
+        0,
+    ),
+    "env of the app": (
+        pod_with(env={"SANDBOX_ERROR_RATE": "0.1"}),
+        Behaviour(0.1, DEFAULT_LATENCY_SECONDS),
+        0,
+    ),
+    "env of a sidecar": (pod_with(sidecar_env={"SANDBOX_LATENCY_MS": "300"}), Behaviour(0.0, 0.3), 0),
+    "env of an init container": (pod_with(init_env={"SANDBOX_ERROR_RATE": "1"}), Behaviour(1.0, 0.02), 0),
+    "the worst wins": (
+        pod_with(
+            {"sandbox.sluice.dev/error-rate": "0.2", "sandbox.sluice.dev/latency-ms": "900"},
+            env={"SANDBOX_ERROR_RATE": "0.5", "SANDBOX_LATENCY_MS": "100"},
+            sidecar_env={"SANDBOX_ERROR_RATE": "0.05"},
+        ),
+        Behaviour(0.5, 0.9),
+        0,
+    ),
+    "not a number: ignored": (pod_with({"sandbox.sluice.dev/error-rate": "lots"}), HEALTHY, 1),
+    "out of range: ignored": (
+        pod_with({"sandbox.sluice.dev/error-rate": "1.5"}, env={"SANDBOX_LATENCY_MS": "-5"}),
+        HEALTHY,
+        2,
+    ),
+    "nan and inf: ignored": (
+        pod_with({"sandbox.sluice.dev/latency-ms": "inf"}, env={"SANDBOX_ERROR_RATE": "nan"}),
+        HEALTHY,
+        2,
+    ),
+    "a bad value does not hide a good one": (
+        pod_with({"sandbox.sluice.dev/error-rate": "x"}, sidecar_env={"SANDBOX_ERROR_RATE": "0.4"}),
+        Behaviour(0.4, 0.02),
+        1,
+    ),
+    "bounds are valid": (
+        pod_with({"sandbox.sluice.dev/error-rate": "1", "sandbox.sluice.dev/latency-ms": "0"}),
+        Behaviour(1.0, 0.0),
+        0,
+    ),
+    "env from a ConfigMap cannot be read: skipped": (
+        {
+            "metadata": {},
+            "spec": {"containers": [{"name": "a", "env": [{"name": "SANDBOX_ERROR_RATE", "valueFrom": {}}]}]},
+        },
+        HEALTHY,
+        0,
+    ),
+}
+
+
+@pytest.mark.parametrize(("pod", "expected", "problems"), BEHAVIOURS.values(), ids=BEHAVIOURS.keys())
+def test_pod_behaviour(pod: dict[str, Any], expected: Behaviour, problems: int) -> None:
+    behaviour, found = pod_behaviour(pod)
+    assert behaviour == expected
+    assert len(found) == problems
+
+
+def test_a_problem_says_where_and_what() -> None:
+    _, [problem] = pod_behaviour(pod_with(sidecar_env={"SANDBOX_ERROR_RATE": "1.5"}))
+    assert (
+        problem
+        == "env SANDBOX_ERROR_RATE of container sidecar='1.5' is not a number between 0 and 1: ignored"
+    )
+
+
+# ----- Routes: the split by weight -----
+
+
+def route(*rules: list[tuple[str, Any]], namespace: str = "ns", name: str = "web") -> dict[str, Any]:
+    """An HTTPRoute; each rule is [(service, weight or None for the default), ...]."""
+
+    def backend(service: str, weight: Any) -> dict[str, Any]:
+        ref: dict[str, Any] = {"name": service, "port": 80}
+        if weight is not None:
+            ref["weight"] = weight
+        return ref
+
+    return {
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"rules": [{"backendRefs": [backend(*b) for b in rule]} for rule in rules]},
+    }
+
+
+def sluice_route(canary_weight: int, name: str = "web") -> dict[str, Any]:
+    """As the Gateway API provider writes it: one rule, stable and canary."""
+    return route([(name, 100 - canary_weight), (f"{name}-canary", canary_weight)], name=name)
+
+
+SPLITS = {
+    "weight 0": ([sluice_route(0)], {"web": (100, 100.0), "web-canary": (0, 0.0)}),
+    "weight 10": ([sluice_route(10)], {"web": (90, 90.0), "web-canary": (10, 10.0)}),
+    "weight 50": ([sluice_route(50)], {"web": (50, 50.0), "web-canary": (50, 50.0)}),
+    "weight 100": ([sluice_route(100)], {"web": (0, 0.0), "web-canary": (100, 100.0)}),
+    "weights are proportional": ([route([("a", 1), ("b", 3)])], {"a": (1, 25.0), "b": (3, 75.0)}),
+    "the default weight is 1": ([route([("a", None), ("b", None)])], {"a": (1, 50.0), "b": (1, 50.0)}),
+    "all weights 0: nobody": ([route([("a", 0), ("b", 0)])], {"a": (0, 0.0), "b": (0, 0.0)}),
+    "rules share the route's requests": ([route([("a", 1)], [("b", 1)])], {"a": (1, 50.0), "b": (1, 50.0)}),
+    "routes add up": (
+        [sluice_route(10), route([("web", 1)], name="other")],
+        {"web": (91, 190.0), "web-canary": (10, 10.0)},
+    ),
+    "a bad weight counts as 0": ([route([("a", "heavy"), ("b", 1)])], {"a": (0, 0.0), "b": (1, 100.0)}),
+}
+
+
+@pytest.mark.parametrize(("routes", "expected"), SPLITS.values(), ids=SPLITS.keys())
+def test_route_split(routes: list[dict[str, Any]], expected: dict[str, tuple[int, float]]) -> None:
+    split = route_split(routes, rps=100)
+    assert split == {("ns", name): (weight, pytest.approx(rps)) for name, (weight, rps) in expected.items()}
+
+
+def test_route_split_skips_other_kinds_and_honours_namespaces() -> None:
+    routes = [
+        route(
+            [("web", 1), ("elsewhere", 1)],
+        )
+    ]
+    routes[0]["spec"]["rules"][0]["backendRefs"][1].update(namespace="other")
+    routes[0]["spec"]["rules"][0]["backendRefs"].append(
+        {"group": "example.com", "kind": "Bucket", "name": "b", "weight": 2}
+    )
+    assert route_split(routes, rps=100) == {("ns", "web"): (1, 25.0), ("other", "elsewhere"): (1, 25.0)}
+
+
+# ----- Services: their ready pods serve their share -----
+
+
+def service(name: str, track: str | None = None, /, **selector: str) -> dict[str, Any]:
+    labels = {"sluice.dev/track": track} if track else {}
+    return {"metadata": {"name": name, "namespace": "ns", "labels": labels}, "spec": {"selector": selector}}
+
+
+def serving_pod(name: str, ready: bool = True, namespace: str = "ns", **labels: str) -> dict[str, Any]:
+    error_rate = labels.pop("error_rate", None)
+    pod = pod_with({"sandbox.sluice.dev/error-rate": error_rate} if error_rate else None)
+    pod["metadata"].update(name=name, namespace=namespace, labels=labels)
+    pod["status"] = {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    return pod
+
+
+SERVICES = [service("web", "stable", track="stable"), service("web-canary", "canary", track="canary")]
+
+
+def settings(rps: float, error_rate: float = 0.0) -> TrafficSetting:
+    return TrafficSetting(rps, error_rate, DEFAULT_LATENCY_SECONDS)
+
+
+TRAFFIC = {
+    "weight 10 on a bad canary": (
+        sluice_route(10),
+        [
+            serving_pod("s1", track="stable"),
+            serving_pod("s2", track="stable"),
+            serving_pod("c1", track="canary", error_rate="0.3"),
+        ],
+        {"web": (2, (settings(90),)), "web-canary": (1, (settings(10, 0.3),))},
+    ),
+    "weight 0: no requests, the pods still counted": (
+        sluice_route(0),
+        [serving_pod("s1", track="stable"), serving_pod("c1", track="canary")],
+        {"web": (1, (settings(100),)), "web-canary": (1, ())},
+    ),
+    "weight 100": (
+        sluice_route(100),
+        [serving_pod("s1", track="stable"), serving_pod("c1", track="canary")],
+        {"web": (1, ()), "web-canary": (1, (settings(100),))},
+    ),
+    "no ready pods: nothing served": (
+        sluice_route(50),
+        [serving_pod("s1", ready=False, track="stable"), serving_pod("c1", track="other")],
+        {"web": (0, ()), "web-canary": (0, ())},
+    ),
+    "versions mix by pod count": (
+        sluice_route(0),
+        [
+            serving_pod("s1", track="stable"),
+            serving_pod("s2", track="stable", error_rate="0.5"),
+            serving_pod("s3", track="stable", error_rate="0.5"),
+            serving_pod("s4", track="stable"),
+        ],
+        {"web": (4, (settings(50), settings(50, 0.5))), "web-canary": (0, ())},
+    ),
+    "pods of another namespace are not selected": (
+        sluice_route(0),
+        [serving_pod("s1", namespace="other", track="stable")],
+        {"web": (0, ()), "web-canary": (0, ())},
+    ),
+}
+
+
+@pytest.mark.parametrize(("the_route", "pods", "expected"), TRAFFIC.values(), ids=TRAFFIC.keys())
+def test_service_traffic(
+    the_route: dict[str, Any],
+    pods: list[dict[str, Any]],
+    expected: dict[str, tuple[int, tuple[TrafficSetting, ...]]],
+) -> None:
+    traffic = service_traffic([the_route], SERVICES, pods, rps=100)
+    assert {name: (t.ready_pods, t.streams) for (_, name), t in traffic.items()} == expected
+    assert {name: t.track for (_, name), t in traffic.items()} == {"web": "stable", "web-canary": "canary"}
+
+
+def test_service_traffic_of_several_routes_and_missing_services() -> None:
+    routes = [sluice_route(0), route([("api", 1), ("ghost", 1)], name="api")]
+    pods = [serving_pod("s1", track="stable"), serving_pod("a1", app="api")]
+    traffic = service_traffic(
+        routes, [*SERVICES, service("api", app="api"), service("idle", app="idle")], pods, rps=10
+    )
+    assert set(traffic) == {("ns", "web"), ("ns", "web-canary"), ("ns", "api"), ("ns", "ghost")}  # not "idle"
+    assert traffic["ns", "api"].streams == (settings(5),)
+    ghost = traffic["ns", "ghost"]  # named by the route, but no such Service: nobody serves it
+    assert (ghost.weight, ghost.rps, ghost.ready_pods, ghost.streams, ghost.track) == (1, 5.0, 0, (), None)
+
+
+def test_service_without_a_selector_has_no_pods() -> None:
+    traffic = service_traffic([route([("web", 1)])], [service("web")], [serving_pod("s1")], rps=10)
+    assert traffic["ns", "web"].ready_pods == 0
+
+
+def test_problems_are_reported_once_per_service() -> None:
+    pods = [serving_pod(f"c{i}", track="canary", error_rate="oops") for i in range(3)]
+    traffic = service_traffic([sluice_route(50)], SERVICES, pods, rps=10)
+    assert len(traffic["ns", "web-canary"].problems) == 1
+    assert traffic["ns", "web-canary"].streams == (settings(5),)  # the default behaviour
+
+
+# ----- The serving history -----
+
+
+def record(at: float, weight: int, ready: int, service: str = "web", track: str = "stable") -> ServingRecord:
+    return ServingRecord(at, "ns", service, track, weight, ready)
+
+
+HISTORIES = {
+    "always serving": ([record(0, 100, 2), record(1, 100, 2)], []),
+    "starting up is no outage": ([record(0, 100, 0), record(1, 100, 0), record(2, 100, 2)], []),
+    "no weight, no pods: no outage": ([record(0, 100, 2), record(1, 0, 0), record(2, 100, 2)], []),
+    "one outage over consecutive ticks": (
+        [record(0, 100, 2), record(1, 90, 0), record(2, 90, 0), record(3, 90, 1), record(4, 90, 0)],
+        [(1, 2), (4, 4)],
+    ),
+    "another Service's outage is not this one's": (
+        [
+            record(0, 100, 2),
+            record(0, 10, 1, "web-canary", "canary"),
+            record(1, 10, 0, "web-canary", "canary"),
+        ],
+        [],
+    ),
+}
+
+
+@pytest.mark.parametrize(("history", "spans"), HISTORIES.values(), ids=HISTORIES.keys())
+def test_outages_of_the_stable_service(
+    history: list[ServingRecord], spans: list[tuple[float, float]]
+) -> None:
+    found = outages(history, namespace="ns", service="web")
+    assert [(o.start, o.end) for o in found] == spans
+    assert never_stopped_serving(history, "ns", "web") is (not spans)
+    assert outages(history, track="stable") == found
+
+
+def test_an_outage_reads_well() -> None:
+    [outage] = outages([record(0, 100, 1), record(1.25, 100, 0), record(2.5, 100, 0)])
+    assert str(outage) == "ns/web had weight but no ready pod from 1.2s to 2.5s"
+
+
+# ----- One tick on a Store, into a real exporter -----
+
+
+def test_ticks_export_the_split_and_keep_unrouted_services_at_zero(caplog: pytest.LogCaptureFixture) -> None:
+    asyncio.run(_ticks(caplog))
+
+
+async def _ticks(caplog: pytest.LogCaptureFixture) -> None:
+    store = SandboxAPIServer().store  # the built-in resources, as the sandbox serves them
+    await store.create("namespaces", {"metadata": {"name": "ns"}})
+    now = [0.0]
+    with MetricsExporter(clock=lambda: now[0]) as exporter:
+        simulator = TrafficSimulator(store, exporter, rps=100, clock=lambda: now[0])
+        assert await simulator.tick() == {}  # no HTTPRoute resource yet: no routes, no failure
+        await store.install_crd(HTTPROUTE_CRD)  # the sandbox's own: quick to install, as permissive
+        for body in [*SERVICES, service("api", app="api")]:
+            await store.create("services", body)
+        await store.create("pods", serving_pod("s1", track="stable"))
+        await store.create("pods", serving_pod("c1", track="canary", error_rate="bad"))
+        await store.create("httproutes", sluice_route(20))
+        await store.create("httproutes", route([("api", 1)], name="api"))
+        # The store ignores a status on create; pods get theirs as the kubelet would write it.
+        for name in ("s1", "c1"):
+            await store.patch_status("pods", "ns", name, {"status": serving_pod(name)["status"]})
+
+        with caplog.at_level(logging.WARNING, logger="operators.sandbox.traffic"):
+            await simulator.tick()
+            now[0] = 10.0
+            await simulator.tick()
+        assert exporter.counters("ns", "web").count == pytest.approx(800)
+        assert exporter.counters("ns", "web-canary").count == pytest.approx(200)
+        assert exporter.counters("ns", "api").count == 0  # no ready pods: nothing served
+        assert len([r for r in caplog.records if "error-rate='bad'" in r.getMessage()]) == 1  # warned once
+
+        await store.delete("httproutes", "ns", "web")  # web and web-canary are no longer routed
+        await store.delete("services", "ns", "api")
+        await simulator.tick()
+        now[0] = 20.0
+        await simulator.tick()
+        assert exporter.counters("ns", "web").count == pytest.approx(800)  # kept, at zero traffic
+        assert exporter.counters("ns", "web-canary").count == pytest.approx(200)
+        with pytest.raises(KeyError):
+            exporter.counters("ns", "api")  # routed, but the Service is gone: so is its series
+
+        assert [(r.at, r.service, r.weight, r.ready_pods) for r in simulator.history[:3]] == [
+            (0.0, "api", 1, 0),
+            (0.0, "web", 80, 1),
+            (0.0, "web-canary", 20, 1),
+        ]
+        assert simulator.stable_outages() == []
+    store.close()
