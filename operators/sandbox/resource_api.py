@@ -39,7 +39,7 @@ class ResourceApi:
         params = request.params
         sub = route.subresource
         namespace, name = route.namespace, route.name
-        printer = _Printer.negotiate(spec, request) if sub is None else None
+        printer = _Printer.negotiate(spec, request) if request.method == 'GET' and sub is None else None
         if request.method == 'GET' and is_watch(params, route):
             return await self._stream(raw_request, self._watch(spec, route, params), printer)
         dry_run = 'dryRun' in params

@@ -149,6 +149,10 @@ class _Node:
                       for keyword in _RULES if keyword in schema]
         if 'pattern' in schema:
             self.pattern = re.compile(schema['pattern'])
+        # A leaf with nothing but a scalar type to check (most fields): checked inline by its parent.
+        self.simple_type = None if (
+            self.type in (None, 'object', 'array') or self.nullable or self.enum is not None or self.rules
+            or self.junctors or self.int_or_string) else self.type_check
 
     def child(self, key: str) -> '_Node | None':
         return self.properties.get(key) or self.additional
@@ -234,12 +238,17 @@ class _Node:
 
     def _check_object(self, value: dict[str, Any], path: Path, errors: list[FieldError],
                       old: dict[str, Any]) -> None:
-        errors.extend(FieldError.required(render_path((*path, name))) for name in self.required
-                      if name not in value)
+        if self.required:
+            errors.extend(FieldError.required(render_path((*path, name))) for name in self.required
+                          if name not in value)
         for key, item in value.items():
             child = self.properties.get(key) or self.additional
-            if child is not None:
+            if child is None:
+                continue
+            if child.simple_type is None:
                 child.check(item, (*path, key), errors, old.get(key, _MISSING))
+            elif not child.simple_type(item):
+                errors.append(_type_error((*path, key), str(child.type), item))
 
     def _check_array(self, value: list[Any], path: Path, errors: list[FieldError]) -> None:
         if self.items is not None:

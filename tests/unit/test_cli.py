@@ -88,8 +88,17 @@ def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) 
                 "skip all remaining steps and analysis",
             ],
         ),
-        ("abort", ["usage: sluice abort", "roll the release back now (sets the annotation sluice.dev/abort)"]),
-        ("retry", ["usage: sluice retry", "start a rolled-back release again (sets the annotation sluice.dev/retry)"]),
+        (
+            "abort",
+            ["usage: sluice abort", "roll the release back now (sets the annotation sluice.dev/abort)"],
+        ),
+        (
+            "retry",
+            [
+                "usage: sluice retry",
+                "start a rolled-back release again (sets the annotation sluice.dev/retry)",
+            ],
+        ),
     ],
 )
 def test_each_command_describes_itself(
