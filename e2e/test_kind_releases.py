@@ -1,34 +1,22 @@
-"""The integration scenarios, on a real cluster: pods really start, the API server is real."""
+"""The integration scenarios, on a real cluster: pods really start, the API server is real.
 
-from __future__ import annotations
+The tests are the integration suite's own, imported so pytest runs them here
+too; the `scene` fixture of e2e/conftest.py puts them on kind instead of the
+sandbox.
+"""
 
-import socket
+from tests.integration.test_rollout_operator import (
+    test_failing_metric_rolls_back,
+    test_healthy_release_is_promoted,
+    test_restart_resumes_at_the_same_step,
+    test_unowned_conflict_is_reported_and_left_alone,
+    test_unreachable_prometheus_holds_then_rolls_back,
+)
 
-from tests import scenarios
-
-
-def _closed_port_address() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
-def test_healthy_release_is_promoted(scene: scenarios.Scene) -> None:
-    scenarios.healthy_release_is_promoted(scene)
-
-
-def test_bad_release_rolls_back(scene: scenarios.Scene) -> None:
-    scenarios.failing_metric_rolls_back(scene)
-
-
-def test_unreachable_prometheus_holds_then_rolls_back(scene: scenarios.Scene) -> None:
-    scenarios.unreachable_prometheus_holds_then_rolls_back(scene, _closed_port_address())
-
-
-def test_restart_resumes_at_the_same_step(scene: scenarios.Scene) -> None:
-    scenarios.restart_resumes_at_the_same_step(scene)
-
-
-def test_unowned_conflict_is_reported_and_left_alone(scene: scenarios.Scene) -> None:
-    scenarios.unowned_conflict_is_reported_and_left_alone(scene)
+__all__ = [
+    "test_failing_metric_rolls_back",
+    "test_healthy_release_is_promoted",
+    "test_restart_resumes_at_the_same_step",
+    "test_unowned_conflict_is_reported_and_left_alone",
+    "test_unreachable_prometheus_holds_then_rolls_back",
+]
