@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from operators.cli import main
 from operators.rollout.reconciler import rollout_key
 from operators.sandbox.apiserver import SandboxThread
+from tests.cli import run_cli
 from tests.harness import Harness, sluice_crds
 from tests.scenarios import web_rollout
 
@@ -30,15 +30,6 @@ def harness(sandbox_api: SandboxThread) -> Harness:
     harness.ensure_namespace(NS)
     harness.apply_rollout(NS, web_rollout())
     return harness
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def set_status(harness: Harness, name: str, status: dict[str, Any], namespace: str = NS) -> None:

@@ -12,24 +12,14 @@ import pytest
 import yaml
 
 from operators.api.crdgen import render_crds
-from operators.cli import main
 from operators.cli.release import format_status
+from tests.cli import run_cli
 
 
 @pytest.fixture(autouse=True)
 def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     """argparse wraps help to the terminal width; a wide one keeps phrases on one line."""
     monkeypatch.setenv("COLUMNS", "200")
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """`sluice ARGV...` in-process: (exit code, stdout, stderr); --help's SystemExit counts as a code."""
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # ---- help -----------------------------------------------------------------------------------------
