@@ -26,7 +26,7 @@ from operators.sandbox.environment import Sandbox, SandboxOptions
 from operators.sandbox.prometheus import PrometheusServer
 from operators.sandbox.traffic import outages, selected_ready_pods
 from tests.harness import Harness, deployment, httproute, route_weights, service, status_of
-from tests.scenarios import IMAGE_V1, RELEASE_TIMEOUT, Scene, error_rate_analysis, web_rollout
+from tests.scenarios import IMAGE_V1, RELEASE_TIMEOUT, Scene, error_rate_analysis, promoted, web_rollout
 
 NAME = "web"
 CANARY = f"{NAME}-canary"
@@ -180,7 +180,7 @@ def timed_wait(scene: Scene, read: Callable[[], Any], predicate: Callable[[Any],
 def wait_promoted(scene: Scene, stable_before: str) -> dict[str, Any]:
     return wait_status(
         scene,
-        lambda s: s.get("phase") == "Healthy" and s.get("stableRevision") != stable_before,
+        lambda s: promoted(s, stable_before),
         "the release to be promoted",
     )
 
@@ -188,8 +188,9 @@ def wait_promoted(scene: Scene, stable_before: str) -> dict[str, Any]:
 def wait_paused_at(scene: Scene, step: int, weight: int, what: str) -> dict[str, Any]:
     return wait_status(
         scene,
-        lambda s: (s.get("phase"), s.get("currentStepIndex"), s.get("canaryWeight"))
-        == ("Paused", step, weight),
+        lambda s: (
+            (s.get("phase"), s.get("currentStepIndex"), s.get("canaryWeight")) == ("Paused", step, weight)
+        ),
         what,
     )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +171,11 @@ def deploy_stable(scene: Scene, body: dict[str, Any]) -> str:
     return str(status_of(healthy)["stableRevision"])
 
 
+def promoted(status: Mapping[str, Any], stable_before: str | None) -> bool:
+    """Healthy with a stable revision other than ``stable_before``: a release was promoted."""
+    return status.get("phase") == "Healthy" and status.get("stableRevision") != stable_before
+
+
 def history_messages(body: dict[str, Any], action: str) -> list[str]:
     """Messages of one kind of history entry, oldest first."""
     entries = reversed(status_of(body).get("history") or [])
@@ -190,7 +195,7 @@ def healthy_release_is_promoted(scene: Scene) -> None:
     done = h.wait_rollout(
         ns,
         "web",
-        lambda r: status_of(r).get("phase") == "Healthy" and status_of(r).get("stableRevision") != first,
+        lambda r: promoted(status_of(r), first),
         RELEASE_TIMEOUT,
         "the new revision to be promoted",
     )

@@ -332,7 +332,7 @@ def test_an_undefined_query_variable_stops_the_release_before_it_starts(
     done = h.wait_rollout(
         NS,
         "web",
-        lambda r: status_of(r).get("phase") == "Healthy" and status_of(r).get("stableRevision") != first,
+        lambda r: scenarios.promoted(status_of(r), first),
         TIMEOUT,
         "the release to be promoted once the query is fixed",
     )
