@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 HTTPROUTE_CRD = REPO.parent / "shared" / "reference" / "gateway-api" / "httproutes.yaml"
 POLL_SECONDS = 0.1
 
+
 def httproute_crd() -> dict[str, Any]:
     """The upstream HTTPRoute CRD when ../shared/reference is there, else the sandbox's permissive one."""
     if HTTPROUTE_CRD.exists():

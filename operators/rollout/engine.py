@@ -218,8 +218,12 @@ class _Reconciliation:
         """No release under way: the spec's revision is (or becomes) the stable one."""
         if self.s.canary_revision is not None and self.s.canary_revision != self.revision:
             self._record("release-cancelled", f"template is back to stable revision {self.revision}")
-            self._event("Normal", "ReleaseCancelled", f"release of {self.s.canary_revision} cancelled: "
-                        f"the template is back to stable revision {self.revision}")
+            self._event(
+                "Normal",
+                "ReleaseCancelled",
+                f"release of {self.s.canary_revision} cancelled: "
+                f"the template is back to stable revision {self.revision}",
+            )
         self._drop_release()
         self.stable_template = self.obs.effective_template
         self.stable_revision = self.revision
@@ -236,8 +240,11 @@ class _Reconciliation:
             # Never served yet (possibly after being blocked): this is the first deployment.
             first = self.before.phase in (None, Phase.INITIALIZING) or self.before.stable_revision is None
             phase = Phase.INITIALIZING if first else Phase.PROGRESSING
-            self._set_phase(phase, "Deploying", f"deploying revision {self.revision}: "
-                            f"{ready}/{self.spec.replicas} replicas ready")
+            self._set_phase(
+                phase,
+                "Deploying",
+                f"deploying revision {self.revision}: {ready}/{self.spec.replicas} replicas ready",
+            )
         self.s.stable_revision = self.revision
 
     def _start_release(self, stable_rev: str | None) -> None:
@@ -326,8 +333,11 @@ class _Reconciliation:
             return
         deadline = parse_time(self.s.step_started_at or format_time(self.now))
         self.wake_at.append(deadline + timedelta(seconds=self.spec.progress_deadline_seconds + 1))
-        self._set_phase(Phase.PROGRESSING, "WaitingForCanary",
-                        self._at_step(f"waiting for canary pods: {ready}/{needed} ready"))
+        self._set_phase(
+            Phase.PROGRESSING,
+            "WaitingForCanary",
+            self._at_step(f"waiting for canary pods: {ready}/{needed} ready"),
+        )
 
     def _pause_step(self, step: Step) -> None:
         assert step.pause is not None
@@ -336,8 +346,11 @@ class _Reconciliation:
             self._advance()
             return
         if step.pause.duration is None:
-            self._set_phase(Phase.PAUSED, "PausedByStep", self._at_step(
-                f"paused until promoted (kubectl sluice promote {self.ref.name})"))
+            self._set_phase(
+                Phase.PAUSED,
+                "PausedByStep",
+                self._at_step(f"paused until promoted (kubectl sluice promote {self.ref.name})"),
+            )
             return
         started = parse_time(self.s.step_started_at or format_time(self.now))
         ends = started + parse_duration(step.pause.duration)
@@ -372,8 +385,11 @@ class _Reconciliation:
         self._ignore_commands("promotion is under way")
         if not is_rolled_out(self.stable_obj, self.revision, self.spec.replicas):
             ready = ready_replicas(self.stable_obj) if revision_of(self.stable_obj) == self.revision else 0
-            self._set_phase(Phase.PROGRESSING, "Promoting", f"promoting revision {self.revision}: "
-                            f"stable {ready}/{self.spec.replicas} updated and ready")
+            self._set_phase(
+                Phase.PROGRESSING,
+                "Promoting",
+                f"promoting revision {self.revision}: stable {ready}/{self.spec.replicas} updated and ready",
+            )
             return
         message = f"revision {self.revision} promoted to stable"
         self._record("promoted", message)
@@ -383,8 +399,11 @@ class _Reconciliation:
         self.s.stable_revision = self.revision
         self._drop_release()
         self.took_step = True
-        self._set_phase(Phase.HEALTHY, "Healthy", f"revision {self.revision}: {self.spec.replicas}/"
-                        f"{self.spec.replicas} ready")
+        self._set_phase(
+            Phase.HEALTHY,
+            "Healthy",
+            f"revision {self.revision}: {self.spec.replicas}/{self.spec.replicas} ready",
+        )
 
     def _rolled_back(self) -> None:
         """The release was rolled back; it stays so until retried or the template changes."""

@@ -15,6 +15,7 @@ Two kmock behaviours are deliberately bypassed:
   requests go straight to the store unless a test registered reactions of its own; only the
   requests that go through the DSL are recorded in kmock's request log.
 """
+
 import asyncio
 import functools
 import logging
@@ -44,13 +45,14 @@ from operators.sandbox.store import Store
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar('T')
+T = TypeVar("T")
 
-KUBECONFIG_CONTEXT = 'sluice-sandbox'
-DEFAULT_NAMESPACES = ('default', 'kube-system', 'kube-public', 'kube-node-lease')
+KUBECONFIG_CONTEXT = "sluice-sandbox"
+DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
 # ----- kmock: routing, discovery, errors -----
+
 
 @attrs.define(kw_only=True)
 class SandboxEmulator(kmock.KubernetesEmulator):
@@ -60,6 +62,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
     Tests may still add kmock reactions (``emulator['patch', kmock.resource(...)] << 500``)
     to inject faults: they take precedence over the store while they are registered.
     """
+
     store: Store
     _api: ResourceApi = attrs.field(init=False)
     _openapi: OpenApiDocuments = attrs.field(init=False, factory=OpenApiDocuments)
@@ -69,16 +72,16 @@ class SandboxEmulator(kmock.KubernetesEmulator):
         # tracking is replaced by the store, so its reactions are deliberately not registered.
         kmock.KubernetesScaffold.__attrs_post_init__(self)
         self._api = ResourceApi(self.store)
-        self.fallback['get', re.compile(r'/(healthz|livez|readyz)')] << b'ok'
+        self.fallback["get", re.compile(r"/(healthz|livez|readyz)")] << b"ok"
         # Resource requests that tests' reactions let through fall through to the store. It is
         # signalled by an exception (kmock re-raises exception payloads) because kmock's rendering
         # of callbacks' responses cannot carry statuses such as 201 Created safely.
-        (self.fallback ** 1)[_is_resource_request] << _ServeFromStore
+        (self.fallback**1)[_is_resource_request] << _ServeFromStore
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         body = await raw_request.read()
         try:
-            if raw_request.path.startswith('/openapi/'):
+            if raw_request.path.startswith("/openapi/"):
                 return self._serve_openapi(raw_request)  # not through kmock: no test fakes it
             request = parse_request(raw_request, body, id=len(self._requests))
             if _is_resource_request(request) and not self._has_reactions():
@@ -91,7 +94,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
         except kmock.KubernetesError as e:  # API answers such as 404 or 409: not worth logging
             return await self._render_error(e)
         except Exception as e:
-            logger.exception(f'The sandbox API server failed on {raw_request.method} {raw_request.path_qs}')
+            logger.exception(f"The sandbox API server failed on {raw_request.method} {raw_request.path_qs}")
             return await self._render_error(e)
 
     async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
@@ -116,39 +119,47 @@ class SandboxEmulator(kmock.KubernetesEmulator):
 
     async def _serve_server_version(self, request: kmock.Request) -> kmock.Payload:
         # kmock reports a k3s 1.26, which current kubectl versions warn about as too old.
-        return {'major': '1', 'minor': '32', 'gitVersion': 'v1.32.0+sluice-sandbox',
-                'gitTreeState': 'clean', 'gitCommit': '', 'buildDate': '', 'goVersion': '',
-                'compiler': 'gc', 'platform': 'linux/amd64'}
+        return {
+            "major": "1",
+            "minor": "32",
+            "gitVersion": "v1.32.0+sluice-sandbox",
+            "gitTreeState": "clean",
+            "gitCommit": "",
+            "buildDate": "",
+            "goVersion": "",
+            "compiler": "gc",
+            "platform": "linux/amd64",
+        }
 
     async def _serve_api(self, request: kmock.Request) -> kmock.Payload:
-        return discovery.api_versions(f'{request.url.host}:{request.url.port}')
+        return discovery.api_versions(f"{request.url.host}:{request.url.port}")
 
     async def _serve_apis(self, request: kmock.Request) -> kmock.Payload:
         return discovery.api_group_list(self.store.resources)
 
     async def _serve_group(self, request: kmock.Request) -> kmock.Payload:
         group = request.resource.group if request.resource is not None else None
-        return _found(discovery.api_group(self.store.resources, group or ''))
+        return _found(discovery.api_group(self.store.resources, group or ""))
 
     async def _serve_version(self, request: kmock.Request) -> kmock.Payload:
         group = request.resource.group if request.resource is not None else None
         version = request.resource.version if request.resource is not None else None
-        return _found(discovery.api_resource_list(self.store.resources, group or '', version or ''))
+        return _found(discovery.api_resource_list(self.store.resources, group or "", version or ""))
 
     def _serve_openapi(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.Response:
         self._openapi.refresh(self.store.registry_version, self.store.resources)
-        path = raw_request.path.rstrip('/')
-        if path == '/openapi/v3':
+        path = raw_request.path.rstrip("/")
+        if path == "/openapi/v3":
             return aiohttp.web.json_response(self._openapi.v3_index())
-        if path == '/openapi/v2':
+        if path == "/openapi/v2":
             # kubectl asks for protobuf only, and copes without the document (see openapi.py).
-            if not _accepts_json(raw_request.headers.get('Accept')):
-                raise ApiError.not_acceptable('only application/json is served at /openapi/v2')
-            return aiohttp.web.Response(body=self._openapi.v2(), content_type='application/json')
-        document = self._openapi.v3(path.removeprefix('/openapi/v3/'))
-        if not path.startswith('/openapi/v3/') or document is None:
+            if not _accepts_json(raw_request.headers.get("Accept")):
+                raise ApiError.not_acceptable("only application/json is served at /openapi/v2")
+            return aiohttp.web.Response(body=self._openapi.v2(), content_type="application/json")
+        document = self._openapi.v3(path.removeprefix("/openapi/v3/"))
+        if not path.startswith("/openapi/v3/") or document is None:
             raise ApiError.resource_not_found()
-        return aiohttp.web.Response(body=document, content_type='application/json')
+        return aiohttp.web.Response(body=document, content_type="application/json")
 
 
 def _found(document: JsonObject | None) -> JsonObject:
@@ -158,8 +169,8 @@ def _found(document: JsonObject | None) -> JsonObject:
 
 
 def _accepts_json(accept: str | None) -> bool:
-    media_types = {media_range.split(';')[0].strip() for media_range in (accept or '*/*').split(',')}
-    return bool(media_types & {'application/json', 'application/*', '*/*'})
+    media_types = {media_range.split(";")[0].strip() for media_range in (accept or "*/*").split(",")}
+    return bool(media_types & {"application/json", "application/*", "*/*"})
 
 
 class _ServeFromStore(Exception):
@@ -172,8 +183,10 @@ def _is_resource_request(request: kmock.Request) -> bool:
 
 # ----- The server: lifecycle, kubeconfig, in-process controllers -----
 
+
 class Controller(Protocol):
     """An in-process actor on the store, e.g. the workload simulator."""
+
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
 
@@ -184,9 +197,10 @@ ControllerFactory = Callable[[Store], Controller]
 class _AccessLogger(aiohttp.abc.AbstractAccessLogger):
     """Requests at DEBUG level: aiohttp's INFO-level access log floods the operators' logs."""
 
-    def log(self, request: aiohttp.web.BaseRequest, response: aiohttp.web.StreamResponse,
-            time: float) -> None:
-        self.logger.debug(f'{request.method} {request.path_qs} -> {response.status} ({time:.3f}s)')
+    def log(
+        self, request: aiohttp.web.BaseRequest, response: aiohttp.web.StreamResponse, time: float
+    ) -> None:
+        self.logger.debug(f"{request.method} {request.path_qs} -> {response.status} ({time:.3f}s)")
 
 
 class SandboxAPIServer:
@@ -198,8 +212,13 @@ class SandboxAPIServer:
             ...
     """
 
-    def __init__(self, *, resources: Iterable[ResourceSpec] = BUILTIN_RESOURCES,
-                 controllers: Iterable[ControllerFactory] = (), history: int = 100_000) -> None:
+    def __init__(
+        self,
+        *,
+        resources: Iterable[ResourceSpec] = BUILTIN_RESOURCES,
+        controllers: Iterable[ControllerFactory] = (),
+        history: int = 100_000,
+    ) -> None:
         self.store = Store(resources, history=history)  # history: how far back watches can resume
         self.emulator = SandboxEmulator(store=self.store)
         self._controller_factories = tuple(controllers)
@@ -211,32 +230,33 @@ class SandboxAPIServer:
     @property
     def url(self) -> str:
         if self._url is None:
-            raise RuntimeError('The sandbox API server is not started.')
+            raise RuntimeError("The sandbox API server is not started.")
         return self._url
 
-    async def start(self, host: str = '127.0.0.1', port: int = 0) -> None:
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         if self._runner is not None or self._stopped:
-            raise RuntimeError('The sandbox API server can be started only once.')
-        existing = {ns['metadata']['name'] for ns in (await self.store.list('namespaces'))['items']}
+            raise RuntimeError("The sandbox API server can be started only once.")
+        existing = {ns["metadata"]["name"] for ns in (await self.store.list("namespaces"))["items"]}
         for name in set(DEFAULT_NAMESPACES) - existing:
-            await self.store.create('namespaces', {'metadata': {'name': name}})
+            await self.store.create("namespaces", {"metadata": {"name": name}})
         await self.emulator.__aenter__()
         # Not kmock.Server: it patches aiohttp's DNS resolution process-wide (fragile when servers
         # and clients run in several threads), and it cannot cancel handlers of gone clients,
         # which would leave idle watch-streams hanging forever.
-        server = aiohttp.web.Server(self.emulator, handler_cancellation=True,
-                                    access_log_class=_AccessLogger, access_log=logger)
+        server = aiohttp.web.Server(
+            self.emulator, handler_cancellation=True, access_log_class=_AccessLogger, access_log=logger
+        )
         self._runner = aiohttp.web.ServerRunner(server, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = aiohttp.web.TCPSite(self._runner, host, port)
         await site.start()
         bound_host, bound_port = self._runner.addresses[0][:2]
-        self._url = f'http://{bound_host}:{bound_port}'
+        self._url = f"http://{bound_host}:{bound_port}"
         for factory in self._controller_factories:
             controller = factory(self.store)
             await controller.start()
             self._controllers.append(controller)
-        logger.debug(f'The sandbox API server is listening at {self._url}')
+        logger.debug(f"The sandbox API server is listening at {self._url}")
 
     async def stop(self) -> None:
         self._stopped = True
@@ -254,8 +274,12 @@ class SandboxAPIServer:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc_value: BaseException | None,
-                        traceback: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         await self.stop()
 
     async def install_crd(self, crd: Mapping[str, Any]) -> JsonObject:
@@ -267,18 +291,30 @@ class SandboxAPIServer:
         path = pathlib.Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         config = {
-            'apiVersion': 'v1',
-            'kind': 'Config',
-            'clusters': [{'name': KUBECONFIG_CONTEXT,
-                          'cluster': {'server': self.url, 'insecure-skip-tls-verify': True}}],
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": KUBECONFIG_CONTEXT,
+                    "cluster": {"server": self.url, "insecure-skip-tls-verify": True},
+                }
+            ],
             # The sandbox checks no credentials, but clients insist on having some.
-            'users': [{'name': KUBECONFIG_CONTEXT, 'user': {'token': 'sandbox-token'}}],
-            'contexts': [{'name': KUBECONFIG_CONTEXT, 'context': {
-                'cluster': KUBECONFIG_CONTEXT, 'user': KUBECONFIG_CONTEXT, 'namespace': 'default'}}],
-            'current-context': KUBECONFIG_CONTEXT,
-            'preferences': {},
+            "users": [{"name": KUBECONFIG_CONTEXT, "user": {"token": "sandbox-token"}}],
+            "contexts": [
+                {
+                    "name": KUBECONFIG_CONTEXT,
+                    "context": {
+                        "cluster": KUBECONFIG_CONTEXT,
+                        "user": KUBECONFIG_CONTEXT,
+                        "namespace": "default",
+                    },
+                }
+            ],
+            "current-context": KUBECONFIG_CONTEXT,
+            "preferences": {},
         }
-        path.write_text(yaml.safe_dump(config, sort_keys=False), encoding='utf-8')
+        path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         return path
 
 
@@ -292,8 +328,14 @@ class SandboxThread:
             sandbox.run(sandbox.store.get('deployments', 'default', 'web'))
     """
 
-    def __init__(self, *, kubeconfig: str | pathlib.Path | None = None, host: str = '127.0.0.1',
-                 port: int = 0, server_factory: Callable[[], SandboxAPIServer] = SandboxAPIServer) -> None:
+    def __init__(
+        self,
+        *,
+        kubeconfig: str | pathlib.Path | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        server_factory: Callable[[], SandboxAPIServer] = SandboxAPIServer,
+    ) -> None:
         self._kubeconfig_path = kubeconfig
         self._host, self._port = host, port
         self._server_factory = server_factory
@@ -306,7 +348,7 @@ class SandboxThread:
     @property
     def server(self) -> SandboxAPIServer:
         if self._server is None:
-            raise RuntimeError('The sandbox is not started.')
+            raise RuntimeError("The sandbox is not started.")
         return self._server
 
     @property
@@ -320,40 +362,50 @@ class SandboxThread:
     @property
     def kubeconfig(self) -> pathlib.Path:
         if self._kubeconfig is None:
-            raise RuntimeError('The sandbox is not started.')
+            raise RuntimeError("The sandbox is not started.")
         return self._kubeconfig
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
-            raise RuntimeError('The sandbox is not started.')
+            raise RuntimeError("The sandbox is not started.")
         return self._loop
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = 30) -> T:
         """Run a coroutine (e.g. a store call) on the sandbox's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def wait_for(self, resource: str | ResourceSpec, namespace: str | None, name: str | None,
-                 predicate: Callable[[JsonObject], bool], *, timeout: float = 10) -> JsonObject:
+    def wait_for(
+        self,
+        resource: str | ResourceSpec,
+        namespace: str | None,
+        name: str | None,
+        predicate: Callable[[JsonObject], bool],
+        *,
+        timeout: float = 10,
+    ) -> JsonObject:
         """Block until the object satisfies the predicate (see :meth:`Store.wait_for`)."""
-        return self.run(self.store.wait_for(resource, namespace, name, predicate, timeout=timeout),
-                        timeout=timeout + 5)
+        return self.run(
+            self.store.wait_for(resource, namespace, name, predicate, timeout=timeout), timeout=timeout + 5
+        )
 
-    def wait_for_deletion(self, resource: str | ResourceSpec, namespace: str | None, name: str,
-                          *, timeout: float = 10) -> None:
+    def wait_for_deletion(
+        self, resource: str | ResourceSpec, namespace: str | None, name: str, *, timeout: float = 10
+    ) -> None:
         """Block until the object is gone (see :meth:`Store.wait_for_deletion`)."""
-        self.run(self.store.wait_for_deletion(resource, namespace, name, timeout=timeout),
-                 timeout=timeout + 5)
+        self.run(
+            self.store.wait_for_deletion(resource, namespace, name, timeout=timeout), timeout=timeout + 5
+        )
 
     def start(self) -> Self:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name='sandbox-apiserver', daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="sandbox-apiserver", daemon=True)
         self._thread.start()
         try:
             self._server = self.run(self._start_server())
             if self._kubeconfig_path is None:
-                self._tempdir = tempfile.TemporaryDirectory(prefix='sluice-sandbox-')
-                self._kubeconfig_path = pathlib.Path(self._tempdir.name) / 'kubeconfig'
+                self._tempdir = tempfile.TemporaryDirectory(prefix="sluice-sandbox-")
+                self._kubeconfig_path = pathlib.Path(self._tempdir.name) / "kubeconfig"
             self._kubeconfig = self._server.write_kubeconfig(self._kubeconfig_path)
         except BaseException:
             self.stop()  # do not leak the thread & the loop
@@ -382,8 +434,12 @@ class SandboxThread:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc_value: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         self.stop()
 
 

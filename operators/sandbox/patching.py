@@ -10,6 +10,7 @@ The PATCH flavours of the Kubernetes API, as pure functions over JSON-like objec
 
 The functions never mutate their arguments and always return a new object.
 """
+
 import copy
 import enum
 from collections.abc import Mapping, Sequence
@@ -20,10 +21,10 @@ import jsonpointer
 
 
 class PatchType(enum.StrEnum):
-    MERGE = 'application/merge-patch+json'
-    JSON = 'application/json-patch+json'
-    STRATEGIC = 'application/strategic-merge-patch+json'
-    APPLY = 'application/apply-patch+yaml'
+    MERGE = "application/merge-patch+json"
+    JSON = "application/json-patch+json"
+    STRATEGIC = "application/strategic-merge-patch+json"
+    APPLY = "application/apply-patch+yaml"
 
 
 class PatchError(ValueError):
@@ -35,7 +36,7 @@ class UnsupportedPatchError(PatchError):
 
 
 def parse_patch_type(content_type: str | None) -> PatchType:
-    media_type = (content_type or '').split(';', 1)[0].strip().lower()
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
     try:
         return PatchType(media_type)
     except ValueError:
@@ -65,7 +66,7 @@ def apply_patch(patch_type: PatchType, target: Mapping[str, Any], patch: Any) ->
         case PatchType.JSON:
             return _as_object(json_patch(target, patch))
         case PatchType.APPLY:
-            raise AssertionError('refused by check_supported()')
+            raise AssertionError("refused by check_supported()")
 
 
 def _as_object(result: Any) -> dict[str, Any]:
@@ -109,16 +110,16 @@ def json_patch(target: Any, operations: Any) -> Any:
 # `patchMergeKey` tags in k8s.io/api. `ports` differs between containers and services, so it
 # is resolved by which key the items actually carry.
 _MERGE_KEYS: dict[str, tuple[str, ...]] = {
-    'ports': ('containerPort', 'port'),
-    'volumeMounts': ('mountPath',),
-    'volumeDevices': ('devicePath',),
-    'ownerReferences': ('uid',),
-    'hostAliases': ('ip',),
-    'readinessGates': ('conditionType',),
+    "ports": ("containerPort", "port"),
+    "volumeMounts": ("mountPath",),
+    "volumeDevices": ("devicePath",),
+    "ownerReferences": ("uid",),
+    "hostAliases": ("ip",),
+    "readinessGates": ("conditionType",),
 }
-_DEFAULT_MERGE_KEYS = ('name', 'type')
-_DIRECTIVE = '$patch'
-_DELETE_FROM_PRIMITIVE_LIST = '$deleteFromPrimitiveList/'
+_DEFAULT_MERGE_KEYS = ("name", "type")
+_DIRECTIVE = "$patch"
+_DELETE_FROM_PRIMITIVE_LIST = "$deleteFromPrimitiveList/"
 
 
 def strategic_merge_patch(target: Any, patch: Any) -> Any:
@@ -138,7 +139,7 @@ def _strategic(target: Any, patch: Any, field: str | None) -> Any:
 def _strategic_map(target: Any, patch: Mapping[str, Any]) -> Any:
     directive = patch.get(_DIRECTIVE)
     content = {key: value for key, value in patch.items() if key != _DIRECTIVE}
-    if directive == 'replace':
+    if directive == "replace":
         return _strip_directives(content)
     result: dict[str, Any] = target if isinstance(target, dict) else {}
     for key, value in content.items():
@@ -146,7 +147,7 @@ def _strategic_map(target: Any, patch: Mapping[str, Any]) -> Any:
             name = key.removeprefix(_DELETE_FROM_PRIMITIVE_LIST)
             if isinstance(result.get(name), list):
                 result[name] = [item for item in result[name] if item not in value]
-        elif key.startswith('$'):
+        elif key.startswith("$"):
             continue  # $setElementOrder, $retainKeys: ordering/pruning hints of client-side apply
         elif value is None:
             result.pop(key, None)
@@ -156,9 +157,12 @@ def _strategic_map(target: Any, patch: Mapping[str, Any]) -> Any:
 
 
 def _strategic_list(target: list[Any], patch: list[Any], field: str | None) -> list[Any]:
-    if any(isinstance(item, Mapping) and item.get(_DIRECTIVE) == 'replace' for item in patch):
-        return [_strip_directives(item) for item in patch
-                if not (isinstance(item, Mapping) and item.get(_DIRECTIVE) == 'replace')]
+    if any(isinstance(item, Mapping) and item.get(_DIRECTIVE) == "replace" for item in patch):
+        return [
+            _strip_directives(item)
+            for item in patch
+            if not (isinstance(item, Mapping) and item.get(_DIRECTIVE) == "replace")
+        ]
     merge_key = _find_merge_key(target, patch, field)
     if merge_key is None:
         return [_strip_directives(item) for item in patch]  # atomic lists are replaced, as in merge-patch
@@ -166,7 +170,7 @@ def _strategic_list(target: list[Any], patch: list[Any], field: str | None) -> l
     result = target
     for item in patch:
         index = next((i for i, old in enumerate(result) if old.get(merge_key) == item.get(merge_key)), None)
-        if item.get(_DIRECTIVE) == 'delete':
+        if item.get(_DIRECTIVE) == "delete":
             if index is not None:
                 del result[index]
         elif index is None:
@@ -180,7 +184,7 @@ def _find_merge_key(target: Sequence[Any], patch: Sequence[Any], field: str | No
     items = [*target, *patch]
     if not items or not all(isinstance(item, Mapping) for item in items):
         return None
-    candidates = _MERGE_KEYS.get(field or '', _DEFAULT_MERGE_KEYS)
+    candidates = _MERGE_KEYS.get(field or "", _DEFAULT_MERGE_KEYS)
     for key in candidates:
         if all(key in item for item in items):
             return key
@@ -189,7 +193,7 @@ def _find_merge_key(target: Sequence[Any], patch: Sequence[Any], field: str | No
 
 def _strip_directives(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {key: _strip_directives(val) for key, val in value.items() if not key.startswith('$')}
+        return {key: _strip_directives(val) for key, val in value.items() if not key.startswith("$")}
     if isinstance(value, list):
         return [_strip_directives(item) for item in value]
     return copy.deepcopy(value)

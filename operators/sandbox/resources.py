@@ -6,6 +6,7 @@ and Table responses need (a CRD version's schema and printer columns), and the r
 admission step (:attr:`ResourceSpec.prepare`: defaulting, pruning and validation of every
 written object). Plain data with no behaviour of its own, so every other module may import it.
 """
+
 import dataclasses
 import datetime
 import enum
@@ -15,19 +16,20 @@ from typing import Any
 
 JsonObject = dict[str, Any]
 
-ALL_VERBS = ('create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch')
-SUBRESOURCE_VERBS = ('get', 'patch', 'update')
+ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+SUBRESOURCE_VERBS = ("get", "patch", "update")
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class FieldValidation(enum.StrEnum):
     """The ``fieldValidation`` query parameter: what to do about fields the schema does not know."""
-    IGNORE = 'Ignore'  # drop them silently (what in-process callers get)
-    WARN = 'Warn'  # drop them and say so in a ``Warning`` header (the API server's default)
-    STRICT = 'Strict'  # refuse the request (kubectl's default, ``--validate=strict``)
+
+    IGNORE = "Ignore"  # drop them silently (what in-process callers get)
+    WARN = "Warn"  # drop them and say so in a ``Warning`` header (the API server's default)
+    STRICT = "Strict"  # refuse the request (kubectl's default, ``--validate=strict``)
 
 
 @dataclasses.dataclass
@@ -36,6 +38,7 @@ class Admission:
     One write as the admission step sees it: what it is (the operation, the subresource), how
     strict to be, and what to tell the client. ``warnings`` is filled in by the admission step.
     """
+
     operation: str  # 'create' | 'update'
     subresource: str | None = None
     field_validation: FieldValidation = FieldValidation.IGNORE
@@ -44,14 +47,15 @@ class Admission:
 
 
 # Defaulting, pruning and validation of a written object, in place; raises ApiError to refuse it.
-Prepare = Callable[['ResourceSpec', JsonObject, Admission], None]
+Prepare = Callable[["ResourceSpec", JsonObject, Admission], None]
 
 
 @dataclasses.dataclass(frozen=True)
 class ScaleSpec:
     """Where the ``/scale`` subresource reads & writes, as in a CRD's ``subresources.scale``."""
-    spec_replicas_path: str = '.spec.replicas'
-    status_replicas_path: str = '.status.replicas'
+
+    spec_replicas_path: str = ".spec.replicas"
+    status_replicas_path: str = ".status.replicas"
     # Either a string field, or (for built-ins) a structured metav1.LabelSelector to render.
     label_selector_path: str | None = None
 
@@ -61,11 +65,12 @@ class ResourceSpec:
     """
     One served group/version/resource with its discovery metadata and write semantics.
     """
+
     group: str
     version: str
     plural: str
     kind: str
-    singular: str = ''
+    singular: str = ""
     namespaced: bool = True
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
@@ -80,7 +85,7 @@ class ResourceSpec:
 
     def __post_init__(self) -> None:
         if not self.singular:
-            object.__setattr__(self, 'singular', self.kind.lower())
+            object.__setattr__(self, "singular", self.kind.lower())
 
     @property
     def key(self) -> tuple[str, str]:
@@ -89,27 +94,27 @@ class ResourceSpec:
 
     @property
     def api_version(self) -> str:
-        return f'{self.group}/{self.version}' if self.group else self.version
+        return f"{self.group}/{self.version}" if self.group else self.version
 
     @property
     def qualified_plural(self) -> str:
         """As in API error messages: ``deployments.apps``, ``pods``."""
-        return f'{self.plural}.{self.group}' if self.group else self.plural
+        return f"{self.plural}.{self.group}" if self.group else self.plural
 
     @property
     def qualified_kind(self) -> str:
-        return f'{self.kind}.{self.group}' if self.group else self.kind
+        return f"{self.kind}.{self.group}" if self.group else self.kind
 
     @property
     def subresources(self) -> tuple[str, ...]:
-        return (('status',) if self.status else ()) + (('scale',) if self.scale else ())
+        return (("status",) if self.status else ()) + (("scale",) if self.scale else ())
 
     def names(self) -> set[str]:
         """All the names a user may call it by (as kubectl does): plural, singular, kind, short."""
         return {self.plural, self.singular, self.kind.lower(), *self.short_names}
 
 
-_VERSION_RE = re.compile(r'^v(\d+)(?:(alpha|beta)(\d+))?$')
+_VERSION_RE = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
 
 
 def version_priority(version: str) -> tuple[int, int, int, str]:
@@ -121,5 +126,5 @@ def version_priority(version: str) -> tuple[int, int, int, str]:
     if match is None:
         return 3, 0, 0, version
     major, stage, minor = match.groups()
-    rank = {None: 0, 'beta': 1, 'alpha': 2}[stage]
+    rank = {None: 0, "beta": 1, "alpha": 2}[stage]
     return rank, -int(major), -int(minor or 0), version

@@ -1,4 +1,5 @@
 """Small asyncio helpers shared by the sandbox's in-process controllers (the simulators)."""
+
 import asyncio
 import contextlib
 from typing import Any

@@ -29,6 +29,7 @@ Each step works on a :class:`Part` of the object: a write through ``/status`` to
 status, and a write through the main endpoint of a resource with a status subresource touches
 everything but the status (the store keeps the old one), as in the API server.
 """
+
 import copy
 import enum
 import re
@@ -40,28 +41,28 @@ from operators.sandbox.errors import FieldError, FieldErrorType
 
 Path = tuple[str | int, ...]
 
-PRESERVE_UNKNOWN = 'x-kubernetes-preserve-unknown-fields'
-EMBEDDED_RESOURCE = 'x-kubernetes-embedded-resource'
-INT_OR_STRING = 'x-kubernetes-int-or-string'
-LIST_TYPE = 'x-kubernetes-list-type'
-LIST_MAP_KEYS = 'x-kubernetes-list-map-keys'
-_ALWAYS_KEPT = frozenset({'apiVersion', 'kind', 'metadata'})  # at the root & in embedded resources
+PRESERVE_UNKNOWN = "x-kubernetes-preserve-unknown-fields"
+EMBEDDED_RESOURCE = "x-kubernetes-embedded-resource"
+INT_OR_STRING = "x-kubernetes-int-or-string"
+LIST_TYPE = "x-kubernetes-list-type"
+LIST_MAP_KEYS = "x-kubernetes-list-map-keys"
+_ALWAYS_KEPT = frozenset({"apiVersion", "kind", "metadata"})  # at the root & in embedded resources
 _MISSING: Any = object()  # no old value to compare with (a create, a new field)
 _NOTHING: frozenset[str] = frozenset()
 
 
 class Part(enum.Enum):
-    WHOLE = 'whole'
-    MAIN = 'main'  # everything but the status
-    STATUS = 'status'
+    WHOLE = "whole"
+    MAIN = "main"  # everything but the status
+    STATUS = "status"
 
 
 def render_path(path: Path) -> str:
     """A path as Kubernetes writes it: ``spec.steps[0].setWeight``."""
-    text = ''
+    text = ""
     for part in path:
-        text += f'[{part}]' if isinstance(part, int) else f'.{part}' if text else part
-    return text or '<root>'
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else part
+    return text or "<root>"
 
 
 class StructuralSchema:
@@ -71,10 +72,18 @@ class StructuralSchema:
         self.schema = schema
         self._root = _Node(schema)
         # Validation of the main part must not require the status (kept from the stored object).
-        properties = schema.get('properties') or {}
-        self._main = self._root if 'status' not in properties else _Node(dict(
-            schema, properties={key: value for key, value in properties.items() if key != 'status'},
-            required=[name for name in schema.get('required', []) if name != 'status']))
+        properties = schema.get("properties") or {}
+        self._main = (
+            self._root
+            if "status" not in properties
+            else _Node(
+                dict(
+                    schema,
+                    properties={key: value for key, value in properties.items() if key != "status"},
+                    required=[name for name in schema.get("required", []) if name != "status"],
+                )
+            )
+        )
 
     def prune(self, obj: dict[str, Any], part: Part = Part.WHOLE) -> list[str]:
         """Drop the fields that the schema does not specify, in place; return their paths."""
@@ -86,8 +95,9 @@ class StructuralSchema:
         """Apply the schema's defaults in place (see the module's docs)."""
         self._root.default_fields(obj, keep=_ALWAYS_KEPT, part=part)
 
-    def validate(self, obj: Mapping[str, Any], part: Part = Part.WHOLE,
-                 old: Mapping[str, Any] | None = None) -> list[FieldError]:
+    def validate(
+        self, obj: Mapping[str, Any], part: Part = Part.WHOLE, old: Mapping[str, Any] | None = None
+    ) -> list[FieldError]:
         """
         The problems of the object's part, sorted by field. With the ``old`` object (an update),
         what did not change is not validated again: the API server's validation ratcheting, which
@@ -97,26 +107,28 @@ class StructuralSchema:
         previous = _MISSING if old is None else old
         if part is not Part.STATUS:
             (self._main if part is Part.MAIN else self._root).check(obj, (), errors, previous)
-        elif 'status' in self._root.properties and 'status' in obj:
-            previous_status = previous.get('status', _MISSING) if isinstance(previous, Mapping) else _MISSING
-            self._root.properties['status'].check(obj['status'], ('status',), errors, previous_status)
+        elif "status" in self._root.properties and "status" in obj:
+            previous_status = previous.get("status", _MISSING) if isinstance(previous, Mapping) else _MISSING
+            self._root.properties["status"].check(obj["status"], ("status",), errors, previous_status)
         return sorted(errors, key=lambda problem: problem.field)
 
 
 def part_of(key: str, part: Part) -> bool:
     """Whether a top-level field of an object belongs to the part."""
-    return part is Part.WHOLE or (key == 'status') == (part is Part.STATUS)
+    return part is Part.WHOLE or (key == "status") == (part is Part.STATUS)
 
 
 _TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
-    'object': lambda value: isinstance(value, dict),
-    'array': lambda value: isinstance(value, list),
-    'string': lambda value: isinstance(value, str),
-    'boolean': lambda value: isinstance(value, bool),
-    'number': lambda value: isinstance(value, int | float) and not isinstance(value, bool),
+    "object": lambda value: isinstance(value, dict),
+    "array": lambda value: isinstance(value, list),
+    "string": lambda value: isinstance(value, str),
+    "boolean": lambda value: isinstance(value, bool),
+    "number": lambda value: isinstance(value, int | float) and not isinstance(value, bool),
     # Go decodes 1.0 into an integral number that passes as an integer; so does Kubernetes.
-    'integer': lambda value: (isinstance(value, int) and not isinstance(value, bool)) or (
-        isinstance(value, float) and value.is_integer()),
+    "integer": lambda value: (
+        (isinstance(value, int) and not isinstance(value, bool))
+        or (isinstance(value, float) and value.is_integer())
+    ),
 }
 
 
@@ -124,37 +136,50 @@ class _Node:
     """One schema node, with what pruning, defaulting and validation need of it at hand."""
 
     def __init__(self, schema: Mapping[str, Any]) -> None:
-        self.type: str | None = schema.get('type')
-        self.type_check = _TYPE_CHECKS.get(self.type or '')
+        self.type: str | None = schema.get("type")
+        self.type_check = _TYPE_CHECKS.get(self.type or "")
         self.int_or_string = bool(schema.get(INT_OR_STRING))
-        self.nullable = bool(schema.get('nullable'))
-        self.enum: Sequence[Any] | None = schema.get('enum')
-        self.required: Sequence[str] = schema.get('required') or ()
-        self.properties = {key: _Node(child) for key, child in (schema.get('properties') or {}).items()}
-        additional = schema.get('additionalProperties')
+        self.nullable = bool(schema.get("nullable"))
+        self.enum: Sequence[Any] | None = schema.get("enum")
+        self.required: Sequence[str] = schema.get("required") or ()
+        self.properties = {key: _Node(child) for key, child in (schema.get("properties") or {}).items()}
+        additional = schema.get("additionalProperties")
         self.additional = _Node(additional) if isinstance(additional, Mapping) else None
-        self.items = _Node(schema['items']) if isinstance(schema.get('items'), Mapping) else None
+        self.items = _Node(schema["items"]) if isinstance(schema.get("items"), Mapping) else None
         self.keep_unknown = bool(schema.get(PRESERVE_UNKNOWN)) or additional is True
         self.embedded = bool(schema.get(EMBEDDED_RESOURCE))
-        self.defaults = [(key, child['default']) for key, child in (schema.get('properties') or {}).items()
-                         if 'default' in child]
-        self.all_of = [_Node(child) for child in schema.get('allOf') or ()]
-        self.any_of = [_Node(child) for child in schema.get('anyOf') or ()]
-        self.one_of = [_Node(child) for child in schema.get('oneOf') or ()]
-        self.not_ = _Node(schema['not']) if isinstance(schema.get('not'), Mapping) else None
+        self.defaults = [
+            (key, child["default"])
+            for key, child in (schema.get("properties") or {}).items()
+            if "default" in child
+        ]
+        self.all_of = [_Node(child) for child in schema.get("allOf") or ()]
+        self.any_of = [_Node(child) for child in schema.get("anyOf") or ()]
+        self.one_of = [_Node(child) for child in schema.get("oneOf") or ()]
+        self.not_ = _Node(schema["not"]) if isinstance(schema.get("not"), Mapping) else None
         self.junctors = bool(self.all_of or self.any_of or self.one_of or self.not_)
         self.list_type: str | None = schema.get(LIST_TYPE)
         self.map_keys: Sequence[str] = schema.get(LIST_MAP_KEYS) or ()
-        self.rules = [(keyword, _RULES[keyword], schema[keyword], schema)
-                      for keyword in _RULES if keyword in schema]
-        if 'pattern' in schema:
-            self.pattern = re.compile(schema['pattern'])
+        self.rules = [
+            (keyword, _RULES[keyword], schema[keyword], schema) for keyword in _RULES if keyword in schema
+        ]
+        if "pattern" in schema:
+            self.pattern = re.compile(schema["pattern"])
         # A leaf with nothing but a scalar type to check (most fields): checked inline by its parent.
-        self.simple_type = None if (
-            self.type in (None, 'object', 'array') or self.nullable or self.enum is not None or self.rules
-            or self.junctors or self.int_or_string) else self.type_check
+        self.simple_type = (
+            None
+            if (
+                self.type in (None, "object", "array")
+                or self.nullable
+                or self.enum is not None
+                or self.rules
+                or self.junctors
+                or self.int_or_string
+            )
+            else self.type_check
+        )
 
-    def child(self, key: str) -> '_Node | None':
+    def child(self, key: str) -> "_Node | None":
         return self.properties.get(key) or self.additional
 
     # Pruning and defaulting descend only into objects and arrays: scalars have nothing to prune
@@ -170,8 +195,15 @@ class _Node:
                 if isinstance(item, dict | list):
                     self.items.prune(item, (*path, index), unknown)
 
-    def prune_fields(self, obj: dict[str, Any], path: Path, unknown: list[str], *,
-                     keep: AbstractSet[str], part: Part = Part.WHOLE) -> None:
+    def prune_fields(
+        self,
+        obj: dict[str, Any],
+        path: Path,
+        unknown: list[str],
+        *,
+        keep: AbstractSet[str],
+        part: Part = Part.WHOLE,
+    ) -> None:
         for key in list(obj):
             if key in keep or not (path or part_of(key, part)):
                 continue
@@ -220,8 +252,8 @@ class _Node:
         if self.type_check is not None and not self.type_check(value):
             errors.append(_type_error(path, str(self.type), value))
             return  # as kube-openapi: nothing else is checked on a value of the wrong type
-        if self.int_or_string and not (isinstance(value, str) or _TYPE_CHECKS['integer'](value)):
-            errors.append(_type_error(path, 'integer,string', value))
+        if self.int_or_string and not (isinstance(value, str) or _TYPE_CHECKS["integer"](value)):
+            errors.append(_type_error(path, "integer,string", value))
             return
         if self.enum is not None and not any(_same(value, choice) for choice in self.enum):
             errors.append(FieldError.not_supported(render_path(path), value, self.enum))
@@ -236,11 +268,13 @@ class _Node:
         if self.junctors:
             self._check_junctors(value, path, errors)
 
-    def _check_object(self, value: dict[str, Any], path: Path, errors: list[FieldError],
-                      old: dict[str, Any]) -> None:
+    def _check_object(
+        self, value: dict[str, Any], path: Path, errors: list[FieldError], old: dict[str, Any]
+    ) -> None:
         if self.required:
-            errors.extend(FieldError.required(render_path((*path, name))) for name in self.required
-                          if name not in value)
+            errors.extend(
+                FieldError.required(render_path((*path, name))) for name in self.required if name not in value
+            )
         for key, item in value.items():
             child = self.properties.get(key) or self.additional
             if child is None:
@@ -254,11 +288,14 @@ class _Node:
         if self.items is not None:
             for index, item in enumerate(value):  # items are not matched with old ones: all checked
                 self.items.check(item, (*path, index), errors, _MISSING)
-        if self.list_type in ('set', 'map'):
+        if self.list_type in ("set", "map"):
             seen: list[Any] = []
             for index, item in enumerate(value):
-                identity = ({key: item.get(key) for key in self.map_keys}
-                            if self.list_type == 'map' and isinstance(item, dict) else item)
+                identity = (
+                    {key: item.get(key) for key in self.map_keys}
+                    if self.list_type == "map" and isinstance(item, dict)
+                    else item
+                )
                 if identity in seen:
                     errors.append(FieldError(FieldErrorType.DUPLICATE, render_path((*path, index)), identity))
                 seen.append(identity)
@@ -267,16 +304,16 @@ class _Node:
         for child in self.all_of:
             child.check(value, path, errors, _MISSING)
         if self.not_ is not None and not self.not_.problems(value, path):
-            errors.append(_value_error('not', path, value, None, 'must not validate the schema (not)'))
-        for junctor, alternatives in (('anyOf', self.any_of), ('oneOf', self.one_of)):
+            errors.append(_value_error("not", path, value, None, "must not validate the schema (not)"))
+        for junctor, alternatives in (("anyOf", self.any_of), ("oneOf", self.one_of)):
             if not alternatives:
                 continue
             outcomes: list[list[FieldError]] = [child.problems(value, path) for child in alternatives]
             valid = sum(1 for outcome in outcomes if not outcome)
-            if junctor == 'anyOf' and valid == 0:
+            if junctor == "anyOf" and valid == 0:
                 detail = f'"{render_path(path)}" must validate at least one schema (anyOf)'
-            elif junctor == 'oneOf' and valid != 1:
-                found = 'Found none valid' if valid == 0 else f'Found {valid} valid alternatives'
+            elif junctor == "oneOf" and valid != 1:
+                found = "Found none valid" if valid == 0 else f"Found {valid} valid alternatives"
                 detail = f'"{render_path(path)}" must validate one and only one schema (oneOf). {found}'
             else:
                 continue
@@ -297,35 +334,42 @@ def _same(left: Any, right: Any) -> bool:
 
 def _bound(word: str, exclusive_key: str) -> Callable[[_Node, Any, Any, Mapping[str, Any]], str | None]:
     def rule(node: _Node, value: Any, limit: Any, schema: Mapping[str, Any]) -> str | None:
-        if not _TYPE_CHECKS['number'](value):
+        if not _TYPE_CHECKS["number"](value):
             return None
         exclusive = bool(schema.get(exclusive_key))
-        beyond = (value > limit or (exclusive and value == limit)) if word == 'less' else (
-            value < limit or (exclusive and value == limit))
-        return f'should be {word} than{"" if exclusive else " or equal to"} {limit}' if beyond else None
+        beyond = (
+            (value > limit or (exclusive and value == limit))
+            if word == "less"
+            else (value < limit or (exclusive and value == limit))
+        )
+        return f"should be {word} than{'' if exclusive else ' or equal to'} {limit}" if beyond else None
+
     return rule
 
 
-def _when(kind: type | tuple[type, ...], failed: Callable[[Any, Any], bool],
-          detail: str) -> Callable[[_Node, Any, Any, Mapping[str, Any]], str | None]:
+def _when(
+    kind: type | tuple[type, ...], failed: Callable[[Any, Any], bool], detail: str
+) -> Callable[[_Node, Any, Any, Mapping[str, Any]], str | None]:
     """A rule on values of one Python type: ``detail`` (formatted with the limit) when ``failed``."""
+
     def rule(node: _Node, value: Any, limit: Any, schema: Mapping[str, Any]) -> str | None:
         return detail.format(limit) if isinstance(value, kind) and failed(value, limit) else None
+
     return rule
 
 
 def _multiple_of(node: _Node, value: Any, factor: Any, schema: Mapping[str, Any]) -> str | None:
-    if not _TYPE_CHECKS['number'](value):
+    if not _TYPE_CHECKS["number"](value):
         return None
     quotient = value / factor
-    return None if float(quotient).is_integer() else f'should be a multiple of {factor}'
+    return None if float(quotient).is_integer() else f"should be a multiple of {factor}"
 
 
 def _max_length(node: _Node, value: Any, limit: int, schema: Mapping[str, Any]) -> str | None:
     # Counted in characters (as kube-openapi does), worded as field.TooLong() words it.
     if not isinstance(value, str) or len(value) <= limit:
         return None
-    return f'may not be more than {limit} {"byte" if limit == 1 else "bytes"}'
+    return f"may not be more than {limit} {'byte' if limit == 1 else 'bytes'}"
 
 
 def _pattern(node: _Node, value: Any, pattern: str, schema: Mapping[str, Any]) -> str | None:
@@ -335,38 +379,42 @@ def _pattern(node: _Node, value: Any, pattern: str, schema: Mapping[str, Any]) -
 def _unique(node: _Node, value: Any, unique: bool, schema: Mapping[str, Any]) -> str | None:
     if not unique or not isinstance(value, list):
         return None
-    return "shouldn't contain duplicates" if any(
-        value[i] == value[j] for i in range(len(value)) for j in range(i)) else None
+    return (
+        "shouldn't contain duplicates"
+        if any(value[i] == value[j] for i in range(len(value)) for j in range(i))
+        else None
+    )
 
 
 _RULES: dict[str, Callable[[_Node, Any, Any, Mapping[str, Any]], str | None]] = {
-    'maximum': _bound('less', 'exclusiveMaximum'),
-    'minimum': _bound('greater', 'exclusiveMinimum'),
-    'multipleOf': _multiple_of,
-    'maxLength': _max_length,
-    'minLength': _when(str, lambda value, limit: len(value) < limit, 'should be at least {0} chars long'),
-    'pattern': _pattern,
-    'maxItems': _when(list, lambda value, limit: len(value) > limit, 'must have at most {0} items'),
-    'minItems': _when(list, lambda value, limit: len(value) < limit, 'should have at least {0} items'),
-    'uniqueItems': _unique,
-    'maxProperties': _when(dict, lambda value, limit: len(value) > limit, 'must have at most {0} items'),
-    'minProperties': _when(dict, lambda value, limit: len(value) < limit,
-                           'should have at least {0} properties'),
+    "maximum": _bound("less", "exclusiveMaximum"),
+    "minimum": _bound("greater", "exclusiveMinimum"),
+    "multipleOf": _multiple_of,
+    "maxLength": _max_length,
+    "minLength": _when(str, lambda value, limit: len(value) < limit, "should be at least {0} chars long"),
+    "pattern": _pattern,
+    "maxItems": _when(list, lambda value, limit: len(value) > limit, "must have at most {0} items"),
+    "minItems": _when(list, lambda value, limit: len(value) < limit, "should have at least {0} items"),
+    "uniqueItems": _unique,
+    "maxProperties": _when(dict, lambda value, limit: len(value) > limit, "must have at most {0} items"),
+    "minProperties": _when(
+        dict, lambda value, limit: len(value) < limit, "should have at least {0} properties"
+    ),
 }
 
 
 def _type_name(value: Any) -> str:
     if value is None:
-        return 'null'
+        return "null"
     if isinstance(value, bool):
-        return 'boolean'
+        return "boolean"
     if isinstance(value, int):
-        return 'integer'
+        return "integer"
     if isinstance(value, float):
-        return 'number'
+        return "number"
     if isinstance(value, str):
-        return 'string'
-    return 'array' if isinstance(value, list) else 'object'
+        return "string"
+    return "array" if isinstance(value, list) else "object"
 
 
 def _shown(value: Any) -> Any:
@@ -383,10 +431,10 @@ def _type_error(path: Path, expected: str, value: Any) -> FieldError:
 def _value_error(keyword: str, path: Path, value: Any, limit: Any, detail: str) -> FieldError:
     """Worded as kube-openapi's errors, which Kubernetes turns into field errors by their kind."""
     field = render_path(path)
-    if keyword == 'maxLength':
+    if keyword == "maxLength":
         return FieldError(FieldErrorType.TOO_LONG, field, value, detail)
-    if keyword in ('maxItems', 'maxProperties'):
+    if keyword in ("maxItems", "maxProperties"):
         return FieldError(FieldErrorType.TOO_MANY, field, len(value), detail)
-    if keyword == 'not':
+    if keyword == "not":
         return FieldError.invalid(field, _shown(value), f'"{field}" {detail}')
-    return FieldError.invalid(field, _shown(value), f'{field} in body {detail}')
+    return FieldError.invalid(field, _shown(value), f"{field} in body {detail}")

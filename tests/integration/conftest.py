@@ -1,4 +1,5 @@
 """Fixtures for the integration tests."""
+
 import functools
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,14 +24,14 @@ def sandbox_api(tmp_path: Path) -> Iterator[SandboxThread]:
     ``.run(coro)`` to call the store on the server's loop, and ``.wait_for(...)``.
     """
     factory = with_controllers(functools.partial(WorkloadSimulator, ready_delay=0.2))
-    with SandboxThread(kubeconfig=tmp_path / 'sandbox-kubeconfig', server_factory=factory) as sandbox:
+    with SandboxThread(kubeconfig=tmp_path / "sandbox-kubeconfig", server_factory=factory) as sandbox:
         yield sandbox
 
 
 @pytest.fixture
 def kubeconfig(sandbox_api: SandboxThread, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The sandbox's kubeconfig path, also exported as ``KUBECONFIG`` (for kopf and kubectl)."""
-    monkeypatch.setenv('KUBECONFIG', str(sandbox_api.kubeconfig))
+    monkeypatch.setenv("KUBECONFIG", str(sandbox_api.kubeconfig))
     return sandbox_api.kubeconfig
 
 

@@ -148,6 +148,7 @@ def test_a_new_image_is_released_by_canary_progressing_then_running(scene: Scene
     h.annotate(ns, "web", "example.com/owner", "team-shop")  # someone else's: must survive re-renders
 
     set_component(scene, "web", image=scene.images[1])
+
     def canary_reported(app: dict[str, Any]) -> bool:
         progressing = observed(app) and status_of(app)["phase"] == "Progressing"
         return progressing and components(app)["web"]["canaryWeight"] > 0
@@ -291,8 +292,15 @@ def test_a_rollout_name_taken_by_another_is_reported_not_seized(scene: Scene) ->
 def test_kubectl_wait_for_ready(scene: Scene) -> None:
     scene.harness.apply_application(scene.namespace, shop(scene))
     command = [
-        "kubectl", "--kubeconfig", str(scene.harness.kubeconfig), "--namespace", scene.namespace,
-        "wait", "--for=condition=Ready", f"application/{APP}", f"--timeout={int(RELEASE_TIMEOUT)}s",
+        "kubectl",
+        "--kubeconfig",
+        str(scene.harness.kubeconfig),
+        "--namespace",
+        scene.namespace,
+        "wait",
+        "--for=condition=Ready",
+        f"application/{APP}",
+        f"--timeout={int(RELEASE_TIMEOUT)}s",
     ]
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=RELEASE_TIMEOUT + 30, check=False

@@ -433,8 +433,10 @@ def test_a_release_whose_query_cannot_render_is_refused_and_the_stable_keeps_ser
         blocked = wait_observed(
             loop,
             generation,
-            lambda s: ("Stalled", "True", "InvalidSpec")
-            in [(c["type"], c["status"], c["reason"]) for c in s.get("conditions") or []],
+            lambda s: (
+                ("Stalled", "True", "InvalidSpec")
+                in [(c["type"], c["status"], c["reason"]) for c in s.get("conditions") or []]
+            ),
             "the release to be refused",
         )
         message = status_of(blocked)["message"]

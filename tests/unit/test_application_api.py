@@ -111,7 +111,14 @@ def test_design_field_exists(schema: dict[str, Any], dotted: str) -> None:
 def test_enums(schema: dict[str, Any]) -> None:
     assert node_at(schema, "status.phase")["enum"] == ["Running", "Progressing", "Degraded"]
     assert node_at(schema, "status.components.items.phase")["enum"] == [
-        "Pending", "Initializing", "Progressing", "Paused", "Healthy", "Degraded", "Aborted", "Failed",
+        "Pending",
+        "Initializing",
+        "Progressing",
+        "Paused",
+        "Healthy",
+        "Degraded",
+        "Aborted",
+        "Failed",
     ]
 
 
@@ -157,8 +164,17 @@ def component(doc: dict[str, Any]) -> dict[str, Any]:
         (lambda d: component(d).update(typo=1), "Extra inputs are not permitted"),
     ],
     ids=[
-        "upper-case-name", "long-name", "digit-first", "no-image", "negative-replicas", "port-0",
-        "port-name", "duplicate-names", "empty-steps", "bad-interval", "unknown-field",
+        "upper-case-name",
+        "long-name",
+        "digit-first",
+        "no-image",
+        "negative-replicas",
+        "port-0",
+        "port-name",
+        "duplicate-names",
+        "empty-steps",
+        "bad-interval",
+        "unknown-field",
     ],
 )
 def test_models_refuse(change: Any, message: str) -> None:

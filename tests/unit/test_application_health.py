@@ -63,11 +63,21 @@ def conditions(status: ApplicationStatus) -> dict[str, str]:
         # Blocked (a conflict, a bad spec) while its phase still says how it was.
         (outcome("Healthy", stalled=True), ComponentPhase.FAILED, False),
         (outcome("Degraded", stalled=True), ComponentPhase.DEGRADED, False),
-        (ComponentOutcome("web", error="component \"web\": boom"), ComponentPhase.FAILED, False),
+        (ComponentOutcome("web", error='component "web": boom'), ComponentPhase.FAILED, False),
     ],
     ids=[
-        "healthy", "progressing", "paused", "initializing", "degraded", "aborted", "stale", "no-status",
-        "no-rollout", "stalled", "stalled-degraded", "error",
+        "healthy",
+        "progressing",
+        "paused",
+        "initializing",
+        "degraded",
+        "aborted",
+        "stale",
+        "no-status",
+        "no-rollout",
+        "stalled",
+        "stalled-degraded",
+        "error",
     ],
 )
 def test_component_status(given: ComponentOutcome, phase: ComponentPhase, ready: bool) -> None:
@@ -105,20 +115,44 @@ HEALTHY_WORKER = outcome("Healthy", name="worker")
         ([outcome("Paused"), HEALTHY_WORKER], "Progressing", "False", "True", "False", "Paused"),
         (
             [outcome("Healthy", generation=3), HEALTHY_WORKER],
-            "Progressing", "False", "True", "False", "Progressing",
+            "Progressing",
+            "False",
+            "True",
+            "False",
+            "Progressing",
         ),
         ([outcome("Degraded"), HEALTHY_WORKER], "Degraded", "False", "False", "True", "RolledBack"),
         ([outcome("Aborted"), HEALTHY_WORKER], "Degraded", "False", "False", "True", "Aborted"),
         # Rolled back here, still releasing there: both conditions say so; the phase says the worse.
-        ([outcome("Degraded"), outcome("Progressing", name="worker")], "Degraded", "False", "True", "True",
-         "RolledBack"),
-        ([ComponentOutcome("web", error="x", reason="RolloutConflict"), HEALTHY_WORKER], "Degraded", "False",
-         "False", "True", "RolloutConflict"),
+        (
+            [outcome("Degraded"), outcome("Progressing", name="worker")],
+            "Degraded",
+            "False",
+            "True",
+            "True",
+            "RolledBack",
+        ),
+        (
+            [ComponentOutcome("web", error="x", reason="RolloutConflict"), HEALTHY_WORKER],
+            "Degraded",
+            "False",
+            "False",
+            "True",
+            "RolloutConflict",
+        ),
         ([outcome("Healthy", stalled=True)], "Degraded", "False", "False", "True", "ComponentFailed"),
     ],
     ids=[
-        "all-healthy", "no-components", "releasing", "paused", "stale", "rolled-back", "aborted",
-        "rolled-back-and-releasing", "conflict", "stalled-rollout",
+        "all-healthy",
+        "no-components",
+        "releasing",
+        "paused",
+        "stale",
+        "rolled-back",
+        "aborted",
+        "rolled-back-and-releasing",
+        "conflict",
+        "stalled-rollout",
     ],
 )
 def test_application_status(
@@ -150,6 +184,7 @@ def test_transition_times_move_only_when_a_condition_flips() -> None:
     first = application_status(ApplicationStatus(), 1, [outcome("Progressing")], NOW)
     later = NOW + timedelta(minutes=1)
     same = application_status(first, 1, [outcome("Progressing", message="step 2")], later)
+
     def times(status: ApplicationStatus) -> list[str | None]:
         return [c.last_transition_time for c in status.conditions]
 

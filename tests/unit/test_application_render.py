@@ -227,8 +227,11 @@ def test_rollout_defaults_mirror_the_canary_strategy() -> None:
 @pytest.mark.parametrize(
     ("component", "changes", "expected"),
     [
-        (WEB, {"type": "webservise"}, "component \"web\": unknown component type 'webservise'; "
-         "known types: webservice, worker"),
+        (
+            WEB,
+            {"type": "webservise"},
+            "component \"web\": unknown component type 'webservise'; known types: webservice, worker",
+        ),
         (WEB, {"ports": []}, 'component "web" (type webservice): a webservice needs a port'),
         (
             WEB,
@@ -248,8 +251,15 @@ def test_rollout_defaults_mirror_the_canary_strategy() -> None:
         ),
         (WEB, {"rollout": {"maxWeight": 50}}, "maxWeight goes with stepWeight"),
     ],
-    ids=["unknown-type", "webservice-no-port", "two-exposed", "worker-route", "worker-expose",
-         "invalid-strategy", "maxWeight-alone"],
+    ids=[
+        "unknown-type",
+        "webservice-no-port",
+        "two-exposed",
+        "worker-route",
+        "worker-expose",
+        "invalid-strategy",
+        "maxWeight-alone",
+    ],
 )
 def test_errors_name_the_component(component: dict[str, Any], changes: dict[str, Any], expected: str) -> None:
     assert expected in error_of(component, **changes)
@@ -272,8 +282,10 @@ POD = "template: {spec: {containers: [{name: c, image: {{ component.image | tojs
     ("source", "expected"),
     [
         ("template: {{ component.imag }}", "template uses undefined variable 'component.imag' (known: "),
-        ("{{ component.properties.queue }}", "undefined variable 'component.properties.queue' (known: "
-         "no component.properties given)"),
+        (
+            "{{ component.properties.queue }}",
+            "undefined variable 'component.properties.queue' (known: no component.properties given)",
+        ),
         ("{% if false %}{{ app.name }}{% endif %}" + POD, "template uses undefined variable 'app'"),
         ("template: {{ component.name ", "template has a syntax error on line 1"),
         ("{{ ''.__class__.__mro__ }}", "template is not allowed by the sandbox"),
@@ -287,8 +299,19 @@ POD = "template: {spec: {containers: [{name: c, image: {{ component.image | tojs
         (POD + "\nservice: {port: 0}", "invalid Rollout: spec.service.port: Input should be greater than"),
     ],
     ids=[
-        "undefined", "no-properties", "undefined-in-dead-branch", "syntax", "sandbox", "size", "python-error",
-        "fail", "bad-yaml", "not-a-mapping", "unknown-key", "no-template", "invalid-rollout",
+        "undefined",
+        "no-properties",
+        "undefined-in-dead-branch",
+        "syntax",
+        "sandbox",
+        "size",
+        "python-error",
+        "fail",
+        "bad-yaml",
+        "not-a-mapping",
+        "unknown-key",
+        "no-template",
+        "invalid-rollout",
     ],
 )
 def test_template_errors(source: str, expected: str) -> None:

@@ -77,21 +77,39 @@ WORKER = component("worker", "Healthy", "revision aaa: 2/2 ready")
     ("obj", "status", "message"),
     [
         (application(component("web", "Healthy"), WORKER), "Healthy", "2/2 components healthy"),
-        (application(component("web", "Progressing", "step 1/5: weight 10%"), WORKER), "Progressing",
-         "web Progressing: step 1/5: weight 10%"),
-        (application(component("web", "Paused", "paused until promoted"), WORKER), "Suspended",
-         "web is paused: paused until promoted"),
-        (application(component("web", "Degraded", "rolled back revision bbb: error-rate=0.5"), WORKER),
-         "Degraded", "web Degraded: rolled back revision bbb: error-rate=0.5"),
+        (
+            application(component("web", "Progressing", "step 1/5: weight 10%"), WORKER),
+            "Progressing",
+            "web Progressing: step 1/5: weight 10%",
+        ),
+        (
+            application(component("web", "Paused", "paused until promoted"), WORKER),
+            "Suspended",
+            "web is paused: paused until promoted",
+        ),
+        (
+            application(component("web", "Degraded", "rolled back revision bbb: error-rate=0.5"), WORKER),
+            "Degraded",
+            "web Degraded: rolled back revision bbb: error-rate=0.5",
+        ),
         (application(component("web", "Aborted", "aborted"), WORKER), "Degraded", "web Aborted: aborted"),
         # Committed a moment ago: the status still describes the previous generation.
-        (application(component("web", "Healthy"), WORKER, generation=6, observed=5), "Progressing",
-         "Waiting for Sluice to observe the Application"),
+        (
+            application(component("web", "Healthy"), WORKER, generation=6, observed=5),
+            "Progressing",
+            "Waiting for Sluice to observe the Application",
+        ),
         # Observed, but the Rollout has not taken its new spec yet.
-        (application(component("web", "Healthy", generation=3), WORKER), "Progressing",
-         "web Pending: waiting for Rollout web to take generation 3"),
-        ({"metadata": {"name": "shop", "generation": 1}}, "Progressing",
-         "Waiting for Sluice to observe the Application"),
+        (
+            application(component("web", "Healthy", generation=3), WORKER),
+            "Progressing",
+            "web Pending: waiting for Rollout web to take generation 3",
+        ),
+        (
+            {"metadata": {"name": "shop", "generation": 1}},
+            "Progressing",
+            "Waiting for Sluice to observe the Application",
+        ),
     ],
     ids=["healthy", "progressing", "suspended", "degraded", "aborted", "stale", "rollout-stale", "no-status"],
 )
@@ -116,7 +134,14 @@ STALLED = [{"type": "Stalled", "status": "True", "reason": "ObjectConflict", "me
         (rollout(None), "Progressing"),
     ],
     ids=[
-        "healthy", "progressing", "initializing", "suspended", "degraded", "aborted", "stalled", "stale",
+        "healthy",
+        "progressing",
+        "initializing",
+        "suspended",
+        "degraded",
+        "aborted",
+        "stalled",
+        "stale",
         "no-status",
     ],
 )

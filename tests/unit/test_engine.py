@@ -1465,7 +1465,7 @@ def test_without_traffic_there_is_no_route_and_the_stable_service_selects_both_t
 
 def test_first_deployment_after_a_blocked_spec_is_initializing() -> None:
     world = World(make_spec())
-    world.problems = ['metric "error-rate": query uses undefined variable \'canry\'']
+    world.problems = ["metric \"error-rate\": query uses undefined variable 'canry'"]
     blocked = world.reconcile()
     assert blocked.objects == [] and blocked.status.phase == Phase.DEGRADED
     world.problems = []
