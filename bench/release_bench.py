@@ -30,9 +30,9 @@ from typing import Any
 
 from operators.analysis.templates import QueryContext, render_query
 from operators.api.rollout import Metric
-from operators.kube.client import Cluster, load_api_client
-from operators.rollout.reconciler import rollout_key
-from operators.sandbox.environment import Sandbox, SandboxOptions
+from operators.foundation.cluster import Cluster, load_api_client
+from operators.rollout.inventory import rollout_key
+from sluice_sandbox.environment import Sandbox, SandboxOptions
 
 NAMESPACE, NAME = "bench", "web"
 THRESHOLD = 0.05
@@ -40,7 +40,7 @@ DEADLINE = 120.0
 
 
 # The sandbox API server logs one DEBUG line per HTTP request: "GET /api/v1/... -> 200 (0.001s)".
-ACCESS_LOGGER = "operators.sandbox.apiserver"
+ACCESS_LOGGER = "sluice_sandbox.apiserver"
 ACCESS_LINE = re.compile(r"^[A-Z]+ /\S* -> \d{3} ")
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from operators.sandbox.exporter import MetricsExporter
-from operators.sandbox.prometheus import PrometheusServer
+from sluice_sandbox.exporter import MetricsExporter
+from sluice_sandbox.prometheus import PrometheusServer
 from tests import scenarios
-from tests.harness import HTTPROUTE_CRD, sluice_crds
+from tests.harness import httproute_crd, sluice_crds
 
 # Small images that exist on every registry mirror and start at once; two tags make two revisions.
 KIND_IMAGES = ("registry.k8s.io/pause:3.9", "registry.k8s.io/pause:3.10")
@@ -42,10 +42,8 @@ def kind_kubeconfig(request: pytest.FixtureRequest) -> Path:
     problem = docker_problem()
     if problem:
         pytest.skip(problem)
-    if not HTTPROUTE_CRD.exists():
-        pytest.skip(f"the Gateway API CRD is needed on kind and {HTTPROUTE_CRD} is absent")
     cluster = request.getfixturevalue("kind_cluster")
-    for crd in [*sluice_crds(), yaml.safe_load(HTTPROUTE_CRD.read_text())]:
+    for crd in [*sluice_crds(), httproute_crd()]:
         cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(crd))
     return Path(cluster.kubeconfig_path)
 

@@ -15,15 +15,16 @@ from typing import Any
 import kopf
 from kubernetes import client as k8s
 
-from operators.analysis.provider import PrometheusProvider
-from operators.application import handlers as application_handlers
+from operators.analysis.check import MetricSources
 from operators.application.reconciler import ApplicationReconciler
 from operators.application.types import ComponentTypes
-from operators.context import OperatorContext
-from operators.kube.client import Cluster, load_api_client
-from operators.rollout import handlers
+from operators.foundation.cluster import Cluster, load_api_client
+from operators.handlers import applications as application_handlers
+from operators.handlers import rollouts as handlers
+from operators.handlers import sidecarsets as sidecarset_handlers
+from operators.handlers.context import OperatorContext
+from operators.metrics.hosts import AllowedHosts
 from operators.rollout.reconciler import RolloutReconciler
-from operators.sidecarset import handlers as sidecarset_handlers
 from operators.sidecarset.reconciler import SidecarSetReconciler
 from operators.sidecarset.rollouts import RolloutSidecars
 from operators.sidecarset.webhook import PodInjector
@@ -38,6 +39,8 @@ class OperatorOptions:
     namespaces: Sequence[str] = field(default_factory=list)
     all_namespaces: bool = False
     prometheus_url: str | None = None
+    # Hosts (HOST or HOST:PORT) metric queries may be sent to, beyond the host of the Prometheus URL.
+    metric_hosts: Sequence[str] = field(default_factory=list)
     kubeconfig: str | None = None
     context: str | None = None
     liveness_endpoint: str | None = DEFAULT_LIVENESS
@@ -56,10 +59,7 @@ def build_context(
     """Clients and reconcilers; raises ComponentTypeError for an unusable --component-types directory."""
     cluster = Cluster(api)
     reconciler = RolloutReconciler(
-        cluster=cluster,
-        metrics=PrometheusProvider(),
-        prometheus_url=options.resolved_prometheus_url(),
-        sidecars=RolloutSidecars(cluster),
+        cluster=cluster, metrics=metric_sources(options), sidecars=RolloutSidecars(cluster)
     )
     types = types or ComponentTypes(options.component_types)
     applications = ApplicationReconciler(cluster=cluster, types=types)
@@ -68,6 +68,15 @@ def build_context(
         applications=applications,
         sidecarsets=SidecarSetReconciler(cluster),
         pod_injector=PodInjector(cluster),
+    )
+
+
+def metric_sources(options: OperatorOptions) -> MetricSources:
+    """Raises ValueError for a malformed --metric-hosts entry."""
+    prometheus_url = options.resolved_prometheus_url()
+    return MetricSources(
+        allowed=AllowedHosts.of([prometheus_url], options.metric_hosts),
+        default_addresses={"prometheus": prometheus_url} if prometheus_url else {},
     )
 
 

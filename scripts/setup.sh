@@ -12,7 +12,9 @@ ensure_prometheus() {
   fi
 }
 
-# .venv with Sluice installed (editable) with the given extras, e.g. "[dev]"; then activated.
+# .venv with Sluice installed (editable) with the given extras, e.g. "[dev]", and the sandbox
+# (./sandbox, the sluice-sandbox distribution: `sluice sandbox`, `sluice demo`, the tests' API
+# server); then activated.
 ensure_venv() {
   if [ ! -x .venv/bin/python ]; then
     echo "== creating .venv"
@@ -20,6 +22,6 @@ ensure_venv() {
   fi
   # shellcheck disable=SC1091
   . .venv/bin/activate
-  echo "== installing sluice$1"
-  pip install -q --disable-pip-version-check -e ".$1"
+  echo "== installing sluice$1 and sluice-sandbox"
+  pip install -q --disable-pip-version-check -e ".$1" -e ./sandbox
 }

@@ -19,12 +19,12 @@ from typing import Any
 
 from operators.analysis.templates import QueryContext, render_query
 from operators.api.rollout import Metric
-from operators.kube.client import KubeError
+from operators.foundation.cluster import KubeError
 from operators.operator_thread import OperatorThread
 from operators.rollout.ownership import STABLE
-from operators.sandbox.environment import Sandbox, SandboxOptions
-from operators.sandbox.prometheus import PrometheusServer
-from operators.sandbox.traffic import outages, selected_ready_pods
+from sluice_sandbox.environment import Sandbox, SandboxOptions
+from sluice_sandbox.prometheus import PrometheusServer
+from sluice_sandbox.traffic import outages, selected_ready_pods
 from tests.harness import Harness, deployment, httproute, route_weights, service, status_of
 from tests.scenarios import IMAGE_V1, RELEASE_TIMEOUT, Scene, error_rate_analysis, promoted, web_rollout
 

@@ -14,10 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from operators.operator import OperatorOptions
-from operators.sandbox.apiserver import SandboxThread
-from operators.sandbox.exporter import MetricsExporter
+from sluice_sandbox.apiserver import SandboxThread
+from sluice_sandbox.exporter import MetricsExporter
 from tests.harness import (
     Harness,
     OperatorThread,
@@ -61,6 +62,8 @@ def running_scene(
     options = OperatorOptions(
         all_namespaces=True,
         prometheus_url=prometheus_url,
+        # The test Prometheus' host on any port: the outage scenarios point metrics at a closed port there.
+        metric_hosts=[urlsplit(prometheus_url).hostname or ""],
         kubeconfig=str(kubeconfig),
         liveness_endpoint=None,
         component_types=component_types,

@@ -1,29 +1,25 @@
 """PromQL query templates: built-in ones, and users' own rendered in a Jinja2 sandbox.
 
-Queries come from Rollout specs, i.e. from anyone allowed to create a Rollout,
-and are rendered inside the operator. So they run in Jinja2's sandbox with
-strict undefined variables: a typo such as ``{{ canry.service }}`` is an error
-naming the variable, never an empty label matcher that silently selects
-every series in the cluster.
+Queries come from Rollout specs, i.e. from anyone allowed to create a Rollout.
+So they run in Jinja2's sandbox with strict undefined variables: a typo such as
+``{{ canry.service }}`` is an error naming the variable, never an empty label
+matcher that silently selects every series in the cluster. And they render in
+a worker process bounded in time and memory (``operators.templating.renderer``),
+never in the operator itself.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from operators.api.base import parse_duration
 from operators.api.rollout import Metric
-from operators.templating import (
-    BoundedSandbox,
-    Namespace,
-    TemplateProblem,
-    Wording,
-    compile_template,
-    render_bounded,
-)
+from operators.templating import renderer
+from operators.templating.renderer import TemplateKind
+from operators.templating.sandbox import TemplateProblem, Wording
 
 # The variables a template may use, as users write them (also listed in errors).
 VARIABLES = (
@@ -70,7 +66,10 @@ class QueryTemplateError(ValueError):
 
 @dataclass(frozen=True)
 class QueryContext:
-    """What a query template can refer to, for one Rollout's current canary."""
+    """What a query template can refer to, for one Rollout's current canary.
+
+    Not `args`: each metric has its own (`Metric.args`), and `render_query` takes them from it.
+    """
 
     namespace: str
     rollout_name: str
@@ -78,10 +77,9 @@ class QueryContext:
     stable_service: str
     canary_revision: str
     interval: str
-    args: Mapping[str, str] = field(default_factory=dict)
 
 
-_ENVIRONMENT = BoundedSandbox(Wording(subject="query", template="query template"), MAX_QUERY_LENGTH)
+QUERY = TemplateKind(Wording(subject="query", template="query template"), MAX_QUERY_LENGTH)
 
 _PROMQL_DURATION = re.compile(r"^([0-9]+(ms|s|m|h))+$")
 
@@ -94,20 +92,19 @@ def promql_range(duration: str) -> str:
     return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
 
 
-def _variables(context: QueryContext) -> dict[str, Any]:
+def _variables(metric: Metric, context: QueryContext) -> dict[str, Any]:
+    """Plain data; each mapping becomes a Namespace (``canary.servce`` is reported by name) in the worker."""
     try:
         interval = promql_range(context.interval)
     except ValueError:
         interval = context.interval  # already a PromQL range we do not parse, e.g. "1d"
     return {
         "namespace": context.namespace,
-        "rollout": Namespace("rollout", {"name": context.rollout_name}),
-        "canary": Namespace(
-            "canary", {"service": context.canary_service, "revision": context.canary_revision}
-        ),
-        "stable": Namespace("stable", {"service": context.stable_service}),
+        "rollout": {"name": context.rollout_name},
+        "canary": {"service": context.canary_service, "revision": context.canary_revision},
+        "stable": {"service": context.stable_service},
         "interval": interval,
-        "args": Namespace("args", context.args),
+        "args": dict(metric.args),
     }
 
 
@@ -127,8 +124,7 @@ def render_query(metric: Metric, context: QueryContext) -> str:
     """The metric's PromQL for this canary; raises QueryTemplateError on any problem."""
     prefix = f'metric "{metric.name}"'
     try:
-        template = compile_template(_ENVIRONMENT, _source(metric), VARIABLES)
-        query = render_bounded(template, _variables(context))
+        query = renderer.render(QUERY, _source(metric), VARIABLES, _variables(metric, context))
     except TemplateProblem as problem:
         raise QueryTemplateError(f"{prefix}: {problem}") from None
     if not query:

@@ -16,7 +16,8 @@ from pydantic import Field, model_validator
 from pydantic.config import JsonDict
 
 from operators.api.base import ApiModel, Condition, Duration
-from operators.api.rollout import GatewayAPITraffic, Metric, Phase, Step
+from operators.api.rollout import Metric, Phase, Step
+from operators.traffic.gateway_api import GatewayAPITraffic
 
 KIND = "Application"
 PLURAL = "applications"

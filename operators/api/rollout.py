@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, create_model, model_validator
 
 from operators.api.base import ApiModel, Condition, Duration, LabelSelector, parse_duration
+from operators.metrics.base import MetricProvider
+from operators.metrics.registry import DEFAULT_PROVIDER as DEFAULT_METRIC_PROVIDER
+from operators.metrics.registry import PROVIDERS as METRIC_PROVIDERS
+from operators.traffic.base import TrafficProvider
+from operators.traffic.registry import PROVIDERS as TRAFFIC_PROVIDERS
 
 KIND = "Rollout"
 PLURAL = "rollouts"
@@ -64,41 +70,59 @@ class ServiceSpec(ApiModel):
     )
 
 
-class ParentReference(ApiModel):
-    """A Gateway API parentRef: the Gateway (or listener) the route attaches to."""
-
-    name: str
-    namespace: str | None = None
-    section_name: str | None = None
-    port: int | None = None
-    group: str | None = None
-    kind: str | None = None
+Provider = TypeVar("Provider", TrafficProvider, MetricProvider)
+Base = TypeVar("Base", bound=ApiModel)
 
 
-class GatewayAPITraffic(ApiModel):
-    """Traffic shifting with a Gateway API HTTPRoute holding two weighted backendRefs."""
-
-    http_route: str | None = Field(
-        default=None,
-        alias="httpRoute",
-        description="Name of the HTTPRoute to manage (created if absent). Defaults to the Rollout's name.",
+def with_provider_blocks(base: type[Base], providers: Mapping[str, Provider], doc: str) -> type[Base]:
+    """`base` with one optional field per registered provider, named (and aliased) by its field."""
+    fields: dict[str, Any] = {
+        name: (provider.config_model | None, Field(default=None, alias=name))
+        for name, provider in providers.items()
+    }
+    return create_model(
+        base.__name__.removesuffix("Base"), __base__=base, __module__=__name__, __doc__=doc, **fields
     )
-    parent_refs: list[ParentReference] = Field(default_factory=list)
-    hostnames: list[str] = Field(default_factory=list)
 
 
-class Traffic(ApiModel):
-    """Exactly one traffic provider. Without `traffic`, weights follow replica counts."""
+def provider_blocks(model: ApiModel, providers: Mapping[str, Provider]) -> list[tuple[Provider, Any]]:
+    """The providers whose block `model` has, with the block, in registry order."""
+    return [
+        (p, getattr(model, name)) for name, p in providers.items() if getattr(model, name, None) is not None
+    ]
+
+
+class TrafficBase(ApiModel):
+    """Exactly one traffic provider. Without `traffic`, weights follow replica counts.
+
+    The fields are the registered providers' blocks (`operators.traffic.registry`),
+    added by `_traffic_model` below: one per provider, named by its `field`.
+    """
 
     model_config = {"json_schema_extra": {"minProperties": 1, "maxProperties": 1}}
 
-    gateway_api: GatewayAPITraffic | None = Field(default=None, alias="gatewayAPI")
-
     @model_validator(mode="after")
-    def _exactly_one(self) -> Traffic:
-        if self.gateway_api is None:
-            raise ValueError("traffic needs exactly one provider, e.g. gatewayAPI")
+    def _exactly_one(self) -> TrafficBase:
+        configured = provider_blocks(self, TRAFFIC_PROVIDERS)
+        if len(configured) != 1:
+            known = ", ".join(TRAFFIC_PROVIDERS)
+            raise ValueError(f"traffic needs exactly one provider ({known}), got {len(configured)}")
         return self
+
+    def provider(self) -> tuple[TrafficProvider, Any]:
+        """The configured provider and its configuration block."""
+        (configured,) = provider_blocks(self, TRAFFIC_PROVIDERS)  # the validator ensures exactly one
+        return configured
+
+
+if TYPE_CHECKING:
+    Traffic = TrafficBase
+else:
+    Traffic = with_provider_blocks(
+        TrafficBase,
+        TRAFFIC_PROVIDERS,
+        "Exactly one traffic provider. Without `traffic`, weights follow replica counts.",
+    )
 
 
 class Pause(ApiModel):
@@ -124,14 +148,6 @@ class Step(ApiModel):
         return self
 
 
-class PrometheusSource(ApiModel):
-    address: str | None = Field(
-        default=None,
-        description="Prometheus base URL. Defaults to the operator's --prometheus-url.",
-    )
-    timeout: Duration = "10s"
-
-
 class ThresholdRange(ApiModel):
     """The SLO: a value outside [min, max] fails the check."""
 
@@ -155,24 +171,49 @@ class NoDataPolicy(StrEnum):
     PASS = "pass"
 
 
-class Metric(ApiModel):
-    """One health query: a Jinja2 `query`, or a built-in `template` with `args`."""
+class MetricBase(ApiModel):
+    """One health check: a Jinja2 `query`, or a built-in `template` with `args`, asked of one provider.
+
+    The provider blocks (`prometheus: {...}`, one per registered provider in
+    `operators.metrics.registry`) are added by `_metric_model` below; at most
+    one is given, and none means the default provider with its defaults.
+    """
 
     model_config = {"json_schema_extra": {"oneOf": [{"required": ["query"]}, {"required": ["template"]}]}}
 
     name: str = Field(min_length=1)
-    prometheus: PrometheusSource = Field(default_factory=PrometheusSource)
-    query: str | None = Field(default=None, description="PromQL as a sandboxed Jinja2 template.")
+    query: str | None = Field(default=None, description="The query as a sandboxed Jinja2 template.")
     template: str | None = Field(default=None, description="A built-in query template, instead of query.")
     args: dict[str, str] = Field(default_factory=dict, description="Extra template variables, as `args`.")
     threshold_range: ThresholdRange
     no_data: NoDataPolicy = NoDataPolicy.INCONCLUSIVE
 
     @model_validator(mode="after")
-    def _query_or_template(self) -> Metric:
+    def _query_or_template(self) -> MetricBase:
         if (self.query is None) == (self.template is None):
             raise ValueError(f"metric {self.name!r} needs exactly one of query or template")
+        given = provider_blocks(self, METRIC_PROVIDERS)
+        if len(given) > 1:
+            names = ", ".join(provider.field for provider, _ in given)
+            raise ValueError(f"metric {self.name!r} names more than one provider: {names}")
         return self
+
+    def source(self) -> tuple[MetricProvider, Any]:
+        """The provider this metric asks, and its block (the default provider's defaults if none)."""
+        for provider, config in provider_blocks(self, METRIC_PROVIDERS):
+            return provider, config
+        provider = METRIC_PROVIDERS[DEFAULT_METRIC_PROVIDER]
+        return provider, provider.config_model()
+
+
+if TYPE_CHECKING:
+    Metric = MetricBase
+else:
+    Metric = with_provider_blocks(
+        MetricBase,
+        METRIC_PROVIDERS,
+        "One health query: a Jinja2 `query`, or a built-in `template` with `args`, asked of one provider.",
+    )
 
 
 class Analysis(ApiModel):

@@ -27,7 +27,7 @@ from operators.api.application import (
     ComponentStatus,
 )
 from operators.api.rollout import RolloutStatus
-from operators.rollout.conditions import merge_conditions
+from operators.foundation.conditions import merge_conditions
 
 RELEASING = frozenset(
     {ComponentPhase.PENDING, ComponentPhase.INITIALIZING, ComponentPhase.PROGRESSING, ComponentPhase.PAUSED}

@@ -31,13 +31,15 @@ from operators.application import health
 from operators.application.health import ComponentOutcome
 from operators.application.render import APPLICATION_LABEL, Rendered, render_application
 from operators.application.types import ComponentTypes
-from operators.kube.client import Cluster, KubeError
-from operators.kube.diff import replacement, same_spec
-from operators.kube.events import post_event_or_log
-from operators.rollout.inventory import key_of
+from operators.foundation.clock import utc_now
+from operators.foundation.cluster import Cluster, KubeError
+from operators.foundation.diff import replacement, same_spec
+from operators.foundation.events import post_event_or_log
+from operators.foundation.keys import ObjectKey, key_of
+from operators.foundation.loop import RETRY_AFTER_CONFLICT
+from operators.foundation.status import ReadStatus, read_status, write_status
+from operators.rollout.inventory import rollout_key
 from operators.rollout.ownership import has_owner
-from operators.rollout.reconciler import RETRY_AFTER_CONFLICT, rollout_key, utc_now
-from operators.traffic.base import ObjectKey
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +78,15 @@ class ApplicationReconciler:
         now = self.clock()
         meta = body["metadata"]
         generation = int(meta.get("generation") or 0)
-        previous = _status_of(body)
+        read = read_status(ApplicationStatus, body)
+        if read.repaired:
+            post_event_or_log(self.cluster, body, "Warning", "StatusRepaired", read.repair_message(KIND), now)
+        previous = read.status
         try:
             spec = ApplicationSpec.model_validate(body.get("spec") or {})
         except ValidationError as error:
             message = f"invalid Application: {describe_validation_error(error)}"
-            self._write_status(body, previous, health.invalid_status(previous, generation, message, now), now)
+            self._write_status(body, read, health.invalid_status(previous, generation, message, now), now)
             return RESYNC_SECONDS
 
         ref = ApplicationRef(name=name, namespace=namespace, uid=str(meta.get("uid")))
@@ -94,7 +99,7 @@ class ApplicationReconciler:
             return RETRY_AFTER_CONFLICT
         self._remove_unlisted(body, owned, {component.name for component in spec.components}, now)
         status = health.application_status(previous, generation, outcomes, now)
-        self._write_status(body, previous, status, now)
+        self._write_status(body, read, status, now)
         return RESYNC_SECONDS
 
     def _outcome(
@@ -149,21 +154,16 @@ class ApplicationReconciler:
                 post_event_or_log(self.cluster, body, "Normal", "ComponentRemoved", message, now)
 
     def _write_status(
-        self, body: dict[str, Any], before: ApplicationStatus, after: ApplicationStatus, now: datetime
+        self,
+        body: dict[str, Any],
+        before: ReadStatus[ApplicationStatus],
+        after: ApplicationStatus,
+        now: datetime,
     ) -> None:
-        new = after.model_dump(by_alias=True, mode="json")
-        if new == before.model_dump(by_alias=True, mode="json"):
+        if not write_status(self.cluster, key_of(body), before, after):
             return
-        self.cluster.merge_patch(key_of(body), {"status": new}, subresource="status")
-        for kind, reason, message in _news(before, after):
+        for kind, reason, message in _news(before.status, after):
             post_event_or_log(self.cluster, body, kind, reason, message, now)
-
-
-def _status_of(body: Mapping[str, Any]) -> ApplicationStatus:
-    try:
-        return ApplicationStatus.model_validate(body.get("status") or {})
-    except ValidationError:  # written by another version of the operator: start afresh
-        return ApplicationStatus()
 
 
 def _news(before: ApplicationStatus, after: ApplicationStatus) -> list[tuple[str, str, str]]:

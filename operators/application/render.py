@@ -21,7 +21,7 @@ from operators.api.rollout import KIND as ROLLOUT_KIND
 from operators.api.rollout import RolloutSpec
 from operators.application.types import Catalog
 from operators.rollout.ownership import MANAGED_BY, MANAGED_BY_LABEL
-from operators.templating import TemplateProblem, wrap
+from operators.templating.sandbox import TemplateProblem
 
 # On every Rollout an Application renders: which Application, so its events wake that Application.
 APPLICATION_LABEL = "sluice.dev/application"
@@ -84,12 +84,16 @@ def render_component(
 
 
 def template_variables(ref: ApplicationRef, component: Component) -> dict[str, Any]:
-    """What a component type sees. Unset optional fields are there as None, so `if` works on them."""
+    """What a component type sees. Unset optional fields are there as None, so `if` works on them.
+
+    Plain data, sent to the template worker, which names its mappings after where they sit
+    (``component.properties``) for reporting undefined variables.
+    """
     fields = {"name", "image", "replicas", "ports", "env", "resources", "route", "properties"}
     values = component.model_dump(by_alias=True, mode="json", include=fields)
     return {
-        "component": wrap("component", values),
-        "application": wrap("application", {"name": ref.name, "namespace": ref.namespace}),
+        "component": values,
+        "application": {"name": ref.name, "namespace": ref.namespace},
     }
 
 

@@ -7,15 +7,14 @@ and ``application``. Built-in types ship in this package
 a directory given to ``sluice run --component-types DIR`` (typically a
 ConfigMap mounted there), which is read again whenever its files change.
 
-Templates come from whoever may edit that directory, and render inside the
-operator: they run in the same bounded, strict sandbox as query templates
-(``operators.templating``), with one helper, ``fail("why")``, for refusing a
-component they cannot render.
+Templates come from whoever may edit that directory: they run in the same
+strict sandbox as query templates (``operators.templating``), in a worker
+process bounded in time and memory, with one helper, ``fail("why")``, for
+refusing a component they cannot render. Their output is read as YAML here.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from collections.abc import Mapping
@@ -24,18 +23,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import yaml
 
 from operators.api.application import TYPE_NAME_PATTERN
-from operators.templating import (
-    BoundedSandbox,
-    TemplateProblem,
-    Wording,
-    compile_template,
-    fail,
-    render_bounded,
-)
+from operators.templating import renderer
+from operators.templating.renderer import TemplateKind
+from operators.templating.sandbox import TemplateProblem, Wording
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +52,7 @@ VARIABLES = (
 # A pod template is a few KiB; more than this is a loop gone wild.
 MAX_OUTPUT = 256 * 1024
 
-_ENVIRONMENT = BoundedSandbox(Wording(subject="template", template="template"), MAX_OUTPUT)
-_ENVIRONMENT.globals["fail"] = fail
+COMPONENT_TYPE = TemplateKind(Wording(subject="template", template="template"), MAX_OUTPUT, helpers=("fail",))
 _TYPE_NAME = re.compile(TYPE_NAME_PATTERN)
 
 
@@ -79,8 +71,12 @@ class ComponentType:
     source: str
 
     def render(self, variables: Mapping[str, Any]) -> dict[str, Any]:
-        """The rendered parts (template, service, traffic); raises TemplateProblem naming the cause."""
-        text = render_bounded(_compiled(self.source), variables)
+        """The rendered parts (template, service, traffic); raises TemplateProblem naming the cause.
+
+        `variables` are plain data (``{"component": {...}, "application": {...}}``):
+        the template renders in a worker process, compiled once per source text.
+        """
+        text = renderer.render(COMPONENT_TYPE, self.source, VARIABLES, variables)
         try:
             output = yaml.safe_load(text)
         except yaml.YAMLError as error:
@@ -89,12 +85,6 @@ class ComponentType:
             problem = getattr(error, "problem", None) or type(error).__name__
             raise TemplateProblem(f"template output is not valid YAML{where}: {problem}") from None
         return _checked_output(output)
-
-
-@functools.lru_cache(maxsize=128)
-def _compiled(source: str) -> jinja2.Template:
-    # Keyed by the text: a type edited in its directory is compiled again, an unchanged one is not.
-    return compile_template(_ENVIRONMENT, source, VARIABLES)
 
 
 def _checked_output(output: object) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import urllib3
 from kubernetes.config import ConfigException
 
-from operators.cli import crds, release, run, sandbox
-from operators.kube.client import KubeError
+from operators.cli import crds, plugins, release, run
+from operators.foundation.cluster import KubeError
 
 DESCRIPTION = """\
 Sluice: progressive delivery for Kubernetes. Releases shift traffic to a new
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(commands)
     crds.add_parser(commands)
     release.add_parsers(commands)
-    sandbox.add_parsers(commands)
+    plugins.add_parsers(commands)  # `sluice sandbox` and `sluice demo`, from sluice-sandbox
     return parser
 
 

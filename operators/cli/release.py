@@ -15,9 +15,9 @@ from typing import Any
 from kubernetes import config as k8s_config
 
 from operators.api.rollout import Phase, RolloutStatus
-from operators.kube.client import Cluster, KubeError, load_api_client
+from operators.foundation.cluster import Cluster, KubeError, load_api_client
 from operators.rollout.commands import Command
-from operators.rollout.reconciler import rollout_key
+from operators.rollout.inventory import rollout_key
 
 FINAL_PHASES = {Phase.HEALTHY.value, Phase.DEGRADED.value, Phase.ABORTED.value}
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from operators.application.types import ComponentTypeError
 from operators.cli import webhook
+from operators.metrics.hosts import FLAG, HostPattern, parse_host
 from operators.operator import DEFAULT_LIVENESS, PROMETHEUS_URL_ENV, OperatorOptions, run_operator
 
 
@@ -36,6 +37,7 @@ def add_parser(commands: Any) -> None:
         metavar="URL",
         help=f"Prometheus for metrics that name no address (default: ${PROMETHEUS_URL_ENV})",
     )
+    add_metric_hosts_argument(parser)
     parser.add_argument(
         "--kubeconfig", metavar="PATH", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)"
     )
@@ -56,11 +58,33 @@ def add_parser(commands: Any) -> None:
     parser.set_defaults(handler=handle)
 
 
+def add_metric_hosts_argument(parser: argparse.ArgumentParser) -> None:
+    """`--metric-hosts HOST[:PORT]`, repeatable; `sluice sandbox` takes it too."""
+    parser.add_argument(
+        FLAG,
+        action="append",
+        default=[],
+        type=_metric_host,
+        metavar="HOST[:PORT]",
+        help="also allow metric queries to this host (repeatable; any port unless one is given). "
+        "By default only the host of --prometheus-url is allowed: a metric naming any other "
+        "address is refused before a request is sent",
+    )
+
+
+def _metric_host(text: str) -> HostPattern:
+    try:
+        return parse_host(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def handle(args: argparse.Namespace) -> int:
     options = OperatorOptions(
         namespaces=args.namespace,
         all_namespaces=args.all_namespaces or not args.namespace,
         prometheus_url=args.prometheus_url,
+        metric_hosts=[str(host) for host in args.metric_hosts],
         kubeconfig=args.kubeconfig,
         context=args.context,
         liveness_endpoint=None if args.liveness == "off" else args.liveness,

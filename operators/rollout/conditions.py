@@ -13,7 +13,7 @@ from datetime import datetime
 
 from operators.api.base import Condition
 from operators.api.rollout import Phase
-from operators.timeutil import format_time
+from operators.foundation.conditions import merge_conditions
 
 RELEASING = {Phase.INITIALIZING, Phase.PROGRESSING, Phase.PAUSED}
 STUCK = {Phase.DEGRADED, Phase.ABORTED}
@@ -38,31 +38,3 @@ def rollout_conditions(
         "Degraded": is_stalled,
     }
     return merge_conditions(previous, wanted, reason, message, generation, now)
-
-
-def merge_conditions(
-    previous: Sequence[Condition],
-    wanted: dict[str, bool],
-    reason: str,
-    message: str,
-    generation: int,
-    now: datetime,
-) -> list[Condition]:
-    """Conditions with the given truth values, keeping lastTransitionTime where nothing flipped."""
-    before = {c.type: c for c in previous}
-    result = []
-    for kind, truth in wanted.items():
-        status = "True" if truth else "False"
-        old = before.get(kind)
-        since = old.last_transition_time if old and old.status == status else format_time(now)
-        result.append(
-            Condition(
-                type=kind,
-                status=status,
-                reason=reason,
-                message=message,
-                last_transition_time=since,
-                observed_generation=generation,
-            )
-        )
-    return result

@@ -31,10 +31,12 @@ from operators.api.rollout import (
     RolloutStatus,
     Step,
 )
+from operators.foundation.clock import format_time, parse_time, seconds_since
+from operators.foundation.keys import ObjectKey, key_of
 from operators.rollout import verdicts
 from operators.rollout.commands import Command, PendingCommand, pending_commands
 from operators.rollout.conditions import RELEASING, STUCK, rollout_conditions
-from operators.rollout.inventory import deployment_key, key_of, managed_keys, service_key
+from operators.rollout.inventory import deployment_key, managed_keys, service_key
 from operators.rollout.ownership import conflict_message, is_owned_by
 from operators.rollout.render import (
     RenderError,
@@ -44,9 +46,9 @@ from operators.rollout.render import (
     render_deployment,
     render_service,
 )
+from operators.rollout.routing import routing_of
 from operators.rollout.workload import is_rolled_out, ready_replicas, revision_of, template_of
-from operators.timeutil import format_time, parse_time, seconds_since
-from operators.traffic.base import ObjectKey, Weights, provider_for
+from operators.traffic.base import Weights
 
 HISTORY_LIMIT = 20
 # With nothing timed to wait for, look again this often anyway: a safety net
@@ -536,6 +538,7 @@ class _Reconciliation:
         self.s.conditions = rollout_conditions(
             self.s.phase, self.reason, self.s.message, self.obs.generation, self.before.conditions, self.now
         )
+        self._notice_drift()
         return Plan(
             status=self.s,
             objects=self._desired_objects(),
@@ -543,8 +546,28 @@ class _Reconciliation:
             requeue_after=self._requeue_after(),
         )
 
+    def _notice_drift(self) -> None:
+        """Someone else changed the split: say so (the plan puts the route back in this pass).
+
+        What the route should send is the weight before this pass or, if a pass
+        wrote the route and stopped before its status, the weight it set.
+        """
+        routing = routing_of(self.ref, self.spec)
+        if routing is None:
+            return
+        live = routing.observed(self.obs.objects)
+        expected = {self.before.canary_weight, self.s.canary_weight}
+        if live is not None and live.canary not in expected:
+            (key, *_) = routing.keys()
+            self._event(
+                "Warning",
+                "TrafficDrift",
+                f"{key.kind} {key.namespace}/{key.name} was changed to send {live.canary}% to the canary "
+                f"(expected {self.s.canary_weight}%): restored",
+            )
+
     def _desired_objects(self) -> list[dict[str, Any]]:
-        provider = provider_for(self.spec)
+        routing = routing_of(self.ref, self.spec)
         weight = self.s.canary_weight
         by_key: dict[ObjectKey, dict[str, Any]] = {
             deployment_key(self.ref, self.ref.name): render_deployment(
@@ -556,13 +579,12 @@ class _Reconciliation:
         }
         if self.spec.service is not None:
             by_key[service_key(self.ref, self.ref.name)] = render_service(
-                self.ref, self.spec, "stable", select_all_tracks=provider is None
+                self.ref, self.spec, "stable", select_all_tracks=routing is None
             )
             canary_service = render_service(self.ref, self.spec, "canary")
             by_key[service_key(self.ref, self.ref.canary_name)] = canary_service
-        if provider is not None:
-            weights = Weights(stable=100 - weight, canary=weight)
-            routed = provider.desired_objects(self.ref, self.spec, weights)
+        if routing is not None:
+            routed = routing.desired(Weights.to_canary(weight))
             by_key.update((key_of(obj), obj) for obj in routed)
         return [by_key[key] for key in managed_keys(self.ref, self.spec)]
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
+from operators.api.base import API_VERSION
 from operators.api.refs import RolloutRef
-from operators.api.rollout import RolloutSpec
-from operators.traffic.base import ObjectKey, provider_for
+from operators.api.rollout import KIND, RolloutSpec
+from operators.foundation.keys import ObjectKey
+from operators.rollout.routing import routing_of
 
 
 def deployment_key(ref: RolloutRef, name: str) -> ObjectKey:
@@ -25,15 +24,12 @@ def managed_keys(ref: RolloutRef, spec: RolloutSpec) -> list[ObjectKey]:
     before Deployments so weight leaves a canary before its pods go away.
     """
     keys = [service_key(ref, ref.name), service_key(ref, ref.canary_name)] if spec.service else []
-    provider = provider_for(spec)
-    if provider is not None:
-        keys += provider.object_keys(ref, spec)
+    routing = routing_of(ref, spec)
+    if routing is not None:
+        keys += routing.keys()
     keys += [deployment_key(ref, ref.name), deployment_key(ref, ref.canary_name)]
     return keys
 
 
-def key_of(obj: Mapping[str, Any]) -> ObjectKey:
-    meta = obj.get("metadata", {})
-    return ObjectKey(
-        str(obj.get("apiVersion")), str(obj.get("kind")), meta.get("namespace") or "", str(meta.get("name"))
-    )
+def rollout_key(namespace: str, name: str) -> ObjectKey:
+    return ObjectKey(API_VERSION, KIND, namespace, name)

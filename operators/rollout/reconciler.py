@@ -10,52 +10,42 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from operators.analysis.check import run_check, validate_queries
-from operators.analysis.provider import MetricsProvider
+from operators.analysis.check import MetricSources, run_check, validate_metrics
 from operators.analysis.templates import QueryContext
-from operators.api.base import API_VERSION, describe_validation_error
+from operators.api.base import describe_validation_error
 from operators.api.refs import RolloutRef
 from operators.api.rollout import KIND, RolloutSpec, RolloutStatus
-from operators.kube.client import Cluster, KubeError, ResourceNotInstalled
-from operators.kube.diff import covers, replacement
-from operators.kube.events import post_event_or_log
+from operators.foundation.clock import utc_now
+from operators.foundation.cluster import Cluster, KubeError, ResourceNotInstalled
+from operators.foundation.diff import covers, replacement
+from operators.foundation.events import post_event_or_log
+from operators.foundation.keys import ObjectKey, key_of
+from operators.foundation.loop import RETRY_AFTER_CONFLICT
+from operators.foundation.status import ReadStatus, read_status, write_status
 from operators.rollout import engine
-from operators.rollout.inventory import key_of, managed_keys
+from operators.rollout.inventory import managed_keys, rollout_key
 from operators.rollout.render import pod_template_revision
-from operators.sidecarset.rollouts import Effective, RolloutSidecars
-from operators.traffic.base import ObjectKey
+from operators.rollout.templates import Effective, EffectiveTemplates
 
 logger = logging.getLogger(__name__)
-
-# After a write lost a race (409), look again soon rather than at the next resync.
-RETRY_AFTER_CONFLICT = 1.0
-
-
-def utc_now() -> datetime:
-    return datetime.now(tz=UTC)
-
-
-def rollout_key(namespace: str, name: str) -> ObjectKey:
-    return ObjectKey(API_VERSION, KIND, namespace, name)
 
 
 class RolloutReconciler:
     def __init__(
         self,
         cluster: Cluster,
-        metrics: MetricsProvider,
-        prometheus_url: str | None = None,
+        metrics: MetricSources,
         clock: Callable[[], datetime] = utc_now,
-        sidecars: RolloutSidecars | None = None,
+        sidecars: EffectiveTemplates | None = None,
     ) -> None:
         self.cluster = cluster
+        # The metric providers, their default addresses and the hosts they may be sent to.
         self.metrics = metrics
-        self.prometheus_url = prometheus_url
         self.clock = clock
         # Adds the sidecars of matching SidecarSets to the template; None: spec.template as is.
         self.sidecars = sidecars
@@ -68,19 +58,27 @@ class RolloutReconciler:
         now = self.clock()
         meta = body["metadata"]
         generation = int(meta.get("generation") or 0)
-        status = RolloutStatus.model_validate(body.get("status") or {})
+        read = read_status(RolloutStatus, body)
+        if read.repaired:
+            self._event(body, "Warning", "StatusRepaired", read.repair_message(KIND), now)
+        status = read.status
         try:
             spec = RolloutSpec.model_validate(body.get("spec") or {})
         except ValidationError as error:
             message = f"invalid Rollout: {describe_validation_error(error)}"
-            return self._report_blocked(body, status, generation, "InvalidSpec", message, now)
+            return self._report_blocked(body, read, generation, "InvalidSpec", message, now)
 
         ref = RolloutRef(name=name, namespace=namespace, uid=str(meta.get("uid")))
-        try:
-            objects = {key: self.cluster.get(key) for key in managed_keys(ref, spec)}
-        except ResourceNotInstalled as error:
-            message = f"cannot manage traffic: {error.message}; is the Gateway API (HTTPRoute CRD) installed?"
-            return self._report_blocked(body, status, generation, "ProviderMissing", message, now)
+        objects: dict[ObjectKey, dict[str, Any] | None] = {}
+        for key in managed_keys(ref, spec):
+            try:
+                objects[key] = self.cluster.get(key)
+            except ResourceNotInstalled as error:
+                message = (
+                    f"cannot manage traffic: {error.message}; "
+                    f"is the {key.kind} CRD ({key.api_version}) installed?"
+                )
+                return self._report_blocked(body, read, generation, "ProviderMissing", message, now)
 
         effective = (
             self.sidecars.effective(ref, body, spec, objects) if self.sidecars else Effective(spec.template)
@@ -89,10 +87,10 @@ class RolloutReconciler:
         revision = effective.revision or pod_template_revision(effective_template)
         context = self._query_context(ref, spec, status, revision)
         analysis = spec.strategy.canary.analysis
-        problems = validate_queries(analysis.metrics, context) if analysis else []
+        problems = validate_metrics(analysis.metrics, context, self.metrics) if analysis else []
         check = None
         if analysis and not problems and engine.analysis_due(spec, status, now):
-            check = run_check(analysis.metrics, context, self.metrics, self.prometheus_url, now)
+            check = run_check(analysis.metrics, context, self.metrics, now)
         observed = engine.Observed(
             ref=ref,
             generation=generation,
@@ -110,8 +108,8 @@ class RolloutReconciler:
             if error.status == 409:
                 return RETRY_AFTER_CONFLICT
             message = f"could not apply the plan: {error.message}"
-            return self._report_blocked(body, status, generation, "ApplyFailed", message, now)
-        self._write_status(body, status, plan.status)
+            return self._report_blocked(body, read, generation, "ApplyFailed", message, now)
+        write_status(self.cluster, key_of(body), read, plan.status)
         for note in plan.events:
             self._event(body, note.type, note.reason, note.message, now)
         return plan.requeue_after
@@ -127,7 +125,6 @@ class RolloutReconciler:
             stable_service=ref.name,
             canary_revision=status.canary_revision or revision,
             interval=analysis.interval if analysis else "60s",
-            args={},
         )
 
     def _apply(self, desired: list[dict[str, Any]], live: dict[ObjectKey, dict[str, Any] | None]) -> None:
@@ -139,26 +136,19 @@ class RolloutReconciler:
             elif not covers(current, obj):
                 self.cluster.replace(replacement(current, obj))
 
-    def _write_status(self, body: dict[str, Any], before: RolloutStatus, after: RolloutStatus) -> None:
-        new = after.model_dump(by_alias=True, mode="json")
-        if new == before.model_dump(by_alias=True, mode="json"):
-            return
-        # Nulls delete keys in a merge patch: a field the engine cleared must not linger.
-        self.cluster.merge_patch(key_of(body), {"status": new}, subresource="status")
-
     def _report_blocked(
         self,
         body: dict[str, Any],
-        status: RolloutStatus,
+        read: ReadStatus[RolloutStatus],
         generation: int,
         reason: str,
         message: str,
         now: datetime,
     ) -> float:
-        blocked = engine.blocked_status(status, generation, reason, message, now)
-        if status.message != message:
+        blocked = engine.blocked_status(read.status, generation, reason, message, now)
+        if read.status.message != message:
             self._event(body, "Warning", reason, message, now)
-        self._write_status(body, status, blocked)
+        write_status(self.cluster, key_of(body), read, blocked)
         return engine.RESYNC_SECONDS
 
     def _event(self, body: dict[str, Any], kind: str, reason: str, message: str, now: datetime) -> None:

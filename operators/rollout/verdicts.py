@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from operators.api.base import parse_duration
 from operators.api.rollout import Analysis, AnalysisStatus, Check, Outcome
-from operators.timeutil import parse_time
+from operators.foundation.clock import parse_time
 
 
 class Verdict(StrEnum):

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from operators.api.base import API_VERSION
 from operators.api.rollout import KIND as ROLLOUT_KIND
 from operators.api.sidecarset import KIND, SidecarSetSpec
-from operators.kube.client import Cluster, ResourceNotInstalled
+from operators.foundation.cluster import Cluster, ResourceNotInstalled
 from operators.rollout.ownership import (
     CANARY,
     MANAGED_BY,

@@ -18,10 +18,12 @@ from pydantic import ValidationError
 
 from operators.api.base import API_VERSION, describe_validation_error
 from operators.api.sidecarset import KIND, Conflict, SidecarSetSpec, SidecarSetStatus
-from operators.kube.client import Cluster, KubeError, object_path
-from operators.kube.events import post_event
-from operators.rollout.conditions import merge_conditions
-from operators.rollout.reconciler import utc_now
+from operators.foundation.clock import utc_now
+from operators.foundation.cluster import Cluster, KubeError, object_path
+from operators.foundation.conditions import merge_conditions
+from operators.foundation.events import post_event_or_log
+from operators.foundation.keys import ObjectKey
+from operators.foundation.status import ReadStatus, read_status, write_status
 from operators.sidecarset.facts import PodFacts, RolloutFacts, pod_active, pod_facts
 from operators.sidecarset.fleet import (
     SidecarSetObject,
@@ -35,7 +37,6 @@ from operators.sidecarset.inplace import image_patch
 from operators.sidecarset.selection import managed_by_sluice, matches, namespace_matches, selector_query
 from operators.sidecarset.status import Observation, sidecarset_status
 from operators.sidecarset.upgrade import plan_pods, plan_rollouts
-from operators.traffic.base import ObjectKey
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +66,14 @@ class SidecarSetReconciler:
         body = self.cluster.get(sidecarset_key(name))
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             return Pass(None)
-        previous = SidecarSetStatus.model_validate(body.get("status") or {})
+        read = read_status(SidecarSetStatus, body)
+        if read.repaired:
+            self._event(body, "StatusRepaired", read.repair_message(KIND), self.clock())
+        previous = read.status
         try:
             sidecarset = parse_sidecarset(body)
         except ValidationError as error:
-            self._report_invalid(body, previous, f"invalid SidecarSet: {describe_validation_error(error)}")
+            self._report_invalid(body, read, f"invalid SidecarSet: {describe_validation_error(error)}")
             return Pass(RESYNC_SECONDS)
         spec = sidecarset.spec
         sidecar = sidecar_from_spec(name, spec)
@@ -95,7 +99,7 @@ class SidecarSetReconciler:
         now = self.clock()
         status = sidecarset_status(observation, previous.conditions, now)
         self._announce(body, previous, status, now)
-        self._write_status(body, previous, status)
+        write_status(self.cluster, sidecarset_key(name), read, status)
         busy = patched or pod_plan.unavailable or any(p.restarting for p in facts)
         waiting = sorted(rollout_plan.chosen)
         return Pass(
@@ -143,16 +147,6 @@ class SidecarSetReconciler:
                 logger.info("in-place update of pod %s skipped: %s", facts.key, error)
         return patched
 
-    def _write_status(
-        self, body: Mapping[str, Any], before: SidecarSetStatus, after: SidecarSetStatus
-    ) -> None:
-        new = after.model_dump(by_alias=True, mode="json")
-        if new == before.model_dump(by_alias=True, mode="json"):
-            return
-        self.cluster.merge_patch(
-            sidecarset_key(body["metadata"]["name"]), {"status": new}, subresource="status"
-        )
-
     def _announce(
         self, body: Mapping[str, Any], before: SidecarSetStatus, after: SidecarSetStatus, now: datetime
     ) -> None:
@@ -172,8 +166,11 @@ class SidecarSetReconciler:
             if (conflict.target, conflict.message) not in known:
                 self._event(body, "InjectionConflict", f"{conflict.target}: {conflict.message}", now)
 
-    def _report_invalid(self, body: Mapping[str, Any], before: SidecarSetStatus, message: str) -> None:
+    def _report_invalid(
+        self, body: Mapping[str, Any], read: ReadStatus[SidecarSetStatus], message: str
+    ) -> None:
         now = self.clock()
+        before = read.status
         generation = int(body["metadata"].get("generation") or 0)
         after = before.model_copy(deep=True)
         after.observed_generation = generation
@@ -184,15 +181,10 @@ class SidecarSetReconciler:
         )
         if before.message != message:
             self._event(body, "InvalidSpec", message, now)
-        self._write_status(body, before, after)
+        write_status(self.cluster, sidecarset_key(body["metadata"]["name"]), read, after)
 
     def _event(self, body: Mapping[str, Any], reason: str, message: str, now: datetime) -> None:
-        try:
-            post_event(self.cluster, body, "Warning", reason, message, now)
-        except KubeError as error:  # an event is a courtesy
-            logger.warning(
-                "could not post event %s on SidecarSet %s: %s", reason, body["metadata"]["name"], error
-            )
+        post_event_or_log(self.cluster, body, "Warning", reason, message, now)
 
 
 def rollout_conflicts(

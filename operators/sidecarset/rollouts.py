@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from operators.api.refs import RolloutRef
 from operators.api.rollout import RolloutSpec
-from operators.kube.client import Cluster
+from operators.foundation.cluster import Cluster
+from operators.foundation.keys import ObjectKey
 from operators.rollout.inventory import deployment_key
+from operators.rollout.templates import Effective
 from operators.rollout.workload import revision_of, template_of
 from operators.sidecarset.effective import compose
 from operators.sidecarset.facts import rollout_facts
@@ -24,19 +25,13 @@ from operators.sidecarset.fleet import list_sidecarsets, namespace_labels, read_
 from operators.sidecarset.inject import records_of, sidecar_from_spec
 from operators.sidecarset.selection import matches
 from operators.sidecarset.upgrade import RolloutPlan, needs_plan, plan_rollouts
-from operators.traffic.base import ObjectKey
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Effective:
-    template: Mapping[str, Any]
-    # None: the engine hashes the template itself (no sidecars involved).
-    revision: str | None = None
-
-
 class RolloutSidecars:
+    """The Rollout shell's `EffectiveTemplates`: spec.template plus matching SidecarSets' sidecars."""
+
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
 

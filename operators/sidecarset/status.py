@@ -16,7 +16,7 @@ from datetime import datetime
 from operators.api.base import Condition
 from operators.api.rollout import Phase
 from operators.api.sidecarset import Conflict, RolledBack, SidecarSetStatus
-from operators.rollout.conditions import merge_conditions
+from operators.foundation.conditions import merge_conditions
 from operators.sidecarset.facts import PodFacts
 from operators.sidecarset.upgrade import PodPlan, RolloutPlan
 

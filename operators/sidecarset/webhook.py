@@ -14,11 +14,11 @@ import logging
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
-from operators.kube.client import Cluster
+from operators.foundation.cluster import Cluster
+from operators.foundation.keys import ObjectKey
 from operators.sidecarset.fleet import SidecarSetObject, list_sidecarsets
 from operators.sidecarset.inject import Injection, inject, sidecar_from_spec
 from operators.sidecarset.selection import EXCLUDED_BY_DEFAULT, managed_by_sluice, matches
-from operators.traffic.base import ObjectKey
 
 logger = logging.getLogger(__name__)
 

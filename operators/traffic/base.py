@@ -1,20 +1,21 @@
-"""The traffic-provider interface, and the registry that picks a provider for a Rollout.
+"""The traffic-provider interface: what a provider is given, and what it promises.
 
 A provider turns "send N% to the canary" into the objects of one traffic
 system (Gateway API today; Istio, SMI, NGINX later), and reads back what the
-live objects route now. One module per provider, one line in `_registry`.
+live objects route now. It is one module (its configuration model and its
+behaviour) plus one entry in `registry.py`; it knows nothing of Rollouts: the
+Rollout shell hands it a `TrafficTarget` (the Services to split between, the
+metadata every managed object carries) and its own configuration block.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import cache
-from types import MappingProxyType
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from operators.api.refs import RolloutRef
-from operators.api.rollout import RolloutSpec
+from operators.foundation.keys import ObjectKey
+from operators.foundation.model import ApiModel
 
 
 @dataclass(frozen=True)
@@ -39,72 +40,65 @@ class Weights:
 
 
 @dataclass(frozen=True)
-class ObjectKey:
-    """Identity of a Kubernetes object a provider manages."""
+class TrafficTarget:
+    """What a provider routes: two Services of one release, and how to label what it creates.
 
-    api_version: str
-    kind: str
+    `name` is the release's name (the default name of the traffic object);
+    `labels` and `owner_references` go on every object the provider returns, so
+    the operator finds its objects and Kubernetes garbage-collects them.
+    """
+
     namespace: str
     name: str
+    stable_service: str
+    canary_service: str
+    port: int
+    labels: Mapping[str, str] = field(default_factory=dict)
+    owner_references: Sequence[Mapping[str, Any]] = ()
+
+    def metadata(self, name: str) -> dict[str, Any]:
+        """The metadata of an object this target's provider manages."""
+        return {
+            "name": name,
+            "namespace": self.namespace,
+            "labels": dict(self.labels),
+            "ownerReferences": [dict(reference) for reference in self.owner_references],
+        }
 
 
 class TrafficProvider(Protocol):
     """What every traffic provider guarantees.
 
-    - `name` is the provider's field under `spec.traffic` (e.g. `gatewayAPI`).
-    - Pure and idempotent: the same (ref, spec, weights) always gives the same
-      objects, so applying them twice changes nothing.
+    - `field` is the provider's key under `spec.traffic` (e.g. `gatewayAPI`),
+      `config_model` the model of that block (it becomes part of the CRD).
+    - Pure and idempotent: the same (target, config, weights) always gives the
+      same objects, so applying them twice changes nothing.
     - Only its own objects: `desired_objects` returns exactly the objects
-      `object_keys` names, each carrying the managed metadata and an owner
-      reference to the Rollout. The operator reads those keys first and refuses
-      to touch any object it does not own, so a provider never names an object
-      it merely wants to patch (e.g. a shared Gateway).
+      `object_keys` names, each with `target.metadata(name)`. The operator
+      reads those keys first and refuses to touch any object it does not own,
+      so a provider never names an object it merely wants to patch.
     - Weight 0 to the canary routes nothing there (not "a little"), and weight
-      100 to stable is the state a healthy, finished Rollout is left in.
+      100 to stable is the state a healthy, finished release is left in.
     - `observed_weights` never guesses: None when the live objects are missing
       or do not express a stable/canary split this provider understands.
     """
 
-    name: str
+    @property
+    def field(self) -> str: ...
 
-    def object_keys(self, ref: RolloutRef, spec: RolloutSpec) -> list[ObjectKey]:
-        """The objects this provider manages for the Rollout."""
+    @property
+    def config_model(self) -> type[ApiModel]: ...
+
+    def object_keys(self, target: TrafficTarget, config: Any) -> list[ObjectKey]:
+        """The objects this provider manages for the target."""
         ...
 
-    def desired_objects(self, ref: RolloutRef, spec: RolloutSpec, weights: Weights) -> list[dict[str, Any]]:
+    def desired_objects(self, target: TrafficTarget, config: Any, weights: Weights) -> list[dict[str, Any]]:
         """The full desired objects routing `weights`."""
         ...
 
     def observed_weights(
-        self, ref: RolloutRef, spec: RolloutSpec, observed: Mapping[ObjectKey, dict[str, Any]]
+        self, target: TrafficTarget, config: Any, observed: Mapping[ObjectKey, Mapping[str, Any]]
     ) -> Weights | None:
         """What the live objects (by key, as read from the cluster) route now; None if unknown."""
         ...
-
-
-@cache
-def _registry() -> Mapping[str, TrafficProvider]:
-    # Imported here, not at module level: provider modules import this one for Weights and ObjectKey.
-    from operators.traffic.gateway_api import GatewayAPIProvider
-
-    providers: list[TrafficProvider] = [GatewayAPIProvider()]
-    return MappingProxyType({provider.name: provider for provider in providers})
-
-
-def providers() -> Mapping[str, TrafficProvider]:
-    """Every registered provider, keyed by its field name under `spec.traffic`."""
-    return _registry()
-
-
-def provider_for(spec: RolloutSpec) -> TrafficProvider | None:
-    """The provider named in `spec.traffic`, or None without `traffic` (weights follow replica counts)."""
-    if spec.traffic is None:
-        return None
-    configured = list(spec.traffic.to_api())
-    if len(configured) != 1:  # the model already refuses this; keep the registry honest anyway
-        raise ValueError(f"traffic needs exactly one provider, got {configured or 'none'}")
-    (field,) = configured
-    try:
-        return _registry()[field]
-    except KeyError:
-        raise LookupError(f"no traffic provider registered for traffic.{field}") from None

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from operators.api.refs import RolloutRef
-from operators.api.rollout import GatewayAPITraffic, RolloutSpec, ServiceSpec
-from operators.rollout.ownership import CANARY, STABLE, managed_metadata
-from operators.rollout.render import object_name
-from operators.traffic.base import ObjectKey, Weights
+from pydantic import Field
+
+from operators.foundation.keys import ObjectKey
+from operators.foundation.model import ApiModel
+from operators.traffic.base import TrafficTarget, Weights
 
 API_VERSION = "gateway.networking.k8s.io/v1"
 KIND = "HTTPRoute"
@@ -24,28 +24,45 @@ DEFAULT_BACKEND_KIND = "Service"
 DEFAULT_BACKEND_WEIGHT = 1
 
 
-def _config(spec: RolloutSpec) -> GatewayAPITraffic:
-    if spec.traffic is None or spec.traffic.gateway_api is None:
-        raise ValueError("the Gateway API provider needs spec.traffic.gatewayAPI")
-    return spec.traffic.gateway_api
+class ParentReference(ApiModel):
+    """A Gateway API parentRef: the Gateway (or listener) the route attaches to."""
+
+    name: str
+    namespace: str | None = None
+    section_name: str | None = None
+    port: int | None = None
+    group: str | None = None
+    kind: str | None = None
+
+
+class GatewayAPITraffic(ApiModel):
+    """Traffic shifting with a Gateway API HTTPRoute holding two weighted backendRefs."""
+
+    http_route: str | None = Field(
+        default=None,
+        alias="httpRoute",
+        description="Name of the HTTPRoute to manage (created if absent). Defaults to the Rollout's name.",
+    )
+    parent_refs: list[ParentReference] = Field(default_factory=list)
+    hostnames: list[str] = Field(default_factory=list)
 
 
 class GatewayAPIProvider:
     """Traffic shifting with a Gateway API (v1) HTTPRoute."""
 
-    name: str = "gatewayAPI"
+    field = "gatewayAPI"
+    config_model = GatewayAPITraffic
 
-    def route_name(self, ref: RolloutRef, spec: RolloutSpec) -> str:
-        """`traffic.gatewayAPI.httpRoute`, defaulting to the Rollout's name."""
-        return _config(spec).http_route or ref.name
+    def route_name(self, target: TrafficTarget, config: GatewayAPITraffic) -> str:
+        """`traffic.gatewayAPI.httpRoute`, defaulting to the release's name."""
+        return config.http_route or target.name
 
-    def object_keys(self, ref: RolloutRef, spec: RolloutSpec) -> list[ObjectKey]:
-        return [ObjectKey(API_VERSION, KIND, ref.namespace, self.route_name(ref, spec))]
+    def object_keys(self, target: TrafficTarget, config: GatewayAPITraffic) -> list[ObjectKey]:
+        return [ObjectKey(API_VERSION, KIND, target.namespace, self.route_name(target, config))]
 
-    def desired_objects(self, ref: RolloutRef, spec: RolloutSpec, weights: Weights) -> list[dict[str, Any]]:
-        config = _config(spec)
-        # The spec model refuses traffic without a service; this guards a bypassed model.
-        port = spec.service.port if spec.service is not None else ServiceSpec().port
+    def desired_objects(
+        self, target: TrafficTarget, config: GatewayAPITraffic, weights: Weights
+    ) -> list[dict[str, Any]]:
         route_spec: dict[str, Any] = {}
         # Empty lists are left out: the API server drops them anyway, and a diff against it stays quiet.
         if config.parent_refs:
@@ -55,8 +72,8 @@ class GatewayAPIProvider:
         route_spec["rules"] = [
             {
                 "backendRefs": [
-                    {"name": object_name(ref, STABLE), "port": port, "weight": weights.stable},
-                    {"name": object_name(ref, CANARY), "port": port, "weight": weights.canary},
+                    {"name": target.stable_service, "port": target.port, "weight": weights.stable},
+                    {"name": target.canary_service, "port": target.port, "weight": weights.canary},
                 ]
             }
         ]
@@ -64,30 +81,37 @@ class GatewayAPIProvider:
             {
                 "apiVersion": API_VERSION,
                 "kind": KIND,
-                "metadata": managed_metadata(ref, self.route_name(ref, spec)),
+                "metadata": target.metadata(self.route_name(target, config)),
                 "spec": route_spec,
             }
         ]
 
     def observed_weights(
-        self, ref: RolloutRef, spec: RolloutSpec, observed: Mapping[ObjectKey, dict[str, Any]]
+        self,
+        target: TrafficTarget,
+        config: GatewayAPITraffic,
+        observed: Mapping[ObjectKey, Mapping[str, Any]],
     ) -> Weights | None:
-        (key,) = self.object_keys(ref, spec)
+        (key,) = self.object_keys(target, config)
         route = observed.get(key)
         if route is None:
             return None
         rules = (route.get("spec") or {}).get("rules") or []
-        ours = {object_name(ref, STABLE): STABLE, object_name(ref, CANARY): CANARY}
-        splits = [split for rule in rules if (split := _rule_split(rule, ref.namespace, ours))[0]]
+        ours = {target.stable_service: _STABLE, target.canary_service: _CANARY}
+        splits = [split for rule in rules if (split := _rule_split(rule, target.namespace, ours))[0]]
         # One rule routing to our Services and nothing else is what we write; anything else
         # (several such rules, a third backend) is no stable/canary split we can state.
         if len(splits) != 1:
             return None
         weights, routes_elsewhere = splits[0]
-        stable, canary = weights.get(STABLE, 0), weights.get(CANARY, 0)
+        stable, canary = weights.get(_STABLE, 0), weights.get(_CANARY, 0)
         if routes_elsewhere or stable + canary == 0:
             return None
         return Weights.to_canary(round(100 * canary / (stable + canary)))
+
+
+_STABLE = "stable"
+_CANARY = "canary"
 
 
 def _rule_split(

@@ -19,7 +19,7 @@ from typing import Any
 
 import kopf
 
-from operators.kube.client import Cluster, KubeError
+from operators.foundation.cluster import Cluster, KubeError
 from operators.webhook.certs import CertificateFiles, from_directory, self_signed
 
 logger = logging.getLogger(__name__)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from operators.sandbox.apiserver import SandboxThread, with_controllers
-from operators.sandbox.exporter import MetricsExporter
-from operators.sandbox.prometheus import PrometheusServer
-from operators.sandbox.workloads import WorkloadSimulator
+from sluice_sandbox.apiserver import SandboxThread, with_controllers
+from sluice_sandbox.exporter import MetricsExporter
+from sluice_sandbox.prometheus import PrometheusServer
+from sluice_sandbox.workloads import WorkloadSimulator
 from tests import scenarios
 
 # ----- The sandbox API server (keep these self-contained and first) -----

@@ -17,16 +17,16 @@ from typing import Any
 import pytest
 
 from operators.application.reconciler import application_key
-from operators.rollout.reconciler import rollout_key
+from operators.rollout.inventory import rollout_key
 from tests import scenarios
 from tests.harness import (
-    REPO,
     deployment,
     httproute,
     route_weights,
     service,
     status_of,
 )
+from tests.reference import REPO
 from tests.scenarios import RELEASE_TIMEOUT, Scene, error_rate_analysis
 
 COMPONENT_TYPES = REPO / "examples" / "application" / "component-types"

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from operators.rollout.reconciler import rollout_key
-from operators.sandbox.apiserver import SandboxThread
+from operators.rollout.inventory import rollout_key
+from sluice_sandbox.apiserver import SandboxThread
 from tests.cli import run_cli
 from tests.harness import Harness, sluice_crds
 from tests.scenarios import web_rollout

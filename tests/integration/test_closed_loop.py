@@ -1,6 +1,6 @@
 """Closed-loop releases: traffic -> metrics -> analysis -> decision -> traffic again.
 
-Everything runs in the sandbox (operators/sandbox/environment.py): the API server with simulated
+Everything runs in the sandbox (sandbox/sluice_sandbox/environment.py): the API server with simulated
 pods, the traffic simulator sending requests by the HTTPRoute's weights, a real Prometheus
 scraping them, and the real operator. No test sets a metric: a version behaves as its pod
 template says (the ``sandbox.sluice.dev/error-rate`` annotation, the ``SANDBOX_LATENCY_MS``
@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from operators.sandbox.behaviour import ERROR_RATE_ANNOTATION, LATENCY_ENV
-from operators.sandbox.environment import Sandbox
-from operators.sandbox.prometheus import PrometheusServer
-from operators.sandbox.workloads import READY_ANNOTATION
+from sluice_sandbox.behaviour import ERROR_RATE_ANNOTATION, LATENCY_ENV
+from sluice_sandbox.environment import Sandbox
+from sluice_sandbox.prometheus import PrometheusServer
+from sluice_sandbox.workloads import READY_ANNOTATION
 from tests.closed_loop import (
     CANARY,
     INTERVAL_SECONDS,

@@ -10,8 +10,8 @@ import urllib.request
 import pytest
 
 from operators.operator import OperatorOptions
-from operators.sandbox.apiserver import SandboxThread
-from operators.sandbox.prometheus import free_port
+from sluice_sandbox.apiserver import SandboxThread
+from sluice_sandbox.prometheus import free_port
 from tests.harness import POLL_SECONDS, running_operator, sluice_crds
 
 TIMEOUT = 30.0

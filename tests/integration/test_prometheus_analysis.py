@@ -15,18 +15,20 @@ from datetime import UTC, datetime
 
 import pytest
 
-from operators.analysis.check import format_value, run_check
-from operators.analysis.provider import MetricsProvider, PrometheusProvider, ProviderError
+from operators.analysis.check import MetricSources, format_value, run_check
 from operators.analysis.templates import QueryContext, render_query
 from operators.api.rollout import Check, Metric, Outcome
-from operators.sandbox.exporter import MetricsExporter
-from operators.sandbox.prometheus import PrometheusServer, free_port
+from operators.metrics.base import ProviderError
+from operators.metrics.hosts import AllowedHosts
+from operators.metrics.prometheus import PrometheusProvider
+from sluice_sandbox.exporter import MetricsExporter
+from sluice_sandbox.prometheus import PrometheusServer, free_port
 
 WINDOW = "5s"
 CANARY = "web-canary"
 
 
-def context(namespace: str, **args: str) -> QueryContext:
+def context(namespace: str) -> QueryContext:
     return QueryContext(
         namespace=namespace,
         rollout_name="web",
@@ -34,7 +36,6 @@ def context(namespace: str, **args: str) -> QueryContext:
         stable_service="web",
         canary_revision="abc123",
         interval=WINDOW,
-        args=args,
     )
 
 
@@ -54,8 +55,16 @@ def provider() -> Iterator[PrometheusProvider]:
     provider.close()
 
 
-def check(metrics: list[Metric], ctx: QueryContext, provider: MetricsProvider, address: str | None) -> Check:
-    return run_check(metrics, ctx, provider, address, datetime.now(UTC))
+def check(
+    metrics: list[Metric], ctx: QueryContext, provider: PrometheusProvider, address: str | None
+) -> Check:
+    """A check as the operator runs it with `--prometheus-url address`."""
+    sources = MetricSources(
+        allowed=AllowedHosts.of([address], []),
+        default_addresses={"prometheus": address} if address else {},
+        providers={"prometheus": provider},
+    )
+    return run_check(metrics, ctx, sources, datetime.now(UTC))
 
 
 def wait_for_value(
@@ -161,10 +170,11 @@ def test_gauge_and_args_end_to_end(
     provider: PrometheusProvider,
 ) -> None:
     metrics_exporter.set_gauge("sluice_test_saturation", {"namespace": metrics_namespace}, 0.4)
-    ctx = context(metrics_namespace, factor="2")
+    ctx = context(metrics_namespace)
     metric = query_metric(
         "saturation",
         'sluice_test_saturation{namespace="{{ namespace }}"} * {{ args.factor }}',
+        args={"factor": "2"},
         threshold_range={"max": 0.5},
     )
     wait_for_value(prometheus, metric, ctx, lambda v: v == 0.8)

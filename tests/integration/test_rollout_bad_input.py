@@ -17,12 +17,12 @@ import kmock
 import pytest
 
 from operators import cli
-from operators.kube.client import ResourceNotInstalled
-from operators.kube.diff import covers
+from operators.foundation.cluster import ResourceNotInstalled
+from operators.foundation.diff import covers
 from operators.operator import OperatorOptions
-from operators.sandbox.apiserver import SandboxThread
-from operators.sandbox.exporter import MetricsExporter
-from operators.sandbox.prometheus import PrometheusServer
+from sluice_sandbox.apiserver import SandboxThread
+from sluice_sandbox.exporter import MetricsExporter
+from sluice_sandbox.prometheus import PrometheusServer
 from tests import scenarios
 from tests.harness import (
     Harness,
@@ -222,7 +222,7 @@ def test_a_missing_httproute_crd_is_reported_and_nothing_is_created(
         harness.apply_rollout(NS, scenarios.web_rollout())
         blocked = wait_blocked(harness, "ProviderMissing", "the missing Gateway API to be reported")
         message = status_of(blocked)["message"]
-        assert "Gateway API" in message and "HTTPRoute CRD" in message, message
+        assert "is the HTTPRoute CRD (gateway.networking.k8s.io/v1) installed?" in message, message
         assert conditions(blocked)["Ready"][0] == "False"
         assert wait_warning(harness, "ProviderMissing")[0]["message"] == message
         assert_nothing_created(harness, route=False)

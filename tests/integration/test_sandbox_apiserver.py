@@ -21,12 +21,12 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient, ApiException, AppsV1Api, CoreV1Api, CustomObjectsApi
 
-from operators.sandbox.apiserver import SandboxAPIServer, SandboxThread
+from sluice_sandbox.apiserver import SandboxAPIServer, SandboxThread
+from tests.reference import HTTPROUTES, upstream_crd
 
 pytestmark = pytest.mark.integration
 
 GATEWAY = "gateway.networking.k8s.io"
-HTTPROUTE_CRD = pathlib.Path("/work/shared/reference/gateway-api/httproutes.yaml")
 NS = "default"
 WIDGETS = ("sandbox.sluice.dev", "v1", "widgets")
 WIDGET_CRD: dict[str, Any] = {
@@ -270,9 +270,7 @@ def test_status_subresource_of_a_crd(widgets_crd: dict[str, Any], custom: Custom
 def test_httproute_crd_from_upstream(
     sandbox_api: SandboxThread, api_client: ApiClient, custom: CustomObjectsApi
 ) -> None:
-    if not HTTPROUTE_CRD.exists():
-        pytest.skip(f"The upstream Gateway API CRD is not available at {HTTPROUTE_CRD}")
-    crd = yaml.safe_load(HTTPROUTE_CRD.read_text())
+    crd = upstream_crd(HTTPROUTES)
     sandbox_api.run(sandbox_api.server.install_crd(crd))
 
     discovery = kubernetes.client.ApisApi(api_client).get_api_versions()

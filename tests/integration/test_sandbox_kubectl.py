@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from operators.sandbox.apiserver import SandboxThread
+from sluice_sandbox.apiserver import SandboxThread
 
 pytestmark = [
     pytest.mark.integration,
@@ -479,7 +479,7 @@ def test_wait_for_deletion(sandbox_api: SandboxThread, kubectl: Kubectl, web: di
 
 
 def test_served_openapi_v2_is_json_only(sandbox_api: SandboxThread) -> None:
-    # kubectl asks for v2 in protobuf only, and copes with a 406 (see operators/sandbox/openapi.py).
+    # kubectl asks for v2 in protobuf only, and copes with a 406 (see sandbox/sluice_sandbox/openapi.py).
     with urllib.request.urlopen(f"{sandbox_api.url}/openapi/v2", timeout=TIMEOUT) as response:
         assert json.loads(response.read())["swagger"] == "2.0"
     protobuf = urllib.request.Request(

@@ -15,10 +15,10 @@ import pytest
 
 from operators.analysis.templates import QueryContext, render_query
 from operators.api.rollout import Metric
-from operators.sandbox.apiserver import SandboxThread
-from operators.sandbox.exporter import MetricsExporter
-from operators.sandbox.prometheus import PrometheusServer
-from operators.sandbox.traffic import TrafficSimulator, outages
+from sluice_sandbox.apiserver import SandboxThread
+from sluice_sandbox.exporter import MetricsExporter
+from sluice_sandbox.prometheus import PrometheusServer
+from sluice_sandbox.traffic import TrafficSimulator, outages
 from tests.harness import httproute_crd
 
 pytestmark = pytest.mark.integration

@@ -31,16 +31,16 @@ import jsonpatch
 import pytest
 import yaml
 
+from operators.foundation.keys import ObjectKey
 from operators.operator import OperatorOptions
-from operators.sandbox.apiserver import SandboxThread, with_controllers
-from operators.sandbox.exporter import MetricsExporter
-from operators.sandbox.prometheus import PrometheusServer
-from operators.sandbox.traffic import TrafficSimulator
-from operators.sandbox.workloads import WorkloadSimulator
 from operators.sidecarset.inject import records_of
 from operators.sidecarset.webhook import WEBHOOK_ID
-from operators.traffic.base import ObjectKey
 from operators.webhook.server import CONFIGURATIONS_PATH, DEFAULT_CONFIGURATION, WebhookOptions
+from sluice_sandbox.apiserver import SandboxThread, with_controllers
+from sluice_sandbox.exporter import MetricsExporter
+from sluice_sandbox.prometheus import PrometheusServer
+from sluice_sandbox.traffic import TrafficSimulator
+from sluice_sandbox.workloads import WorkloadSimulator
 from tests.harness import Harness, OperatorThread, deployment, httproute_crd, sluice_crds, status_of
 from tests.scenarios import RELEASE_TIMEOUT, error_rate_analysis, history_messages, web_rollout
 

@@ -33,13 +33,13 @@ from typing import Any
 
 from operators.api.refs import RolloutRef
 from operators.api.rollout import Check, MetricResult, Outcome, RolloutSpec, RolloutStatus
-from operators.kube.diff import covers
+from operators.foundation.clock import format_time
+from operators.foundation.diff import covers
+from operators.foundation.keys import ObjectKey, key_of
 from operators.rollout import engine
 from operators.rollout.commands import Command
-from operators.rollout.inventory import deployment_key, key_of, managed_keys, service_key
+from operators.rollout.inventory import deployment_key, managed_keys, service_key
 from operators.rollout.workload import revision_of
-from operators.timeutil import format_time
-from operators.traffic.base import ObjectKey
 
 REF = RolloutRef(name="web", namespace="shop", uid="uid-web-1")
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
-from operators.analysis.check import NO_ADDRESS, run_check, validate_queries
-from operators.analysis.provider import MetricsProvider, ProviderError
+from operators.analysis.check import NO_ADDRESS, MetricSources, run_check, validate_metrics
 from operators.analysis.templates import QueryContext
 from operators.api.rollout import Metric, Outcome
+from operators.metrics.base import MetricProvider, ProviderError
+from operators.metrics.hosts import AllowedHosts
+from operators.metrics.prometheus import PrometheusProvider, PrometheusSource
 
 CONTEXT = QueryContext(
     namespace="shop",
@@ -29,13 +31,24 @@ DEFAULT = "http://prometheus.monitoring:9090"
 
 @dataclass
 class FakeProvider:
-    """Answers each query (the rendered PromQL) from a table: a value, None, or an exception to raise."""
+    """A Prometheus that answers each query (the rendered PromQL) from a table: a value, None, or an
+    exception to raise. It reads its block as the real provider does (address, timeout)."""
 
     answers: dict[str, float | Exception | None]
     calls: list[tuple[str, str, float]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    field: str = "prometheus"
+    config_model: type[PrometheusSource] = PrometheusSource
 
-    def query(self, address: str, promql: str, timeout_seconds: float) -> float | None:
+    def address(self, config: PrometheusSource) -> str | None:
+        return PrometheusProvider().address(config)
+
+    def timeout_seconds(self, config: PrometheusSource) -> float:
+        return PrometheusProvider().timeout_seconds(config)
+
+    def query(
+        self, config: PrometheusSource, address: str, promql: str, timeout_seconds: float
+    ) -> float | None:
         with self.lock:
             self.calls.append((address, promql, timeout_seconds))
         answer = self.answers[promql]
@@ -49,9 +62,20 @@ def metric(name: str, query: str, **extra: Any) -> Metric:
     return Metric(name=name, query=query, **extra)
 
 
+def sources(
+    provider: FakeProvider, default: str | None = DEFAULT, hosts: tuple[str, ...] = ("p",)
+) -> MetricSources:
+    """The operator's sources with `provider` standing in for Prometheus; `hosts` as --metric-hosts."""
+    return MetricSources(
+        allowed=AllowedHosts.of([default], hosts),
+        default_addresses={"prometheus": default} if default else {},
+        providers={"prometheus": provider},
+    )
+
+
 def test_fake_provider_implements_the_protocol() -> None:
-    provider: MetricsProvider = FakeProvider({})
-    assert provider is not None
+    provider: MetricProvider = FakeProvider({})
+    assert provider.field == "prometheus"
 
 
 @pytest.mark.parametrize(
@@ -73,7 +97,7 @@ def test_fake_provider_implements_the_protocol() -> None:
             None,
             "Prometheus at x is unreachable",
         ),
-        (RuntimeError("bug"), {}, Outcome.ERROR, None, "metrics provider failed: RuntimeError: bug"),
+        (RuntimeError("bug"), {}, Outcome.ERROR, None, "metrics provider failed: RuntimeError"),
     ],
 )
 def test_one_metric(
@@ -83,7 +107,7 @@ def test_one_metric(
     value: float | None,
     message: str,
 ) -> None:
-    check = run_check([metric("m", "q", **extra)], CONTEXT, FakeProvider({"q": answer}), DEFAULT, NOW)
+    check = run_check([metric("m", "q", **extra)], CONTEXT, sources(FakeProvider({"q": answer})), NOW)
     assert check.outcome is outcome
     [result] = check.metrics
     assert (result.name, result.outcome, result.value, result.message) == ("m", outcome, value, message)
@@ -94,28 +118,28 @@ def test_query_is_rendered_and_sent_with_address_and_timeout() -> None:
     m = metric(
         "m", 'up{namespace="{{ namespace }}"}', prometheus={"address": "http://p:9090", "timeout": "1m30s"}
     )
-    run_check([m], CONTEXT, provider, DEFAULT, NOW)
+    run_check([m], CONTEXT, sources(provider), NOW)
     assert provider.calls == [("http://p:9090", 'up{namespace="shop"}', 90.0)]
 
 
 def test_default_address_is_used_when_the_metric_has_none() -> None:
     provider = FakeProvider({"q": 0.0})
-    run_check([metric("m", "q")], CONTEXT, provider, DEFAULT, NOW)
+    run_check([metric("m", "q")], CONTEXT, sources(provider), NOW)
     assert provider.calls == [(DEFAULT, "q", 10.0)]
 
 
 def test_no_address_at_all_is_an_error() -> None:
     provider = FakeProvider({"q": 0.0})
-    check = run_check([metric("m", "q")], CONTEXT, provider, None, NOW)
+    check = run_check([metric("m", "q")], CONTEXT, sources(provider, default=None), NOW)
     assert check.outcome is Outcome.ERROR
-    assert check.metrics[0].message == NO_ADDRESS
+    assert check.metrics[0].message == NO_ADDRESS.format(field="prometheus")
     assert "--prometheus-url" in NO_ADDRESS
     assert provider.calls == []
 
 
 def test_template_error_is_an_error_and_queries_nothing_for_that_metric() -> None:
     provider = FakeProvider({"ok": 0.0})
-    check = run_check([metric("bad", "{{ canry }}"), metric("good", "ok")], CONTEXT, provider, DEFAULT, NOW)
+    check = run_check([metric("bad", "{{ canry }}"), metric("good", "ok")], CONTEXT, sources(provider), NOW)
     assert check.outcome is Outcome.ERROR
     assert check.metrics[0].message == (
         "metric \"bad\": query uses undefined variable 'canry' (variables: namespace, rollout.name, "
@@ -136,13 +160,13 @@ def test_template_error_is_an_error_and_queries_nothing_for_that_metric() -> Non
 )
 def test_outcomes_combine(answers: dict[str, float | Exception | None], outcome: Outcome) -> None:
     metrics = [metric(name, name) for name in answers]
-    check = run_check(metrics, CONTEXT, FakeProvider(answers), DEFAULT, NOW)
+    check = run_check(metrics, CONTEXT, sources(FakeProvider(answers)), NOW)
     assert check.outcome is outcome
     assert [r.name for r in check.metrics] == ["a", "b", "c"]  # in spec order, though queried in parallel
 
 
 def test_no_metrics_pass() -> None:
-    assert run_check([], CONTEXT, FakeProvider({}), DEFAULT, NOW).outcome is Outcome.PASSED
+    assert run_check([], CONTEXT, sources(FakeProvider({})), NOW).outcome is Outcome.PASSED
 
 
 @pytest.mark.parametrize(
@@ -154,12 +178,12 @@ def test_no_metrics_pass() -> None:
     ],
 )
 def test_time_is_rfc3339_utc(now: datetime, expected: str) -> None:
-    assert run_check([], CONTEXT, FakeProvider({}), DEFAULT, now).time == expected
+    assert run_check([], CONTEXT, sources(FakeProvider({})), now).time == expected
 
 
 def test_check_serializes_for_the_status() -> None:
     provider = FakeProvider({"a": 0.31, "b": math.nan})
-    check = run_check([metric("a", "a"), metric("b", "b")], CONTEXT, provider, DEFAULT, NOW)
+    check = run_check([metric("a", "a"), metric("b", "b")], CONTEXT, sources(provider), NOW)
     assert check.to_api() == {
         "time": "2026-01-01T00:00:00Z",
         "outcome": "Failed",
@@ -177,8 +201,52 @@ def test_validate_queries_lists_template_problems_without_querying() -> None:
         Metric(name="tpl", template="nope", threshold_range={"max": 1}),
         Metric(name="builtin", template="request-error-rate", threshold_range={"max": 1}),
     ]
-    problems = validate_queries(metrics, CONTEXT)
+    problems = validate_metrics(metrics, CONTEXT, sources(FakeProvider({})))
     assert len(problems) == 2
     assert problems[0].startswith("metric \"typo\": query uses undefined variable 'canary.servce'")
     assert problems[1].startswith('metric "tpl": unknown template "nope"')
-    assert validate_queries(metrics[:1], CONTEXT) == []
+    assert validate_metrics(metrics[:1], CONTEXT, sources(FakeProvider({}))) == []
+
+
+# --- allowed metric hosts -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "hosts", "allowed"),
+    [
+        (DEFAULT, (), True),  # the host of --prometheus-url, on its port
+        ("http://prometheus.monitoring:9091", (), False),  # same host, another port
+        ("http://evil.example:9090", (), False),
+        ("http://thanos.monitoring:10902", ("thanos.monitoring",), True),  # a host alone: any port
+        ("https://thanos.monitoring", ("thanos.monitoring:443",), True),  # the scheme's port
+        ("http://thanos.monitoring:8080", ("thanos.monitoring:443",), False),
+        ("http://THANOS.monitoring:10902/prefix", ("thanos.Monitoring",), True),  # hosts ignore case
+        ("http://[::1]:9090", ("[::1]:9090",), True),
+        ("http://169.254.169.254/latest/meta-data", (), False),
+        ("file:///etc/passwd", ("",) * 0, False),
+    ],
+)
+def test_only_allowed_hosts_are_queried(address: str, hosts: tuple[str, ...], allowed: bool) -> None:
+    provider = FakeProvider({"q": 0.0})
+    m = metric("m", "q", prometheus={"address": address})
+    check = run_check([m], CONTEXT, sources(provider, hosts=hosts), NOW)
+    assert bool(provider.calls) is allowed
+    assert (check.outcome is Outcome.PASSED) is allowed
+
+
+def test_a_refused_address_is_a_problem_naming_the_flag_and_nothing_is_sent() -> None:
+    provider = FakeProvider({"q": 0.0})
+    m = metric("m", "q", prometheus={"address": "http://evil.example:8080"})
+    [problem] = validate_metrics([m], CONTEXT, sources(provider, hosts=()))
+    assert problem == (
+        'metric "m": address http://evil.example:8080 is not an allowed metric host '
+        "(allowed: prometheus.monitoring:9090); run the operator with --metric-hosts evil.example:8080 "
+        "to allow it"
+    )
+    assert provider.calls == []
+
+
+@pytest.mark.parametrize("text", ["http://host", "host/path", "user@host", "host:99999", ":80", ""])
+def test_malformed_metric_hosts_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="metric host"):
+        AllowedHosts.of([], [text])

@@ -23,11 +23,12 @@ CONTEXT = QueryContext(
     stable_service="web",
     canary_revision="7c4e1a2b3f",
     interval="30s",
-    args={"quantile": "0.95", "items": "x"},
 )
+ARGS = {"quantile": "0.95", "items": "x"}
 
 
 def metric(query: str | None = None, template: str | None = None, **extra: Any) -> Metric:
+    extra.setdefault("args", ARGS)
     return Metric(name="error-rate", query=query, template=template, threshold_range={"max": 1}, **extra)
 
 
@@ -182,4 +183,4 @@ def test_errors(query: str | None, template: str | None, messages: list[str]) ->
 def test_no_args_message() -> None:
     context = QueryContext("ns", "r", "r-canary", "r", "abc", "30s")
     with pytest.raises(QueryTemplateError, match=r"'args\.foo' \(known: no args given\)"):
-        render_query(metric("{{ args.foo }}"), context)
+        render_query(metric("{{ args.foo }}", args={}), context)

@@ -8,9 +8,10 @@ import pytest
 
 from operators.api.base import Condition
 from operators.api.rollout import Phase
+from operators.foundation.clock import format_time
+from operators.foundation.conditions import merge_conditions
 from operators.rollout.commands import Command, PendingCommand, pending_commands
-from operators.rollout.conditions import RELEASING, STUCK, merge_conditions, rollout_conditions
-from operators.timeutil import format_time
+from operators.rollout.conditions import RELEASING, STUCK, rollout_conditions
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 TYPES = ["Ready", "Reconciling", "Stalled", "Progressing", "Degraded"]

@@ -21,13 +21,14 @@ from operators.api.rollout import (
     RolloutSpec,
     RolloutStatus,
 )
-from operators.kube.diff import covers
+from operators.foundation.clock import format_time
+from operators.foundation.diff import covers
+from operators.foundation.keys import key_of
 from operators.rollout import engine
 from operators.rollout.commands import Command
-from operators.rollout.inventory import key_of, managed_keys
+from operators.rollout.inventory import managed_keys
 from operators.rollout.ownership import REVISION_LABEL, TRACK_LABEL
 from operators.rollout.render import pod_template_revision
-from operators.timeutil import format_time
 from tests.unit.engine_world import REF, ROUTE_KEY, T0, World, make_check, make_spec, template
 
 V1 = "ghcr.io/acme/web:1"
@@ -1480,3 +1481,31 @@ def test_a_rollout_without_service_or_traffic_renders_only_deployments() -> None
     plan = world.reconcile()
     assert [obj["kind"] for obj in plan.objects] == ["Deployment", "Deployment"]
     assert managed_keys(REF, world.spec) == [world.key(STABLE), world.key(CANARY)]
+
+
+# --- traffic drift --------------------------------------------------------------------------------
+
+
+def test_a_route_changed_by_someone_else_is_restored_with_a_warning() -> None:
+    world = at_weight(make_spec([{"setWeight": 20}, {"pause": {}}]), 20)
+    route = copy.deepcopy(world.objects[ROUTE_KEY])
+    for backend in route["spec"]["rules"][0]["backendRefs"]:
+        backend["weight"] = 0 if backend["name"] == "web" else 100  # everyone on the canary
+    world.put(route)
+    plan = world.reconcile()
+    drift = [e for e in plan.events if e.reason == "TrafficDrift"]
+    assert [(e.type, e.message) for e in drift] == [
+        ("Warning", "HTTPRoute shop/web was changed to send 100% to the canary (expected 20%): restored")
+    ]
+    assert world.route_weights() == (80, 20)
+    assert not [e for e in world.reconcile().events if e.reason == "TrafficDrift"], (
+        "said once, not every pass"
+    )
+
+
+def test_weights_the_engine_itself_moves_are_no_drift() -> None:
+    world = healthy(make_spec([{"setWeight": 20}, {"setWeight": 60}, {"pause": {}}]))
+    release(world)
+    world.settle()
+    assert world.route_weights() == (40, 60)
+    assert "TrafficDrift" not in world.reasons()

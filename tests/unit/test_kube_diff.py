@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from operators.kube.diff import covers, replacement, same_spec
+from operators.foundation.diff import covers, replacement, same_spec
 
 # ---- covers -------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from operators.sandbox.exporter import (
+from sluice_sandbox.exporter import (
     BUCKETS,
     MetricsExporter,
     TrafficCounters,

@@ -6,9 +6,9 @@ from typing import Any
 
 import yaml
 
-from operators.sandbox.builtin_resources import BUILTIN_RESOURCES
-from operators.sandbox.crds import CUSTOM_RESOURCE_DEFINITIONS, resources_from_crd
-from operators.sandbox.openapi import (
+from sluice_sandbox.builtin_resources import BUILTIN_RESOURCES
+from sluice_sandbox.crds import CUSTOM_RESOURCE_DEFINITIONS, resources_from_crd
+from sluice_sandbox.openapi import (
     OBJECT_META,
     OpenApiDocuments,
     definition_name,
@@ -16,7 +16,7 @@ from operators.sandbox.openapi import (
     v2_document,
     v3_document,
 )
-from operators.sandbox.resources import ResourceSpec
+from sluice_sandbox.resources import ResourceSpec
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 ROLLOUT_CRD = yaml.safe_load((REPO / "crds" / "rollout.yaml").read_text())

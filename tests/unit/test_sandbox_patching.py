@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from operators.sandbox.patching import (
+from sluice_sandbox.patching import (
     PatchError,
     PatchType,
     UnsupportedPatchError,
@@ -18,8 +18,8 @@ from operators.sandbox.patching import (
     parse_patch_type,
     strategic_merge_patch,
 )
-from operators.sandbox.store import bumps_generation, version_priority
-from operators.sandbox.workloads import READY_ANNOTATION, deployment_status, needs_status
+from sluice_sandbox.store import bumps_generation, version_priority
+from sluice_sandbox.workloads import READY_ANNOTATION, deployment_status, needs_status
 
 # ----- RFC 7386 merge patch (the examples from the RFC's appendix A, plus nesting) -----
 

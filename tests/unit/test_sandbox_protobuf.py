@@ -2,7 +2,7 @@
 
 import pytest
 
-from operators.sandbox.protobuf import ProtobufError, decode_object
+from sluice_sandbox.protobuf import ProtobufError, decode_object
 
 # Captured from kubectl 1.32 (`kubectl -v=9 create …` prints the request body).
 CREATE_NAMESPACE = bytes.fromhex(  # kubectl create namespace shop

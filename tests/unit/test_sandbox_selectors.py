@@ -1,6 +1,6 @@
 import pytest
 
-from operators.sandbox.selectors import (
+from sluice_sandbox.selectors import (
     FieldSelector,
     LabelSelector,
     Operator,

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 import yaml
 
-from operators.sandbox.builtin_resources import BUILTIN_RESOURCES
-from operators.sandbox.crds import resources_from_crd
-from operators.sandbox.resources import ResourceSpec
-from operators.sandbox.tables import (
+from sluice_sandbox.builtin_resources import BUILTIN_RESOURCES
+from sluice_sandbox.crds import resources_from_crd
+from sluice_sandbox.resources import ResourceSpec
+from sluice_sandbox.tables import (
     accepted_table_version,
     age,
     evaluate_json_path,

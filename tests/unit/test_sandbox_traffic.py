@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from operators.sandbox.apiserver import SandboxAPIServer
-from operators.sandbox.behaviour import DEFAULT_LATENCY_SECONDS, Behaviour, pod_behaviour
-from operators.sandbox.exporter import MetricsExporter, TrafficSetting
-from operators.sandbox.gateway import HTTPROUTE_CRD
-from operators.sandbox.traffic import (
+from sluice_sandbox.apiserver import SandboxAPIServer
+from sluice_sandbox.behaviour import DEFAULT_LATENCY_SECONDS, Behaviour, pod_behaviour
+from sluice_sandbox.exporter import MetricsExporter, TrafficSetting
+from sluice_sandbox.gateway import HTTPROUTE_CRD
+from sluice_sandbox.traffic import (
     ServingRecord,
     TrafficSimulator,
     never_stopped_serving,
@@ -344,7 +344,7 @@ async def _ticks(caplog: pytest.LogCaptureFixture) -> None:
         for name in ("s1", "c1"):
             await store.patch_status("pods", "ns", name, {"status": serving_pod(name)["status"]})
 
-        with caplog.at_level(logging.WARNING, logger="operators.sandbox.traffic"):
+        with caplog.at_level(logging.WARNING, logger="sluice_sandbox.traffic"):
             await simulator.tick()
             now[0] = 10.0
             await simulator.tick()

@@ -8,10 +8,10 @@ import jsonschema
 import pytest
 import yaml
 
-from operators.sandbox.crds import CUSTOM_RESOURCE_DEFINITIONS, resources_from_crd
-from operators.sandbox.errors import ApiError, FieldError, FieldErrorType
-from operators.sandbox.resources import Admission, FieldValidation, ResourceSpec
-from operators.sandbox.validation import Part, StructuralSchema, render_path
+from sluice_sandbox.crds import CUSTOM_RESOURCE_DEFINITIONS, resources_from_crd
+from sluice_sandbox.errors import ApiError, FieldError, FieldErrorType
+from sluice_sandbox.resources import Admission, FieldValidation, ResourceSpec
+from sluice_sandbox.validation import Part, StructuralSchema, render_path
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 ROLLOUT_CRD = yaml.safe_load((REPO / "crds" / "rollout.yaml").read_text())
@@ -179,7 +179,8 @@ def messages(schema: dict[str, Any], value: Any) -> list[str]:
             ONE_OF,
             {},
             [
-                'x: Invalid value: "object": "x" must validate one and only one schema (oneOf). Found none valid',
+                'x: Invalid value: "object": "x" must validate one and only one schema (oneOf). '
+                "Found none valid",
                 "x.a: Required value",
             ],
         ),

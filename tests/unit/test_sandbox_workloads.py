@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from operators.sandbox.apiserver import SandboxAPIServer
-from operators.sandbox.workloads import (
+from sluice_sandbox.apiserver import SandboxAPIServer
+from sluice_sandbox.workloads import (
     READY_ANNOTATION,
     TEMPLATE_HASH_LABEL,
     PodChanges,

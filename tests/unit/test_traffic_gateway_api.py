@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from jsonschema import Draft7Validator
 
 from operators.api.refs import RolloutRef
 from operators.api.rollout import RolloutSpec, Traffic
+from operators.foundation.keys import ObjectKey
 from operators.rollout.ownership import MANAGED_BY, MANAGED_BY_LABEL, ROLLOUT_LABEL, is_owned_by
-from operators.traffic.base import ObjectKey, Weights, provider_for, providers
+from operators.rollout.routing import Routing, routing_of
+from operators.traffic.base import Weights
 from operators.traffic.gateway_api import API_VERSION, KIND, GatewayAPIProvider
+from operators.traffic.registry import PROVIDERS
+from tests.reference import HTTPROUTES, upstream_crd
 
 REF = RolloutRef(name="web", namespace="shop", uid="0b5a-rollout-uid")
-PROVIDER = GatewayAPIProvider()
 
-# shared/ sits beside the repository checkout, locally and in CI.
-REPO = Path(__file__).resolve().parents[2]
-HTTPROUTE_CRD = REPO.parent / "shared" / "reference" / "gateway-api" / "httproutes.yaml"
+
+def routing(spec: RolloutSpec) -> Routing:
+    """The provider as the Rollout shell binds it: to this Rollout's Services and metadata."""
+    bound = routing_of(REF, spec)
+    assert bound is not None
+    return bound
 
 
 def make_spec(gateway_api: dict[str, Any] | None = None, port: int = 80) -> RolloutSpec:
@@ -56,7 +60,7 @@ WEIGHTS = [Weights(100, 0), Weights(90, 10), Weights(50, 50), Weights(0, 100)]
 
 
 def desired_route(config: dict[str, Any], weights: Weights, port: int = 80) -> dict[str, Any]:
-    (route,) = PROVIDER.desired_objects(REF, make_spec(config, port), weights)
+    (route,) = routing(make_spec(config, port)).desired(weights)
     return route
 
 
@@ -129,25 +133,18 @@ def test_desired_route_passes_parent_refs_and_hostnames_through(
 @pytest.mark.parametrize(("config", "name"), [({}, "web"), ({"httpRoute": "shop-web"}, "shop-web")])
 def test_route_name_and_object_keys(config: dict[str, Any], name: str) -> None:
     spec = make_spec(config)
-    assert PROVIDER.object_keys(REF, spec) == [ObjectKey(API_VERSION, KIND, "shop", name)]
+    assert routing(spec).keys() == [ObjectKey(API_VERSION, KIND, "shop", name)]
     # A provider manages exactly the objects it names, so the operator's ownership check covers them all.
-    keys = [key_of(obj) for obj in PROVIDER.desired_objects(REF, spec, Weights(50, 50))]
-    assert keys == PROVIDER.object_keys(REF, spec)
+    keys = [key_of(obj) for obj in routing(spec).desired(Weights(50, 50))]
+    assert keys == routing(spec).keys()
 
 
 def test_desired_objects_are_idempotent_and_independent() -> None:
     spec = make_spec(SPECS["parent-sections"])
-    first = PROVIDER.desired_objects(REF, spec, Weights(90, 10))
+    first = routing(spec).desired(Weights(90, 10))
     first[0]["spec"]["parentRefs"].clear()
-    assert PROVIDER.desired_objects(REF, spec, Weights(90, 10)) != first
-    assert PROVIDER.desired_objects(REF, spec, Weights(90, 10)) == PROVIDER.desired_objects(
-        REF, spec, Weights(90, 10)
-    )
-
-
-def test_provider_needs_its_config() -> None:
-    with pytest.raises(ValueError, match=r"spec.traffic.gatewayAPI"):
-        PROVIDER.desired_objects(REF, make_spec(), Weights(100, 0))
+    assert routing(spec).desired(Weights(90, 10)) != first
+    assert routing(spec).desired(Weights(90, 10)) == routing(spec).desired(Weights(90, 10))
 
 
 # --- observed_weights ---------------------------------------------------------------------------
@@ -159,7 +156,7 @@ def key_of(obj: dict[str, Any]) -> ObjectKey:
 
 
 def observe(route: dict[str, Any], config: dict[str, Any] | None = None) -> Weights | None:
-    return PROVIDER.observed_weights(REF, make_spec(config or {}), {key_of(route): route})
+    return routing(make_spec(config or {})).observed({key_of(route): route})
 
 
 @pytest.mark.parametrize("canary", range(0, 101))
@@ -228,11 +225,9 @@ def test_observed_weights_from_live_routes(route: dict[str, Any], expected: Weig
 
 
 def test_observed_weights_unknown_without_the_route() -> None:
-    assert PROVIDER.observed_weights(REF, make_spec({}), {}) is None
+    assert routing(make_spec({})).observed({}) is None
     elsewhere = ObjectKey(API_VERSION, KIND, "shop", "not-ours")
-    assert (
-        PROVIDER.observed_weights(REF, make_spec({}), {elsewhere: desired_route({}, Weights(0, 100))}) is None
-    )
+    assert routing(make_spec({})).observed({elsewhere: desired_route({}, Weights(0, 100))}) is None
 
 
 # --- Weights and the registry -------------------------------------------------------------------
@@ -247,16 +242,16 @@ def test_weights_refuse_invalid_splits(stable: Any, canary: Any) -> None:
 
 
 def test_registry() -> None:
-    assert provider_for(make_spec()) is None
-    assert isinstance(provider_for(make_spec({})), GatewayAPIProvider)
-    assert provider_for(make_spec({})) is provider_for(make_spec({"hostnames": ["a.example.com"]}))
+    assert routing_of(REF, make_spec()) is None
+    assert isinstance(routing(make_spec({})).provider, GatewayAPIProvider)
+    assert routing(make_spec({})).provider is routing(make_spec({"hostnames": ["a.example.com"]})).provider
 
 
 def test_every_traffic_field_has_a_provider() -> None:
     """The registry is keyed by the traffic field names users write, one provider per field."""
     fields = {field.alias for field in Traffic.model_fields.values()}
-    assert set(providers()) == fields
-    assert all(provider.name == name for name, provider in providers().items())
+    assert set(PROVIDERS) == fields
+    assert all(provider.field == name for name, provider in PROVIDERS.items())
 
 
 # --- the upstream HTTPRoute schema --------------------------------------------------------------
@@ -275,11 +270,7 @@ def test_every_traffic_field_has_a_provider() -> None:
 
 @pytest.fixture(scope="module")
 def crd_schema() -> dict[str, Any]:
-    if not HTTPROUTE_CRD.is_file():
-        pytest.skip(
-            f"upstream Gateway API HTTPRoute CRD not found at {HTTPROUTE_CRD} (shared/ beside the repo)"
-        )
-    crd = yaml.safe_load(HTTPROUTE_CRD.read_text())
+    crd = upstream_crd(HTTPROUTES)
     (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
     return schema

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from operators.api.rollout import Analysis, AnalysisStatus, Check, MetricResult, Outcome
+from operators.foundation.clock import format_time
 from operators.rollout import verdicts
 from operators.rollout.verdicts import Verdict
-from operators.timeutil import format_time
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 METRIC = {"name": "error-rate", "query": "errors", "thresholdRange": {"max": 0.01}}

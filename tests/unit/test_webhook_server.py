@@ -8,7 +8,7 @@ from typing import Any
 
 from cryptography import x509
 
-from operators.kube.client import KubeError
+from operators.foundation.cluster import KubeError
 from operators.webhook.certs import CA_FILE, CERT_FILE, KEY_FILE, from_directory, self_signed
 from operators.webhook.server import WebhookOptions, certificate_files, publish_ca_bundle
 

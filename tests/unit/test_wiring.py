@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from operators.wiring import intent
+from operators.handlers.wiring import intent
 
 BASE: dict[str, Any] = {
     "metadata": {"name": "web", "generation": 3, "annotations": {"team": "shop"}},

@@ -1,0 +1,92 @@
+"""Reading and writing a resource's status: what the three shells (Rollout, Application, SidecarSet) share.
+
+A status is the operator's own record, but it can hold what this version
+cannot read: written by an older or newer operator, or by hand. Such a status
+must never make every pass raise; `read_status` keeps what it can read, drops
+the fields it cannot (they are rebuilt from the cluster, which is the truth),
+and says which, so the shell can report the repair once. `write_status`
+patches only when the status changed, or when it was repaired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from operators.foundation.cluster import Cluster
+from operators.foundation.keys import ObjectKey
+
+Status = TypeVar("Status", bound=BaseModel)
+
+# A status with more unreadable fields than this is started afresh rather than repaired field by field.
+_MAX_REPAIRS = 16
+
+
+@dataclass(frozen=True)
+class ReadStatus(Generic[Status]):
+    status: Status
+    # Top-level status fields that could not be read and were dropped, with pydantic's reason.
+    dropped: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def repaired(self) -> bool:
+        return bool(self.dropped)
+
+    def repair_message(self, kind: str) -> str:
+        fields = "; ".join(f"{name}: {reason}" for name, reason in self.dropped.items())
+        return (
+            f"{kind} status could not be read (written by another version of Sluice, or by hand) "
+            f"and was rebuilt from the cluster; dropped {fields}"
+        )
+
+
+def read_status(model: type[Status], body: Mapping[str, Any]) -> ReadStatus[Status]:
+    """The object's status as `model`, dropping (and naming) the top-level fields it cannot read."""
+    raw = body.get("status")
+    data = dict(raw) if isinstance(raw, Mapping) else {}
+    dropped: dict[str, str] = {} if raw is None or isinstance(raw, Mapping) else {"status": "not an object"}
+    for _ in range(_MAX_REPAIRS):
+        try:
+            return ReadStatus(model.model_validate(data), dropped)
+        except ValidationError as error:
+            bad = {str(item["loc"][0]) if item["loc"] else "" for item in error.errors()}
+            for name in sorted(bad):
+                dropped[name or "status"] = _reason(error, name)
+                data.pop(name, None)
+            if "" in bad:
+                break
+    return ReadStatus(model(), {**dropped, "status": "too many unreadable fields"})
+
+
+def _reason(error: ValidationError, name: str) -> str:
+    for item in error.errors():
+        if (str(item["loc"][0]) if item["loc"] else "") == name:
+            value = repr(item.get("input"))
+            value = value if len(value) <= 40 else value[:37] + "..."
+            return f"{item['msg'].removeprefix('Value error, ')} (found {value})"
+    return "unreadable"
+
+
+def status_document(status: BaseModel) -> dict[str, Any]:
+    return status.model_dump(by_alias=True, mode="json")
+
+
+def write_status(
+    cluster: Cluster, key: ObjectKey, before: ReadStatus[Status] | Status, after: BaseModel
+) -> bool:
+    """Patch the status subresource with `after` unless it equals what was read; True when written.
+
+    The whole status is sent as a merge patch with explicit nulls, so a field
+    the shell cleared does not linger. A repaired status is always written: the
+    live one still holds what could not be read.
+    """
+    previous = before.status if isinstance(before, ReadStatus) else before
+    repaired = isinstance(before, ReadStatus) and before.repaired
+    new = status_document(after)
+    if not repaired and new == status_document(previous):
+        return False
+    cluster.merge_patch(key, {"status": new}, subresource="status")
+    return True

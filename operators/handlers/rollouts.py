@@ -1,0 +1,27 @@
+"""kopf wiring for Rollouts: translate events into reconciler calls, nothing more.
+
+One daemon per Rollout runs its release loop; watch events on the Rollout and
+on the Deployments it owns (found by their ``sluice.dev/rollout`` label) only
+wake that loop. Keeping a single writer per Rollout means no two handlers ever
+race on its status or its traffic.
+"""
+
+from __future__ import annotations
+
+import kopf
+
+from operators.api.rollout import KIND, PLURAL
+from operators.handlers.wiring import Kind, Owned, register_kind
+from operators.rollout.ownership import MANAGED_BY, MANAGED_BY_LABEL, ROLLOUT_LABEL
+
+ROLLOUTS = Kind(
+    kind=KIND,
+    plural=PLURAL,
+    parts=lambda context: (context.reconciler.reconcile, context.wakeups),
+    owned=(Owned("apps", "v1", "deployments", ROLLOUT_LABEL, {MANAGED_BY_LABEL: MANAGED_BY}),),
+)
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Add the Rollout handlers to ``registry`` (a fresh one per operator run)."""
+    register_kind(registry, ROLLOUTS)

@@ -1,0 +1,120 @@
+"""kopf wiring shared by Sluice's kinds: one daemon per object, events only wake it.
+
+A kind (Rollout, Application) has a reconciler and wake-up flags in the
+`OperatorContext`. `register_kind` adds to a registry: a daemon per object
+running `reconcile_loop`, so each object has a single writer; an event handler
+on the kind that wakes that object's daemon; and, for each kind of object it
+owns, an event handler that wakes the owner named by a label on the object
+(a Rollout's Deployments, an Application's Rollouts), so readiness, commands
+and progress are acted on at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from operators.api.base import GROUP, VERSION
+from operators.foundation.loop import Reconcile, Wakeups, reconcile_loop
+from operators.handlers.context import OperatorContext
+
+# Long enough for a reconciliation under way (its API calls time out) to finish.
+CANCELLATION_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Owned:
+    """Objects whose events wake the daemon of the object named by their `owner_label`."""
+
+    group: str
+    version: str
+    plural: str
+    owner_label: str
+    # kopf's label filter for the watch: which of these objects are worth an event at all.
+    labels: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Kind:
+    kind: str
+    plural: str
+    # The kind's reconciliation and its wake-up flags (each kind has its own: names may repeat).
+    parts: Callable[[OperatorContext], tuple[Reconcile, Wakeups]]
+    owned: tuple[Owned, ...] = ()
+
+
+def register_kind(registry: kopf.OperatorRegistry, kind: Kind) -> None:
+    """Add the daemon and the wake-up handlers of `kind` to `registry` (a fresh one per operator run)."""
+
+    async def loop(
+        *,
+        name: str,
+        namespace: str | None,
+        stopped: kopf.DaemonStopped,
+        memo: Any,
+        logger: kopf.Logger,
+        **_: Any,
+    ) -> None:
+        assert namespace is not None  # Sluice's daemon kinds are namespaced
+        context: OperatorContext = memo["context"]
+        reconcile, wakeups = kind.parts(context)
+        await reconcile_loop(
+            kind.kind, reconcile, wakeups, namespace, name, stopped, logger, context.error_backoff
+        )
+
+    async def changed(*, name: str, namespace: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+        # `memo` here is this object's own: it remembers what the last wake-up saw.
+        seen = intent(body)
+        if memo.get("intent") == seen:
+            return
+        memo["intent"] = seen
+        kind.parts(memo["context"])[1].wake(namespace or "", name)
+
+    kopf.daemon(
+        GROUP,
+        VERSION,
+        kind.plural,
+        id=f"{kind.kind}-loop",
+        cancellation_timeout=CANCELLATION_TIMEOUT,
+        registry=registry,
+    )(loop)
+    kopf.on.event(GROUP, VERSION, kind.plural, id=f"{kind.kind}-changed", registry=registry)(changed)
+    for owned in kind.owned:
+        kopf.on.event(
+            owned.group,
+            owned.version,
+            owned.plural,
+            id=f"{kind.kind}-{owned.plural}-changed",
+            labels=dict(owned.labels) or None,
+            registry=registry,
+        )(_owner_waker(kind, owned))
+
+
+def intent(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a person can change about an object: its spec (generation), annotations, deletion.
+
+    Status-only events are the daemon's own writes (and kopf's bookkeeping):
+    waking on them would only make the loop read everything again to find
+    nothing to do, the bulk of the API requests per step.
+    """
+    meta = body.get("metadata", {})
+    annotations = {
+        k: v for k, v in (meta.get("annotations") or {}).items() if not k.startswith(_KOPF_ANNOTATIONS)
+    }
+    return meta.get("generation"), sorted(annotations.items()), meta.get("deletionTimestamp")
+
+
+# kopf keeps its progress in annotations under this prefix (its default settings).
+_KOPF_ANNOTATIONS = "kopf.zalando.org/"
+
+
+def _owner_waker(kind: Kind, owned: Owned) -> Callable[..., Any]:
+    async def owned_changed(*, labels: kopf.Labels, namespace: str | None, memo: Any, **_: Any) -> None:
+        owner = labels.get(owned.owner_label)
+        if owner:
+            kind.parts(memo["context"])[1].wake(namespace or "", owner)
+
+    return owned_changed

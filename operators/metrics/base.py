@@ -1,0 +1,56 @@
+"""The metric-provider interface, and what every provider shares.
+
+Like Flagger's metric providers, a provider only turns a rendered query into
+one number. Rendering, thresholds and counting belong to the analysis. A
+provider is one module (its configuration block, a pydantic model that becomes
+part of the Rollout's CRD, and its client) plus one entry in `registry.py`;
+the block owns the provider's address, timeout and credentials.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from operators.foundation.model import ApiModel
+
+# Error messages end up in Rollout status and Events: keep them a line long.
+MAX_DETAIL = 200
+
+
+class ProviderError(Exception):
+    """The provider could not answer: unreachable, timed out, or the query was refused."""
+
+
+class MetricProvider(Protocol):
+    """Answers one query with one number. Implementations must be thread-safe."""
+
+    @property
+    def field(self) -> str:
+        """The provider's key on a metric, e.g. ``prometheus``."""
+        ...
+
+    @property
+    def config_model(self) -> type[ApiModel]:
+        """The model of its block on a metric."""
+        ...
+
+    def address(self, config: Any) -> str | None:
+        """The URL the metric's block names; None: the operator's default for this provider."""
+        ...
+
+    def timeout_seconds(self, config: Any) -> float:
+        """How long the metric's block lets a query take."""
+        ...
+
+    def query(self, config: Any, address: str, query: str, timeout_seconds: float) -> float | None:
+        """The query's single value; None when it selects no data.
+
+        Raises ProviderError with a one-line message when there is no answer.
+        """
+        ...
+
+
+def shorten(text: str, limit: int = MAX_DETAIL) -> str:
+    """One line, at most `limit` characters: what may go into a status or an Event."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

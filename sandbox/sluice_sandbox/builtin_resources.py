@@ -1,0 +1,90 @@
+"""
+The built-in resources the sandbox serves, with the few defaults of the API server that
+operators and kubectl read back (the rest of a built-in object is stored as written).
+"""
+
+from sluice_sandbox.resources import ALL_VERBS, Admission, JsonObject, ResourceSpec, ScaleSpec
+
+
+def _default_namespace(spec: ResourceSpec, namespace: JsonObject, admission: Admission) -> None:
+    name = namespace["metadata"]["name"]
+    namespace["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
+    namespace.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+    namespace.setdefault("status", {}).setdefault("phase", "Active")
+
+
+def _default_replicas(spec: ResourceSpec, workload: JsonObject, admission: Admission) -> None:
+    workload.setdefault("spec", {}).setdefault("replicas", 1)
+
+
+def _default_deployment(spec: ResourceSpec, deployment: JsonObject, admission: Admission) -> None:
+    # Only the top-level defaults of apps/v1 Deployments: the pod template is left untouched,
+    # so that operators comparing templates see exactly what they wrote.
+    _default_replicas(spec, deployment, admission)
+    deployment_spec = deployment["spec"]
+    deployment_spec.setdefault("revisionHistoryLimit", 10)
+    deployment_spec.setdefault("progressDeadlineSeconds", 600)
+    strategy = deployment_spec.setdefault("strategy", {})
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        strategy.setdefault("rollingUpdate", {}).update(
+            {key: strategy.get("rollingUpdate", {}).get(key, "25%") for key in ("maxSurge", "maxUnavailable")}
+        )
+
+
+_NAMESPACE_VERBS = tuple(verb for verb in ALL_VERBS if verb != "deletecollection")
+_WORKLOAD_SCALE = ScaleSpec(label_selector_path=".spec.selector")
+
+BUILTIN_RESOURCES: tuple[ResourceSpec, ...] = (
+    ResourceSpec(
+        "",
+        "v1",
+        "namespaces",
+        "Namespace",
+        namespaced=False,
+        short_names=("ns",),
+        verbs=_NAMESPACE_VERBS,
+        status=True,
+        prepare=_default_namespace,
+    ),
+    ResourceSpec("", "v1", "pods", "Pod", short_names=("po",), categories=("all",), status=True),
+    ResourceSpec("", "v1", "services", "Service", short_names=("svc",), categories=("all",), status=True),
+    ResourceSpec("", "v1", "endpoints", "Endpoints", short_names=("ep",)),
+    ResourceSpec("", "v1", "configmaps", "ConfigMap", short_names=("cm",)),
+    ResourceSpec("", "v1", "secrets", "Secret"),
+    ResourceSpec("", "v1", "events", "Event", short_names=("ev",)),
+    ResourceSpec("", "v1", "serviceaccounts", "ServiceAccount", short_names=("sa",)),
+    ResourceSpec(
+        "apps",
+        "v1",
+        "deployments",
+        "Deployment",
+        short_names=("deploy",),
+        categories=("all",),
+        status=True,
+        scale=_WORKLOAD_SCALE,
+        prepare=_default_deployment,
+    ),
+    ResourceSpec(
+        "apps",
+        "v1",
+        "replicasets",
+        "ReplicaSet",
+        short_names=("rs",),
+        categories=("all",),
+        status=True,
+        scale=_WORKLOAD_SCALE,
+        prepare=_default_replicas,
+    ),
+    ResourceSpec("events.k8s.io", "v1", "events", "Event", short_names=("ev",)),
+    ResourceSpec("coordination.k8s.io", "v1", "leases", "Lease"),
+    ResourceSpec(
+        "admissionregistration.k8s.io",
+        "v1",
+        "mutatingwebhookconfigurations",
+        "MutatingWebhookConfiguration",
+        namespaced=False,
+        categories=("api-extensions",),
+    ),
+    # apiextensions.k8s.io/v1 customresourcedefinitions: always served by the Store itself.
+)

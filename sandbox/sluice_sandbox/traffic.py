@@ -1,0 +1,333 @@
+"""The traffic simulator: a steady stream of synthetic requests to every Service behind an HTTPRoute.
+
+Every tick it reads the HTTPRoutes, the Services and the pods, and sets the metrics exporter's
+traffic of each Service a route sends to: the route's requests per second times the Service's
+weight share, served by the Service's ready pods, each behaving as its pod spec says
+(:mod:`sluice_sandbox.behaviour`). Pods of several versions behind one Service serve in
+proportion to their count, each version with its own errors and latency.
+
+Decisions, and why:
+
+- Each route gets ``rps`` requests per second, split evenly between its rules (real traffic
+  depends on the rules' matches; Sluice writes one rule) and within a rule by the backendRefs'
+  weights. A backend that is no local Service (another kind) takes its share, unsimulated.
+- The metrics are the application's own, as if its pods exported them: a Service without ready
+  pods (or a backend Service that does not exist) serves nothing, so it counts nothing, though
+  the gateway would answer 503. The serving history (:func:`outages`) is what tells that.
+- A Service that gets no requests (weight 0, no ready pods, no longer routed) keeps its series,
+  at zero traffic, for as long as it exists: ``rate()`` then falls to 0 within one rate window.
+  Removing the series instead would leave ``rate()`` reading the last samples in its window
+  (stale values) and then nothing at all; and a series that comes back restarts at zero, which
+  Prometheus reads as a counter reset. Only a deleted Service's series is removed.
+- Services that no route sends to get no traffic, even the stable Service of a Rollout without
+  a traffic provider: the simulator plays users reaching the application through a gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from operators.rollout.ownership import STABLE, TRACK_LABEL
+from operators.traffic.gateway_api import DEFAULT_BACKEND_GROUP, DEFAULT_BACKEND_KIND, DEFAULT_BACKEND_WEIGHT
+from sluice_sandbox.behaviour import Behaviour, pod_behaviour
+from sluice_sandbox.exporter import MetricsExporter, TrafficSetting
+from sluice_sandbox.store import ApiError, JsonObject, Store
+from sluice_sandbox.tasks import cancel_and_wait
+from sluice_sandbox.workloads import PODS, is_ready
+
+logger = logging.getLogger(__name__)
+
+HTTPROUTES = "gateway.networking.k8s.io/v1/httproutes"
+SERVICES = "v1/services"
+DEFAULT_RPS = 20.0
+DEFAULT_INTERVAL = 0.5
+DEFAULT_HISTORY = 100_000
+
+ServiceKey = tuple[str, str]  # (namespace, name)
+
+
+# ----- The pure part: who gets which requests -----
+
+
+@dataclass(frozen=True)
+class ServiceTraffic:
+    """What one Service behind a route gets now."""
+
+    weight: int  # the weights of the backendRefs naming it, summed over rules and routes
+    rps: float  # requests per second sent to it
+    ready_pods: int
+    streams: tuple[TrafficSetting, ...]  # what its ready pods serve: one per behaviour (none: nothing)
+    track: str | None = None  # the Service's sluice.dev/track label
+    problems: tuple[str, ...] = ()  # bad behaviour settings of its pods, which were ignored
+
+
+def _key(obj: Mapping[str, Any]) -> ServiceKey:
+    return obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
+
+
+def _weight(backend: Mapping[str, Any]) -> int:
+    value = backend.get("weight", DEFAULT_BACKEND_WEIGHT)
+    # The sandbox serves HTTPRoutes with a permissive schema: what the real one refuses is no weight.
+    valid = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return value if valid else 0
+
+
+def _is_service(backend: Mapping[str, Any]) -> bool:
+    kind = (backend.get("group", DEFAULT_BACKEND_GROUP), backend.get("kind", DEFAULT_BACKEND_KIND))
+    return kind == (DEFAULT_BACKEND_GROUP, DEFAULT_BACKEND_KIND)
+
+
+def route_split(routes: Iterable[Mapping[str, Any]], rps: float) -> dict[ServiceKey, tuple[int, float]]:
+    """(weight, requests per second) of every Service the routes send to."""
+    split: dict[ServiceKey, tuple[int, float]] = {}
+    for route in routes:
+        namespace = route.get("metadata", {}).get("namespace", "")
+        rules = (route.get("spec") or {}).get("rules") or []
+        for rule in rules:
+            backends = rule.get("backendRefs") or []
+            total = sum(_weight(backend) for backend in backends)
+            for backend in backends:
+                if not _is_service(backend):
+                    continue
+                key = (backend.get("namespace", namespace), backend.get("name", ""))
+                weight = _weight(backend)
+                share = rps / len(rules) * weight / total if total else 0.0
+                old_weight, old_rps = split.get(key, (0, 0.0))
+                split[key] = (old_weight + weight, old_rps + share)
+    return split
+
+
+def selected_ready_pods(
+    service: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """The Service's endpoints: ready pods of its namespace that carry its selector's labels."""
+    namespace = service.get("metadata", {}).get("namespace")
+    selector = (service.get("spec") or {}).get("selector") or {}
+    if not selector:
+        return []  # a Service without a selector has no endpoints managed for it
+    return [
+        pod
+        for pod in pods
+        if pod.get("metadata", {}).get("namespace") == namespace
+        and "deletionTimestamp" not in pod.get("metadata", {})
+        and is_ready(pod)
+        and selector.items() <= (pod.get("metadata", {}).get("labels") or {}).items()
+    ]
+
+
+def served_streams(
+    rps: float, pods: Sequence[Mapping[str, Any]]
+) -> tuple[tuple[TrafficSetting, ...], tuple[str, ...]]:
+    """`rps` served by `pods` (each behaviour's share by its pod count), and the problems read."""
+    behaviours: Counter[Behaviour] = Counter()
+    problems: dict[str, None] = {}  # ordered and without duplicates: pods of one version repeat them
+    for pod in pods:
+        behaviour, found = pod_behaviour(pod)
+        behaviours[behaviour] += 1
+        problems.update(dict.fromkeys(found))
+    if rps <= 0 or not pods:
+        return (), tuple(problems)
+    streams = tuple(
+        TrafficSetting(rps * count / len(pods), behaviour.error_rate, behaviour.latency_seconds)
+        for behaviour, count in sorted(behaviours.items())
+    )
+    return streams, tuple(problems)
+
+
+def service_traffic(
+    routes: Iterable[Mapping[str, Any]],
+    services: Iterable[Mapping[str, Any]],
+    pods: Iterable[Mapping[str, Any]],
+    *,
+    rps: float = DEFAULT_RPS,
+) -> dict[ServiceKey, ServiceTraffic]:
+    """The traffic of every Service the routes send to, each route sending `rps` requests per second."""
+    by_key = {_key(service): service for service in services}
+    pods = list(pods)
+    result: dict[ServiceKey, ServiceTraffic] = {}
+    for key, (weight, share) in route_split(routes, rps).items():
+        service = by_key.get(key)
+        ready = selected_ready_pods(service, pods) if service is not None else []
+        streams, problems = served_streams(share, ready)
+        labels = (service or {}).get("metadata", {}).get("labels") or {}
+        result[key] = ServiceTraffic(weight, share, len(ready), streams, labels.get(TRACK_LABEL), problems)
+    return result
+
+
+# ----- The serving history: did a Service ever stop serving while it had weight? -----
+
+
+@dataclass(frozen=True)
+class ServingRecord:
+    """One tick's view of one Service behind a route."""
+
+    at: float  # seconds since the simulator started
+    namespace: str
+    service: str
+    track: str | None
+    weight: int
+    ready_pods: int
+
+
+@dataclass(frozen=True)
+class Outage:
+    """Consecutive ticks when a Service that had served before had weight but no ready pod."""
+
+    namespace: str
+    service: str
+    start: float
+    end: float  # the last tick of the outage
+
+    def __str__(self) -> str:
+        return (
+            f"{self.namespace}/{self.service} had weight but no ready pod "
+            f"from {self.start:.1f}s to {self.end:.1f}s"
+        )
+
+
+def outages(
+    history: Iterable[ServingRecord],
+    *,
+    namespace: str | None = None,
+    service: str | None = None,
+    track: str | None = None,
+) -> list[Outage]:
+    """
+    When the selected Services (all by default) stopped serving while they had weight, in time
+    order. A Service only stops serving once it has served: the ticks before its first ready pod
+    (a new install starting up) are no outage.
+    """
+    served: set[ServiceKey] = set()
+    ongoing: dict[ServiceKey, Outage] = {}
+    found: list[Outage] = []
+    for record in history:
+        wanted = ((namespace, record.namespace), (service, record.service), (track, record.track))
+        if any(value is not None and value != actual for value, actual in wanted):
+            continue
+        key = (record.namespace, record.service)
+        if record.ready_pods:
+            served.add(key)
+        if record.weight > 0 and not record.ready_pods and key in served:
+            start = ongoing[key].start if key in ongoing else record.at
+            ongoing[key] = Outage(record.namespace, record.service, start, record.at)
+        elif key in ongoing:
+            found.append(ongoing.pop(key))
+    return sorted([*found, *ongoing.values()], key=lambda outage: outage.start)
+
+
+def never_stopped_serving(history: Iterable[ServingRecord], namespace: str, service: str) -> bool:
+    return not outages(history, namespace=namespace, service=service)
+
+
+# ----- The loop -----
+
+
+class TrafficSimulator:
+    """Sets the exporter's traffic from the store's routes, Services and pods every `interval` seconds."""
+
+    def __init__(
+        self,
+        store: Store,
+        exporter: MetricsExporter,
+        rps: float = DEFAULT_RPS,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        history_limit: int = DEFAULT_HISTORY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._exporter = exporter
+        self._rps = rps
+        self._interval = interval
+        self._clock = clock
+        self._started = clock()
+        self._task: asyncio.Task[None] | None = None
+        self._exported: dict[ServiceKey, tuple[TrafficSetting, ...]] = {}
+        self._reported: set[tuple[ServiceKey, str]] = set()
+        # Appended on the sandbox's loop, read from other threads (e.g. a demo's report).
+        self._history: deque[ServingRecord] = deque(maxlen=history_limit)
+        self._history_lock = threading.Lock()
+
+    @property
+    def history(self) -> list[ServingRecord]:
+        with self._history_lock:
+            return list(self._history)
+
+    def stable_outages(self) -> list[str]:
+        """Each time a stable Service (``sluice.dev/track: stable``) stopped serving with weight."""
+        return [str(outage) for outage in outages(self.history, track=STABLE)]
+
+    async def start(self) -> None:
+        self._started = self._clock()
+        self._task = asyncio.create_task(self.run(), name="sandbox-traffic-simulator")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("The traffic simulator failed a tick; trying again at the next.")
+            await asyncio.sleep(self._interval)  # the pace of the simulation, not a wait for a condition
+
+    async def tick(self) -> dict[ServiceKey, ServiceTraffic]:
+        """Read the cluster once and set the traffic it implies."""
+        routes = await self._items(HTTPROUTES)
+        services = await self._items(SERVICES)
+        traffic = service_traffic(routes, services, await self._items(PODS), rps=self._rps)
+        existing = {_key(service) for service in services}
+        self._export(traffic, existing)
+        self._record(traffic)
+        self._report(traffic)
+        return traffic
+
+    async def _items(self, resource: str) -> list[JsonObject]:
+        try:
+            items: list[JsonObject] = (await self._store.list(resource))["items"]
+        except ApiError as e:
+            if e.status == 404:  # the HTTPRoute CRD is not installed: no routes
+                return []
+            raise
+        return items
+
+    def _export(self, traffic: Mapping[ServiceKey, ServiceTraffic], existing: set[ServiceKey]) -> None:
+        """Series for the existing Services routed now or before (see the module docs), and no others."""
+        for key in sorted(set(self._exported) | set(traffic)):
+            if key in existing:
+                self._set(key, traffic[key].streams if key in traffic else ())
+            elif self._exported.pop(key, None) is not None:
+                self._exporter.remove_service(*key)
+
+    def _set(self, key: ServiceKey, streams: tuple[TrafficSetting, ...]) -> None:
+        if self._exported.get(key) != streams:
+            self._exporter.set_service_mix(*key, streams)
+            self._exported[key] = streams
+
+    def _record(self, traffic: Mapping[ServiceKey, ServiceTraffic]) -> None:
+        at = self._clock() - self._started
+        records = [
+            ServingRecord(at, namespace, name, service.track, service.weight, service.ready_pods)
+            for (namespace, name), service in sorted(traffic.items())
+        ]
+        with self._history_lock:
+            self._history.extend(records)
+
+    def _report(self, traffic: Mapping[ServiceKey, ServiceTraffic]) -> None:
+        """Warn once about each bad setting, not at every tick."""
+        for key, service in traffic.items():
+            for problem in service.problems:
+                if (key, problem) not in self._reported:
+                    self._reported.add((key, problem))
+                    logger.warning(f"Pods of Service {key[0]}/{key[1]}: {problem}; the default is used.")

@@ -1,0 +1,538 @@
+"""
+The workload simulator: plays the Deployment controller and the kubelet for the sandbox.
+
+For every Deployment it runs Pods (``v1`` pods in the store) named ``<deployment>-<hash>-<suffix>``,
+with the template's labels (plus ``pod-template-hash``), annotations and containers, and an owner
+reference to the Deployment (no ReplicaSets: pods are owned by the Deployment directly). A new
+pod is ``Pending`` for ``ready_delay`` seconds, then ``Running`` and ``Ready``; a pod annotated
+``sandbox.sluice.dev/ready: "false"`` (from its template) runs but never gets ready, for testing
+progress deadlines. The Deployment's status is derived from its pods, as the real controller's is.
+
+The status is written only once none of the Deployment's pods is starting (``Pending``): a spec
+change shows in the status ``ready_delay`` later, in one step (scale-downs at once). The real
+controller also reports the pods on their way, but clients (and tests) that read a Deployment
+right after writing it then race with the simulator; this way they do not, as with the earlier
+status-only simulator.
+
+A template change is a rolling update: all new pods are created at once (an unlimited
+``maxSurge``, so a rollout takes one ``ready_delay`` whatever the replica count), and old pods go
+as soon as enough pods are ready to honour ``maxUnavailable``. Old pods that are not ready go at
+once: they serve nothing.
+
+The decisions are pure (:func:`plan_pods`); :class:`WorkloadSimulator` only reads the store, applies
+the plan, writes the status, and plans again on any change to a Deployment or its pods, or when a
+pod is due to become ready. Pods that no Deployment owns are left as they were written.
+"""
+
+import asyncio
+import contextlib
+import copy
+import dataclasses
+import datetime
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Self
+
+from sluice_sandbox.store import ApiError, JsonObject, Store, now
+from sluice_sandbox.tasks import cancel_and_wait
+
+logger = logging.getLogger(__name__)
+
+DEPLOYMENTS = "apps/v1/deployments"
+PODS = "v1/pods"
+READY_ANNOTATION = "sandbox.sluice.dev/ready"
+TEMPLATE_HASH_LABEL = "pod-template-hash"
+DEFAULT_READY_DELAY = 0.2
+DEFAULT_MAX_UNAVAILABLE = "25%"  # the API server's default for RollingUpdate
+
+DeploymentKey = tuple[str, str]  # (namespace, name)
+
+
+# ----- Reading a Deployment and its pods -----
+
+
+def desired_replicas(deployment: Mapping[str, Any]) -> int:
+    replicas = deployment.get("spec", {}).get("replicas")
+    return 1 if replicas is None else int(replicas)  # the API server's default
+
+
+def pod_template_hash(deployment: Mapping[str, Any]) -> str:
+    """Stable for the same pod template, like the controller's ``pod-template-hash``."""
+    template = json.dumps(deployment.get("spec", {}).get("template", {}), sort_keys=True)
+    return hashlib.sha256(template.encode()).hexdigest()[:10]
+
+
+def replica_set_name(deployment: Mapping[str, Any]) -> str:
+    """Like the controller's ``NAME-<pod-template-hash>`` (named in the status conditions)."""
+    return f"{deployment['metadata']['name']}-{pod_template_hash(deployment)}"
+
+
+def max_unavailable(deployment: Mapping[str, Any]) -> int:
+    """How many desired pods may be missing during a rollout (a percentage rounds down, as in k8s)."""
+    replicas = desired_replicas(deployment)
+    strategy = deployment.get("spec", {}).get("strategy") or {}
+    if strategy.get("type") == "Recreate":
+        return replicas
+    value = (strategy.get("rollingUpdate") or {}).get("maxUnavailable", DEFAULT_MAX_UNAVAILABLE)
+    if isinstance(value, str) and value.endswith("%"):
+        return math.floor(replicas * float(value[:-1]) / 100)
+    return int(value)
+
+
+def never_ready(obj: Mapping[str, Any]) -> bool:
+    """Whether a pod (or a pod template) asks the simulator never to make it ready."""
+    return (obj.get("metadata", {}).get("annotations") or {}).get(READY_ANNOTATION) == "false"
+
+
+def is_ready(pod: Mapping[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def owner_key(pod: Mapping[str, Any]) -> DeploymentKey | None:
+    """The Deployment that controls a pod, if any."""
+    meta = pod.get("metadata", {})
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == "Deployment" and ref.get("controller"):
+            return meta.get("namespace", ""), ref.get("name", "")
+    return None
+
+
+def _owned_pods(deployment: Mapping[str, Any], pods: Iterable[JsonObject]) -> list[JsonObject]:
+    """The live pods the Deployment controls (by uid: a re-created Deployment is another owner)."""
+    uid = deployment["metadata"].get("uid")
+    return [
+        pod
+        for pod in pods
+        if "deletionTimestamp" not in pod["metadata"]
+        and any(
+            ref.get("uid") == uid and ref.get("controller")
+            for ref in pod["metadata"].get("ownerReferences") or []
+        )
+    ]
+
+
+# ----- Time: pods carry sub-second timestamps, as the simulator's delays are sub-second -----
+
+
+def format_time(epoch: float) -> str:
+    stamp = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    return stamp.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: Any) -> float | None:
+    try:
+        return datetime.datetime.fromisoformat(str(value)).timestamp() if value else None
+    except ValueError:
+        return None
+
+
+# ----- The kubelet -----
+
+
+def _condition_list(timestamp: str, **conditions: bool) -> list[JsonObject]:
+    return [
+        {"type": kind, "status": "True" if value else "False", "lastTransitionTime": timestamp}
+        for kind, value in conditions.items()
+    ]
+
+
+def pending_status(at: float) -> JsonObject:
+    """A pod accepted by the kubelet at ``at``, its containers starting."""
+    timestamp = format_time(at)
+    return {
+        "phase": "Pending",
+        "startTime": timestamp,
+        "conditions": _condition_list(timestamp, PodScheduled=True, Ready=False),
+    }
+
+
+def running_status(pod: Mapping[str, Any], started: float, at: float) -> JsonObject:
+    """A pod whose containers run since ``at`` (ready unless its annotation says never)."""
+    ready, timestamp = not never_ready(pod), format_time(at)
+    spec = pod.get("spec") or {}
+    return {
+        "phase": "Running",
+        "startTime": format_time(started),
+        "conditions": _condition_list(
+            timestamp, PodScheduled=True, Initialized=True, ContainersReady=ready, Ready=ready
+        ),
+        "containerStatuses": [
+            {
+                "name": c.get("name"),
+                "image": c.get("image"),
+                "ready": ready,
+                "started": True,
+                "restartCount": 0,
+                "state": {"running": {"startedAt": timestamp}},
+            }
+            for c in spec.get("containers") or []
+        ],
+    }
+
+
+def kubelet_status(
+    pod: Mapping[str, Any], at: float, ready_delay: float
+) -> tuple[JsonObject | None, float | None]:
+    """The status the kubelet writes on ``pod`` now (None: no change), and when to look again."""
+    status = pod.get("status") or {}
+    started = parse_time(status.get("startTime"))
+    if started is None:  # e.g. the status write after the create failed: accept the pod now
+        return pending_status(at), at + ready_delay
+    if status.get("phase") != "Pending":
+        return None, None
+    if at < started + ready_delay:
+        return None, started + ready_delay
+    return running_status(pod, started, at), None
+
+
+# ----- The Deployment controller -----
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicaCounts:
+    """The pods of a Deployment as its status counts them (minReadySeconds is not simulated)."""
+
+    replicas: int = 0  # all pods, of every template
+    updated: int = 0  # pods of the current template
+    ready: int = 0
+
+    @classmethod
+    def of(cls, pods: Sequence[Mapping[str, Any]], template_hash: str) -> Self:
+        return cls(
+            replicas=len(pods),
+            updated=sum(_hash_of(pod) == template_hash for pod in pods),
+            ready=sum(is_ready(pod) for pod in pods),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class PodChanges:
+    """What to do to a Deployment's pods now, and how they count once done."""
+
+    counts: ReplicaCounts
+    # New pods (with ``generateName``). Their ``status`` is written right after the create,
+    # since a create ignores it.
+    create: tuple[JsonObject, ...] = ()
+    delete: tuple[str, ...] = ()  # pod names
+    statuses: tuple[tuple[str, JsonObject], ...] = ()  # (pod name, new status): the kubelet's writes
+    wake_at: float | None = None  # when a pod is due to become ready: plan again then
+    starting: int = 0  # pods still Pending once done: the status waits for them
+
+    @property
+    def empty(self) -> bool:
+        return not (self.create or self.delete or self.statuses)
+
+
+def _hash_of(pod: Mapping[str, Any]) -> str | None:
+    return (pod.get("metadata", {}).get("labels") or {}).get(TEMPLATE_HASH_LABEL)
+
+
+def new_pod(deployment: Mapping[str, Any], template_hash: str, at: float) -> JsonObject:
+    meta = deployment["metadata"]
+    template = deployment.get("spec", {}).get("template") or {}
+    template_meta = template.get("metadata") or {}
+    pod_meta: JsonObject = {
+        "generateName": f"{meta['name']}-{template_hash}-",
+        "namespace": meta.get("namespace"),
+        "labels": {**(template_meta.get("labels") or {}), TEMPLATE_HASH_LABEL: template_hash},
+        "ownerReferences": [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": meta["name"],
+                "uid": meta.get("uid"),
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+    if template_meta.get("annotations"):
+        pod_meta["annotations"] = copy.deepcopy(template_meta["annotations"])
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": pod_meta,
+        "spec": copy.deepcopy(template.get("spec") or {}),
+        "status": pending_status(at),
+    }
+
+
+def _removal_order(pod: Mapping[str, Any]) -> tuple[bool, float, str]:
+    """Which pods to remove first: not ready, then the youngest (as the controller does)."""
+    started = parse_time((pod.get("status") or {}).get("startTime")) or 0.0
+    return is_ready(pod), -started, pod["metadata"]["name"]
+
+
+def plan_pods(
+    deployment: Mapping[str, Any],
+    pods: Iterable[JsonObject],
+    at: float,
+    *,
+    ready_delay: float = DEFAULT_READY_DELAY,
+) -> PodChanges:
+    """
+    What the kubelet and the Deployment controller do now (``at``, epoch seconds) to the pods of
+    ``deployment`` (``pods`` may include others': only those it controls count).
+    """
+    statuses: list[tuple[str, JsonObject]] = []
+    wakes: list[float] = []
+    live: list[JsonObject] = []
+    for pod in _owned_pods(deployment, pods):
+        status, wake = kubelet_status(pod, at, ready_delay)
+        if status is not None:
+            statuses.append((pod["metadata"]["name"], status))
+            pod = {**pod, "status": status}  # decide on what the pod will be once written
+        if wake is not None:
+            wakes.append(wake)
+        live.append(pod)
+
+    desired, template_hash = desired_replicas(deployment), pod_template_hash(deployment)
+    current = sorted((p for p in live if _hash_of(p) == template_hash), key=_removal_order)
+    old = sorted((p for p in live if _hash_of(p) != template_hash), key=_removal_order)
+    surplus = current[: max(0, len(current) - desired)]
+    kept = current[len(surplus) :]
+    create = tuple(new_pod(deployment, template_hash, at) for _ in range(desired - len(kept)))
+    if create:
+        wakes.append(at + ready_delay)
+
+    # Old pods go once enough pods are ready without them: `desired - maxUnavailable`.
+    # Unready old pods serve nothing, so they go first and always.
+    min_ready = desired - max_unavailable(deployment)
+    spare_ready = sum(is_ready(p) for p in kept) + sum(is_ready(p) for p in old) - min_ready
+    retired = [p for p in old if not is_ready(p)]
+    retired += [p for p in old if is_ready(p)][: max(0, spare_ready)]
+
+    deleted = {p["metadata"]["name"] for p in [*surplus, *retired]}
+    remaining = [p for p in live if p["metadata"]["name"] not in deleted] + list(create)
+    return PodChanges(
+        counts=ReplicaCounts.of(remaining, template_hash),
+        create=create,
+        delete=tuple(sorted(deleted)),
+        statuses=tuple((name, status) for name, status in statuses if name not in deleted),
+        wake_at=min(wakes, default=None),
+        starting=sum((p.get("status") or {}).get("phase") == "Pending" for p in remaining),
+    )
+
+
+def settled_counts(deployment: Mapping[str, Any]) -> ReplicaCounts:
+    """The counts once the current template is fully rolled out (as far as it can get ready)."""
+    replicas = desired_replicas(deployment)
+    template = deployment.get("spec", {}).get("template") or {}
+    return ReplicaCounts(replicas=replicas, updated=replicas, ready=0 if never_ready(template) else replicas)
+
+
+def deployment_status(
+    deployment: Mapping[str, Any], counts: ReplicaCounts | None = None, *, timestamp: str | None = None
+) -> JsonObject:
+    """
+    The status the controller reports for ``deployment`` with its pods counted as ``counts``
+    (by default: :func:`settled_counts`). Ready pods are also available (no minReadySeconds).
+    """
+    timestamp = timestamp or now()
+    if counts is None:
+        counts = settled_counts(deployment)
+    desired = desired_replicas(deployment)
+    available = counts.ready >= desired - max_unavailable(deployment)
+    complete = counts.updated == counts.replicas == desired and counts.ready >= desired
+    replica_set = replica_set_name(deployment)
+    status: JsonObject = {
+        "observedGeneration": deployment["metadata"].get("generation", 1),
+        "replicas": counts.replicas,
+        "updatedReplicas": counts.updated,
+        "readyReplicas": counts.ready,
+        "availableReplicas": counts.ready,
+    }
+    if counts.ready < desired:
+        status["unavailableReplicas"] = desired - counts.ready
+    previous = {cond.get("type"): cond for cond in deployment.get("status", {}).get("conditions", [])}
+    status["conditions"] = [
+        _condition(
+            previous,
+            "Available",
+            available,
+            timestamp,
+            "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+            "Deployment has minimum availability."
+            if available
+            else "Deployment does not have minimum availability.",
+        ),
+        _condition(
+            previous,
+            "Progressing",
+            True,
+            timestamp,
+            "NewReplicaSetAvailable" if complete else "ReplicaSetUpdated",
+            f'ReplicaSet "{replica_set}" has successfully progressed.'
+            if complete
+            else f'ReplicaSet "{replica_set}" is progressing.',
+        ),
+    ]
+    return status
+
+
+def _condition(
+    previous: Mapping[str, Any], kind: str, value: bool, timestamp: str, reason: str, message: str
+) -> JsonObject:
+    status = "True" if value else "False"
+    old = previous.get(kind) or {}
+    # As in Kubernetes: the transition time moves only when the condition's status flips.
+    transition = old.get("lastTransitionTime") if old.get("status") == status else None
+    return {
+        "type": kind,
+        "status": status,
+        "lastUpdateTime": timestamp,
+        "lastTransitionTime": transition or timestamp,
+        "reason": reason,
+        "message": message,
+    }
+
+
+def status_differs(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Whether writing ``new`` changes anything but the conditions' update times."""
+
+    def essence(status: Mapping[str, Any] | None) -> JsonObject:
+        result = dict(status or {})
+        result["conditions"] = [
+            {k: v for k, v in c.items() if k != "lastUpdateTime"} for c in result.get("conditions") or []
+        ]
+        return result
+
+    return essence(old) != essence(new)
+
+
+def needs_status(deployment: Mapping[str, Any]) -> bool:
+    """Whether the controller has not reported on the Deployment's latest spec yet."""
+    observed = deployment.get("status", {}).get("observedGeneration")
+    return bool(observed != deployment["metadata"].get("generation"))
+
+
+# ----- The loop -----
+
+
+class WorkloadSimulator:
+    """Runs the pods of every Deployment in the store and keeps the Deployments' status."""
+
+    def __init__(
+        self, store: Store, ready_delay: float = DEFAULT_READY_DELAY, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._store = store
+        self._ready_delay = ready_delay
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+        self._dirty: set[DeploymentKey] = set()
+        self._wakeup = asyncio.Event()
+        self._timers: dict[DeploymentKey, asyncio.TimerHandle] = {}
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="sandbox-workload-simulator")
+
+    async def stop(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    async def run(self) -> None:
+        """Simulate until cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(
+                self._follow(DEPLOYMENTS, lambda d: (d["metadata"]["namespace"], d["metadata"]["name"]))
+            )
+            tasks.create_task(self._follow(PODS, owner_key))
+            tasks.create_task(self._work())
+
+    async def _follow(self, resource: str, key_of: Callable[[JsonObject], DeploymentKey | None]) -> None:
+        """Mark the Deployment of every change as due; a failure restarts the watch (a full resync)."""
+        while True:
+            try:
+                async with self._store.watch(resource) as events:
+                    async for event in events:
+                        key = key_of(event["object"])
+                        if key is not None:
+                            self._mark(key)
+                return  # the store is closed: the server is stopping
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception(f"Watching {resource} failed; restarting the watch.")
+                await asyncio.sleep(self._ready_delay)
+
+    def _mark(self, key: DeploymentKey) -> None:
+        self._dirty.add(key)
+        self._wakeup.set()
+
+    async def _work(self) -> None:
+        # One worker: a Deployment is never planned twice at once, and events that arrive
+        # while it is busy (mostly its own writes) fold into one more pass.
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._dirty:
+                await self._sync(self._dirty.pop())
+
+    async def _sync(self, key: DeploymentKey) -> None:
+        try:
+            wake_at = await self.reconcile(*key)
+        except ApiError as e:
+            if e.status == 409:  # someone wrote in between: plan again on the fresh state
+                self._mark(key)
+            elif e.status != 404:  # 404: the Deployment is gone, and its pods with it
+                logger.exception(f"Simulating Deployment {key[0]}/{key[1]} failed; retrying.")
+                self._schedule(key, self._clock() + self._ready_delay)
+        except Exception:
+            logger.exception(f"Simulating Deployment {key[0]}/{key[1]} failed; retrying.")
+            self._schedule(key, self._clock() + self._ready_delay)
+        else:
+            self._schedule(key, wake_at)
+
+    def _schedule(self, key: DeploymentKey, at: float | None) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        if at is not None:
+            delay = max(0.0, at - self._clock())
+            self._timers[key] = asyncio.get_running_loop().call_later(delay, self._mark, key)
+
+    async def reconcile(self, namespace: str, name: str) -> float | None:
+        """Plan and apply one Deployment's pods and status; return when to look again."""
+        deployment = await self._store.get(DEPLOYMENTS, namespace, name)
+        pods = (await self._store.list(PODS, namespace))["items"]
+        changes = plan_pods(deployment, pods, self._clock(), ready_delay=self._ready_delay)
+        await self._apply(namespace, changes)
+        status = deployment_status(deployment, changes.counts)
+        if not changes.starting and status_differs(deployment.get("status"), status):
+            # A replace of the whole status (stale fields go away), conditional on the
+            # resourceVersion we planned from: a 409 means "plan again".
+            await self._store.replace(
+                DEPLOYMENTS, namespace, name, {**deployment, "status": status}, subresource="status"
+            )
+        return changes.wake_at
+
+    async def _apply(self, namespace: str, changes: PodChanges) -> None:
+        for body in changes.create:
+            created = await self._store.create(PODS, body, namespace)
+            await self._store.patch_status(
+                PODS, namespace, created["metadata"]["name"], {"status": body["status"]}
+            )
+        for name in changes.delete:
+            with _unless_gone():
+                await self._store.delete(PODS, namespace, name)
+        for name, status in changes.statuses:
+            with _unless_gone():
+                await self._store.patch_status(PODS, namespace, name, {"status": status})
+
+
+@contextlib.contextmanager
+def _unless_gone() -> Iterator[None]:
+    """Ignore a 404: a pod deleted meanwhile (by a user, or with its owner) needs nothing more."""
+    try:
+        yield
+    except ApiError as e:
+        if e.status != 404:
+            raise
