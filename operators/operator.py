@@ -6,6 +6,7 @@ real operator in a thread against the sandbox API server.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Sequence
@@ -133,14 +134,25 @@ async def run_operator(
         return info
 
     kopf.on.login(registry=registry)(login)
-    await kopf.operator(
-        registry=registry,
-        settings=operator_settings(webhook_server),
-        standalone=True,
-        clusterwide=options.all_namespaces,
-        namespaces=list(options.namespaces),
-        liveness_endpoint=options.liveness_endpoint,
-        stop_flag=stop_flag,
-        ready_flag=ready_flag,
-        memo=kopf.Memo(context=context),
-    )
+    # A finished analysis check wakes its Rollout's loop (checks run in their own threads).
+    loop = asyncio.get_running_loop()
+    checks = context.reconciler.checks
+
+    def wake(namespace: str, name: str) -> None:
+        loop.call_soon_threadsafe(context.wakeups.wake, namespace, name)
+
+    checks.on_done = wake
+    try:
+        await kopf.operator(
+            registry=registry,
+            settings=operator_settings(webhook_server),
+            standalone=True,
+            clusterwide=options.all_namespaces,
+            namespaces=list(options.namespaces),
+            liveness_endpoint=options.liveness_endpoint,
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+            memo=kopf.Memo(context=context),
+        )
+    finally:
+        checks.close()

@@ -4,6 +4,10 @@ The loop under test: the traffic simulator turns the HTTPRoute's weights into re
 version serving them as its pod template says (``sandbox.sluice.dev/error-rate``,
 ``SANDBOX_LATENCY_MS``...); the real Prometheus scrapes them; the real operator's analysis reads
 Prometheus and sets the weights again. The tests never set a metric: they release versions.
+
+Throughout, tests/invariants.py checks that no route gives weight to a Service without ready
+pods; and the simulated gateway's counters tell whether users saw a 503
+(:func:`assert_no_gateway_errors`).
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from operators.foundation.cluster import KubeError
 from operators.operator_thread import OperatorThread
 from operators.rollout.ownership import STABLE
 from sluice_sandbox.environment import Sandbox, SandboxOptions
+from sluice_sandbox.exporter import UNAVAILABLE_CODE, MetricsExporter
 from sluice_sandbox.prometheus import PrometheusServer
 from sluice_sandbox.traffic import outages, selected_ready_pods
-from tests.harness import Harness, deployment, httproute, route_weights, service, status_of
+from tests.harness import POLL_SECONDS, Harness, deployment, httproute, route_weights, service, status_of
+from tests.invariants import TrafficInvariant
 from tests.scenarios import IMAGE_V1, RELEASE_TIMEOUT, Scene, error_rate_analysis, promoted, web_rollout
 
 NAME = "web"
@@ -303,6 +309,51 @@ def assert_stable_served(sandbox: Sandbox, sampler: StableSampler, namespace: st
     assert not short, f"(readyReplicas, ready pods, spec.replicas) with the stable short: {short}"
     assert sandbox.traffic is not None
     assert not outages(sandbox.traffic.history, namespace=namespace, track=STABLE)
+
+
+# ---- what users see: traffic only where pods serve, no 503 at the gateway --------------------------------
+
+
+def traffic_invariant(scene: Scene) -> TrafficInvariant:
+    """The scene's namespace checked for weight on Services without ready pods (tests/invariants.py),
+    through a client of its own (the check polls in its own thread). Use it as a context manager."""
+    return TrafficInvariant(Harness(scene.harness.kubeconfig).cluster, scene.namespace)
+
+
+def gateway_snapshot(exporter: MetricsExporter, namespace: str, route: str = NAME) -> dict[str, float]:
+    """The gateway's totals of `route` by status code, taken once it answers no 503 (its 503 count
+    holds still between two reads). The traffic simulator counts by what it saw at its last tick
+    (every 0.5s): right after an install, whose route may name pods that were still starting, the
+    503s of that tick may still be counting though the pods are ready now."""
+    deadline = time.monotonic() + RELEASE_TIMEOUT
+    previous: dict[str, float] | None = None
+    while True:
+        try:
+            totals: dict[str, float] | None = exporter.gateway_totals(namespace, route)
+        except KeyError:
+            totals = None  # not simulated yet
+        if totals and previous and totals[UNAVAILABLE_CODE] == previous[UNAVAILABLE_CODE]:
+            return totals
+        if time.monotonic() >= deadline:
+            what = "counted the route" if totals is None else f"stopped answering 503 (totals {totals})"
+            raise AssertionError(f"the gateway of {namespace}/{route} never {what}")
+        previous = totals
+        time.sleep(POLL_SECONDS)  # polling interval, bounded by the deadline
+
+
+def assert_no_gateway_errors(
+    exporter: MetricsExporter, namespace: str, route: str, since: Mapping[str, float]
+) -> None:
+    """No request to `route` answered 503 since the `since` snapshot (:func:`gateway_snapshot`),
+    and some were answered: users never met a backend without ready pods."""
+    now = exporter.gateway_totals(namespace, route)
+    served = sum(now.values()) - sum(since.values())
+    failed = now.get(UNAVAILABLE_CODE, 0.0) - since.get(UNAVAILABLE_CODE, 0.0)
+    assert served > 0, f"the gateway counted no request to {namespace}/{route} since the snapshot"
+    assert failed == 0, (
+        f"the gateway answered {failed:.1f} of {served:.1f} requests to {namespace}/{route} with 503: "
+        "weight on a backend without ready pods"
+    )
 
 
 # ---- the real kubectl -----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from operators.analysis.templates import QueryContext, QueryTemplateError, render_query
 from operators.analysis.thresholds import combine, evaluate
+from operators.api.base import parse_duration
 from operators.api.rollout import Check, Metric, MetricResult, Outcome, ThresholdRange
 from operators.metrics.base import MetricProvider, ProviderError
 from operators.metrics.hosts import AllowedHosts
@@ -81,6 +82,23 @@ class MetricSources:
         return f'metric "{metric.name}": {self.allowed.refusal(address)}'
 
 
+# No query may take longer than this, whatever its metric says (documented in the README).
+MAX_QUERY_SECONDS = 30.0
+
+
+def query_timeout(configured: float, context: QueryContext) -> float:
+    """The metric's timeout, at most one analysis interval and at most MAX_QUERY_SECONDS.
+
+    A check longer than its interval would only delay the next one (and a
+    rollback with it); a hung backend is an Error soon enough to count.
+    """
+    try:
+        interval = parse_duration(context.interval).total_seconds()
+    except ValueError:
+        interval = MAX_QUERY_SECONDS
+    return min(configured, interval, MAX_QUERY_SECONDS)
+
+
 def run_metric(metric: Metric, context: QueryContext, sources: MetricSources) -> MetricResult:
     """One metric's result. Never raises: every problem becomes an Error result with its reason."""
 
@@ -97,7 +115,9 @@ def run_metric(metric: Metric, context: QueryContext, sources: MetricSources) ->
     if not sources.allowed.allows(address):  # checked at validation too; never send one regardless
         return error(sources.allowed.refusal(address))
     try:
-        value = provider.query(config, address, query, provider.timeout_seconds(config))
+        value = provider.query(
+            config, address, query, query_timeout(provider.timeout_seconds(config), context)
+        )
     except ProviderError as err:
         return error(str(err))
     except Exception as err:  # a provider bug must not take the whole check (or the operator) down

@@ -15,8 +15,8 @@ from typing import Any
 from pydantic import Field, model_validator
 from pydantic.config import JsonDict
 
-from operators.api.base import ApiModel, Condition, Duration
-from operators.api.rollout import Metric, Phase, Step
+from operators.api.base import ApiModel, Condition, Duration, Image
+from operators.api.rollout import CANARY_SUFFIX, NAME_MAX, NAME_PATTERN, Metric, Phase, Step
 from operators.traffic.gateway_api import GatewayAPITraffic
 
 KIND = "Application"
@@ -24,10 +24,22 @@ PLURAL = "applications"
 SINGULAR = "application"
 SHORT_NAMES = ["sapp"]
 
-# A component's name is its Rollout's, and so its Services' (DNS-1035 labels,
-# starting with a letter) and its Deployments' with "-canary" added (<= 63).
-COMPONENT_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
-COMPONENT_NAME_MAX = 63 - len("-canary")
+# A component's name is its Rollout's, so it follows a Rollout's name rule: a DNS-1035 label
+# (its Services' names) with room for "-canary" added (<= 63).
+COMPONENT_NAME_PATTERN = NAME_PATTERN
+COMPONENT_NAME_MAX = NAME_MAX
+# A component named <other>-canary would share its Deployment and Service names with the
+# other's canary: whichever reconciled first would own them.
+COMPONENT_COLLISION_MESSAGE = (
+    f"a component cannot be named after another with {CANARY_SUFFIX} added: "
+    f"<name>{CANARY_SUFFIX} is the other component's canary Deployment and Service"
+)
+COMPONENT_COLLISION_RULE: JsonDict = {
+    "rule": f"self.all(c, !self.exists(d, c.name == d.name + '{CANARY_SUFFIX}'))",
+    "message": COMPONENT_COLLISION_MESSAGE,
+}
+# Bounds the cost the API server estimates for that rule (it compares every pair of components).
+COMPONENTS_MAX = 100
 # A component type's name is a file name, <type>.yaml.j2, as well.
 TYPE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # Kubernetes' IANA_SVC_NAME, what a container port's name must be.
@@ -103,7 +115,7 @@ class Component(ApiModel):
         pattern=TYPE_NAME_PATTERN,
         description="The component type that renders it: webservice, worker, or one of your own.",
     )
-    image: str = Field(min_length=1)
+    image: Image
     replicas: int = Field(default=1, ge=0)
     ports: list[ComponentPort] = Field(default_factory=list, json_schema_extra=LIST_MAP_BY_NAME)
     env: list[EnvVar] = Field(default_factory=list)
@@ -125,7 +137,11 @@ class ApplicationSpec(ApiModel):
     rollout: RolloutDefaults | None = Field(
         default=None, description="How every component is released, unless it says otherwise."
     )
-    components: list[Component] = Field(default_factory=list, json_schema_extra=LIST_MAP_BY_NAME)
+    components: list[Component] = Field(
+        default_factory=list,
+        max_length=COMPONENTS_MAX,
+        json_schema_extra={**LIST_MAP_BY_NAME, "x-kubernetes-validations": [COMPONENT_COLLISION_RULE]},
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> ApplicationSpec:
@@ -133,6 +149,13 @@ class ApplicationSpec(ApiModel):
         duplicated = sorted({name for name in names if names.count(name) > 1})
         if duplicated:
             raise ValueError(f"component names must be unique: {', '.join(duplicated)}")
+        collisions = [
+            f'components "{name}" and "{name}{CANARY_SUFFIX}"'
+            for name in names
+            if f"{name}{CANARY_SUFFIX}" in names
+        ]
+        if collisions:
+            raise ValueError(f"{', '.join(collisions)} collide: {COMPONENT_COLLISION_MESSAGE}")
         return self
 
 

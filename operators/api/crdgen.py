@@ -394,8 +394,12 @@ def _printer_column(column: PrinterColumn) -> dict[str, Any]:
 
 
 def root_schema(resource: ResourceType) -> Schema:
-    """The whole object: apiVersion, kind, metadata, spec (required) and status."""
-    return {
+    """The whole object: apiVersion, kind, metadata, spec (required) and status.
+
+    The resource's `object_rules` (CEL) go here, at the root: rules there may read
+    ``self.metadata.name``, as a Rollout's name rule does.
+    """
+    schema: Schema = {
         "description": resource.description,
         "type": "object",
         "required": ["spec"],
@@ -417,6 +421,9 @@ def root_schema(resource: ResourceType) -> Schema:
             ),
         },
     }
+    if resource.object_rules:
+        schema["x-kubernetes-validations"] = [rule.to_schema() for rule in resource.object_rules]
+    return schema
 
 
 def _described(schema: Schema, fallback: str) -> Schema:

@@ -31,6 +31,17 @@ class PrinterColumn:
     priority: int = 0
 
 
+@dataclass(frozen=True)
+class CelRule:
+    """One x-kubernetes-validations rule: a CEL expression, and what the API server says when it is false."""
+
+    rule: str
+    message: str
+
+    def to_schema(self) -> dict[str, str]:
+        return {"rule": self.rule, "message": self.message}
+
+
 # Every resource ends with an Age column, as built-in kinds do.
 AGE = PrinterColumn("Age", "date", ".metadata.creationTimestamp")
 
@@ -50,6 +61,9 @@ class ResourceType:
     printer_columns: tuple[PrinterColumn, ...] = (AGE,)
     categories: tuple[str, ...] = (CATEGORY,)
     group: str = GROUP
+    # CEL rules (x-kubernetes-validations) on the whole object: the only place one may read
+    # metadata.name. Rules about the spec alone belong on the spec model.
+    object_rules: tuple[CelRule, ...] = ()
 
     @property
     def list_kind(self) -> str:
@@ -78,6 +92,7 @@ ROLLOUT = ResourceType(
         "advancing only while Prometheus analysis passes and rolling back when it fails."
     ),
     short_names=tuple(rollout.SHORT_NAMES),
+    object_rules=(CelRule(**rollout.NAME_RULE),),
     printer_columns=(
         PrinterColumn("Phase", "string", ".status.phase", "Where the release stands."),
         PrinterColumn("Weight", "integer", ".status.canaryWeight", "Percent of traffic on the canary."),

@@ -20,6 +20,24 @@ PLURAL = "rollouts"
 SINGULAR = "rollout"
 SHORT_NAMES = ["sro"]
 
+# A Rollout's name is in the names of everything Sluice makes for it: Deployments and
+# Services <name> and <name>-canary, the HTTPRoute <name> (by default), and the pod label
+# sluice.dev/rollout=<name>. Service names are DNS-1035 labels (a letter first, at most 63
+# characters), so the name must be one with room for "-canary".
+CANARY_SUFFIX = "-canary"
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+NAME_MAX = 63 - len(CANARY_SUFFIX)
+NAME_MESSAGE = (
+    f"a Rollout's name must be a DNS-1035 label of at most {NAME_MAX} characters "
+    "(lowercase letters, digits and '-', starting with a letter): "
+    f"its canary Service is <name>{CANARY_SUFFIX}"
+)
+# The same rule for the API server, on the root schema (only there may CEL read metadata.name).
+NAME_RULE: dict[str, str] = {
+    "rule": f"size(self.metadata.name) <= {NAME_MAX} && self.metadata.name.matches('{NAME_PATTERN}')",
+    "message": NAME_MESSAGE,
+}
+
 # The pod template is a PodTemplateSpec: kept whole (unknown fields preserved)
 # so users can write anything a Deployment accepts, with the few checks that
 # catch the common mistakes at `kubectl apply` time.
@@ -396,6 +414,11 @@ class RolloutStatus(ApiModel):
     canary_revision: str | None = None
     current_step_index: int | None = None
     canary_weight: int = 0
+    routed_canary_weight: int | None = Field(
+        default=None,
+        description="What the route sends the canary while it differs from canaryWeight: a track with no "
+        "ready pods gets no traffic until it has some again.",
+    )
     step_started_at: str | None = Field(default=None, description="When the current step began.")
     weight_changed_at: str | None = Field(
         default=None, description="When the canary weight last changed: checks at a weight start from here."

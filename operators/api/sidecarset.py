@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, model_validator
 
-from operators.api.base import ApiModel, Condition, LabelSelector
+from operators.api.base import ApiModel, Condition, Image, LabelSelector
 
 KIND = "SidecarSet"
 PLURAL = "sidecarsets"
@@ -37,7 +37,7 @@ class Container(ApiModel):
     model_config = ConfigDict(extra="allow")
 
     name: str = Field(min_length=1, max_length=63)
-    image: str = Field(min_length=1)
+    image: Image
 
 
 class SidecarContainer(Container):

@@ -6,6 +6,12 @@ kstatus conditions: `Reconciling` while any component is releasing, `Ready`
 when every component is healthy at the generation it was last given, and
 `Stalled` when a release was rolled back or cannot go on.
 
+`Stalled`'s reason says what happened, never more: `RolledBack` (or `Aborted`) only
+when a Rollout did roll back; a Rollout that is blocked gives its own reason
+(`InvalidSpec`, `ObjectConflict`, `ProviderMissing`, `ApplyFailed`); a component
+without a usable Rollout gives the reconciler's (`InvalidComponent`,
+`RolloutConflict`, `ApplyFailed`); an invalid Application spec is `InvalidSpec`.
+
 A Rollout that has not yet observed its latest spec counts as `Pending`
 whatever its (stale) status says: right after a new image is committed, the
 Application must not look Ready on the strength of the old release.
@@ -33,8 +39,11 @@ RELEASING = frozenset(
     {ComponentPhase.PENDING, ComponentPhase.INITIALIZING, ComponentPhase.PROGRESSING, ComponentPhase.PAUSED}
 )
 STUCK = frozenset({ComponentPhase.DEGRADED, ComponentPhase.ABORTED, ComponentPhase.FAILED})
-# The condition reason a stuck component gives the Application, unless its outcome names one.
+# The reason of a Rollout's phase when nothing else says why it is stuck: a Rollout that
+# rolled back says so itself in its Stalled condition, but one written by an older operator may not.
 STUCK_REASONS = {ComponentPhase.DEGRADED: "RolledBack", ComponentPhase.ABORTED: "Aborted"}
+# When not even the phase tells (a Failed component with no reason given).
+UNKNOWN_REASON = "ComponentFailed"
 
 
 @dataclass(frozen=True)
@@ -56,10 +65,7 @@ def component_status(outcome: ComponentOutcome) -> ComponentStatus:
             name=name, phase=ComponentPhase.PENDING, message=f"Rollout {name} not created yet"
         )
     generation = int((outcome.rollout.get("metadata") or {}).get("generation") or 0)
-    try:
-        status = RolloutStatus.model_validate(outcome.rollout.get("status") or {})
-    except ValidationError:  # written by another version of the operator: wait for ours
-        status = RolloutStatus()
+    status = _rollout_status(outcome.rollout)
     revision = status.canary_revision or status.stable_revision
     if status.phase is None or (status.observed_generation or 0) < generation:
         return ComponentStatus(
@@ -82,23 +88,45 @@ def component_status(outcome: ComponentOutcome) -> ComponentStatus:
     )
 
 
+def _rollout_status(rollout: Mapping[str, Any]) -> RolloutStatus:
+    try:
+        return RolloutStatus.model_validate(rollout.get("status") or {})
+    except ValidationError:  # written by another version of the operator: wait for ours
+        return RolloutStatus()
+
+
 def _condition_true(status: RolloutStatus, kind: str) -> bool:
     return any(c.type == kind and c.status == "True" for c in status.conditions)
+
+
+def stuck_reason(outcome: ComponentOutcome, component: ComponentStatus) -> str:
+    """Why a stuck component is stuck, as a condition reason: from whoever knows best.
+
+    The reconciler's reason when there is no usable Rollout (it could not be rendered or
+    applied); else the reason of the Rollout's own Stalled condition (`RolledBack` and
+    `Aborted` only if it did roll back, `InvalidSpec` or `ObjectConflict` if it is blocked);
+    else, for a Rollout that gives none, what its phase means.
+    """
+    if outcome.error:
+        return outcome.reason or UNKNOWN_REASON
+    if outcome.rollout is not None:
+        for condition in _rollout_status(outcome.rollout).conditions:
+            if condition.type == "Stalled" and condition.status == "True" and condition.reason:
+                return condition.reason
+    return STUCK_REASONS.get(component.phase, UNKNOWN_REASON)
 
 
 def application_status(
     previous: ApplicationStatus, generation: int, outcomes: Sequence[ComponentOutcome], now: datetime
 ) -> ApplicationStatus:
     components = [component_status(outcome) for outcome in outcomes]
-    reasons = {outcome.name: outcome.reason for outcome in outcomes}
-    stuck = [c for c in components if c.phase in STUCK]
+    stuck = [(o, c) for o, c in zip(outcomes, components, strict=True) if c.phase in STUCK]
     releasing = [c for c in components if c.phase in RELEASING]
     ready = sum(1 for c in components if c.ready)
     if stuck:
         phase = ApplicationPhase.DEGRADED
-        first = stuck[0]
-        reason = reasons.get(first.name) or STUCK_REASONS.get(first.phase, "ComponentFailed")
-        message = _describe(stuck)
+        reason = stuck_reason(*stuck[0])
+        message = _describe([c for _, c in stuck])
     elif releasing:
         phase = ApplicationPhase.PROGRESSING
         paused = all(c.phase == ComponentPhase.PAUSED for c in releasing)

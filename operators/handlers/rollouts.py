@@ -13,12 +13,25 @@ import kopf
 from operators.api.rollout import KIND, PLURAL
 from operators.handlers.wiring import Kind, Owned, register_kind
 from operators.rollout.ownership import MANAGED_BY, MANAGED_BY_LABEL, ROLLOUT_LABEL
+from operators.traffic.registry import PROVIDERS as TRAFFIC_PROVIDERS
 
+_MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
+
+# Everything a Rollout manages: a change by anyone else (a scale, a deleted Service, a hand-edited
+# route) wakes its loop at once, and the loop puts it back within the same second.
 ROLLOUTS = Kind(
     kind=KIND,
     plural=PLURAL,
     parts=lambda context: (context.reconciler.reconcile, context.wakeups),
-    owned=(Owned("apps", "v1", "deployments", ROLLOUT_LABEL, {MANAGED_BY_LABEL: MANAGED_BY}),),
+    owned=(
+        Owned("apps", "v1", "deployments", ROLLOUT_LABEL, _MANAGED),
+        Owned("", "v1", "services", ROLLOUT_LABEL, _MANAGED),
+        *(
+            Owned(group, version, plural, ROLLOUT_LABEL, _MANAGED)
+            for provider in TRAFFIC_PROVIDERS.values()
+            for group, version, plural in provider.resources
+        ),
+    ),
 )
 
 

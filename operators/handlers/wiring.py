@@ -83,10 +83,12 @@ def register_kind(registry: kopf.OperatorRegistry, kind: Kind) -> None:
     )(loop)
     kopf.on.event(GROUP, VERSION, kind.plural, id=f"{kind.kind}-changed", registry=registry)(changed)
     for owned in kind.owned:
+        # The core group is written as its version alone ("v1", "services"), as kopf reads it.
+        resource = (
+            (owned.group, owned.version, owned.plural) if owned.group else (owned.version, owned.plural)
+        )
         kopf.on.event(
-            owned.group,
-            owned.version,
-            owned.plural,
+            *resource,
             id=f"{kind.kind}-{owned.plural}-changed",
             labels=dict(owned.labels) or None,
             registry=registry,

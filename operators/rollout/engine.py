@@ -26,6 +26,7 @@ from operators.api.rollout import (
     AnalysisStatus,
     Check,
     HistoryEntry,
+    Outcome,
     Phase,
     RolloutSpec,
     RolloutStatus,
@@ -41,6 +42,7 @@ from operators.rollout.ownership import conflict_message, is_owned_by
 from operators.rollout.render import (
     RenderError,
     canary_replicas,
+    name_problems,
     pod_selector,
     pod_template_revision,
     render_deployment,
@@ -74,6 +76,8 @@ class Observed:
     # The revision of effective_template when the shell knows better than hashing it: with sidecars,
     # the hash of what they were made from (operators/sidecarset/effective.py). None: hash the template.
     revision: str | None = None
+    # When the stable Deployment is missing: the template recorded for status.stableRevision.
+    stable_record: Mapping[str, Any] | None = None
 
     def template_revision(self) -> str:
         return self.revision or pod_template_revision(self.effective_template)
@@ -93,6 +97,8 @@ class Plan:
     events: list[EventNote] = field(default_factory=list)
     # Seconds until the engine wants to look again; 0 means "at once" (a step was taken).
     requeue_after: float = RESYNC_SECONDS
+    # Revisions to keep in the history (revisions.py): revision -> its pod template.
+    records: dict[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def reconcile(spec: RolloutSpec, status: RolloutStatus, observed: Observed, now: datetime) -> Plan:
@@ -161,6 +167,7 @@ class _Reconciliation:
         self.revision = ""
         # Set when this pass starts a release: a check the shell ran measured the previous canary.
         self.fresh_release = False
+        self.records: dict[str, Mapping[str, Any]] = {}
 
     # ---- entry -------------------------------------------------------------------------------
 
@@ -170,12 +177,12 @@ class _Reconciliation:
         if self._conflicts():
             return self._blocked("ObjectConflict", self._conflicts())
         self.revision = self.obs.template_revision()
-        stable_rev = revision_of(self.stable_obj)
+        stable_rev = revision_of(self.stable_obj) if self.stable_obj is not None else self._lost_stable()
         self.stable_revision = stable_rev or self.revision
         if self.stable_obj is not None:
             self.stable_template = template_of(self.stable_obj) or self.obs.effective_template
 
-        if self.stable_obj is None or (self.revision == stable_rev and not self._promoting()):
+        if stable_rev is None or (self.revision == stable_rev and not self._promoting()):
             self._steady()
         elif self.revision == self.s.canary_revision and self._promoting():
             self._promote()
@@ -198,8 +205,8 @@ class _Reconciliation:
         try:
             pod_selector(self.ref, self.spec)
         except RenderError as error:
-            return [str(error)]
-        return []
+            return [*name_problems(self.ref), str(error)]
+        return name_problems(self.ref)
 
     def _conflicts(self) -> list[str]:
         return [
@@ -213,6 +220,34 @@ class _Reconciliation:
         status = blocked_status(self.before, self.obs.generation, reason, message, self.now)
         events = [] if self.before.message == message else [EventNote("Warning", reason, message)]
         return Plan(status=status, objects=[], events=events, requeue_after=RESYNC_SECONDS)
+
+    def _lost_stable(self) -> str | None:
+        """The stable Deployment is missing: the revision to recreate it with, or None (first deploy).
+
+        Never the canary's template: a deleted stable Deployment must come back
+        as the version that was serving, from the revision history, while the
+        release (and its analysis) goes on where it was.
+        """
+        known = self.before.stable_revision
+        if known is None:
+            return None
+        name = self.ref.name
+        if self.obs.stable_record is not None:
+            self.stable_template = self.obs.stable_record
+        elif known == self.obs.template_revision():
+            self.stable_template = self.obs.effective_template
+        else:
+            self._event(
+                "Warning",
+                "StableTemplateUnknown",
+                f"Deployment {name} was deleted and the template of stable revision {known} is not in "
+                f"the revision history: deploying revision {self.obs.template_revision()} as stable",
+            )
+            return None
+        self._event(
+            "Warning", "StableRecreated", f"Deployment {name} was deleted: recreating stable revision {known}"
+        )
+        return known
 
     # ---- modes -------------------------------------------------------------------------------
 
@@ -233,6 +268,7 @@ class _Reconciliation:
         ready = ready_replicas(self.stable_obj)
         if is_rolled_out(self.stable_obj, self.revision, self.spec.replicas):
             if self.s.phase != Phase.HEALTHY:
+                self.records = {self.revision: self.obs.effective_template}
                 self._record("healthy", f"revision {self.revision} serving with {ready} replica(s)")
                 self._event("Normal", "Healthy", f"revision {self.revision} is serving")
             self._set_phase(
@@ -254,6 +290,10 @@ class _Reconciliation:
             self._record("release-superseded", f"revision {self.revision} replaces {self.s.canary_revision}")
         self.s.canary_revision = self.revision
         self.s.stable_revision = stable_rev
+        self.records = {
+            self.stable_revision: self.stable_template,
+            self.revision: self.obs.effective_template,
+        }
         self.s.current_step_index = 0
         self.s.step_started_at = format_time(self.now)
         self._set_weight(0)
@@ -343,7 +383,12 @@ class _Reconciliation:
 
     def _pause_step(self, step: Step) -> None:
         assert step.pause is not None
-        if self._take(Command.PROMOTE):
+        if Command.PROMOTE in self.commands and self._last_check_failed():
+            last = self.s.analysis.last_check
+            assert last is not None
+            why = f"the last analysis check failed ({verdicts.describe_check(last)})"
+            self._mark_ignored(self.commands.pop(Command.PROMOTE), why)
+        elif self._take(Command.PROMOTE):
             self._record("promote", "pause ended by sluice.dev/promote")
             self._advance()
             return
@@ -384,7 +429,10 @@ class _Reconciliation:
         self.stable_template = self.obs.effective_template
         self.stable_revision = self.revision
         self.canary_count = canary_replicas(self.spec, self.s.canary_weight)
-        self._ignore_commands("promotion is under way")
+        self._ignore_commands(
+            f"promotion is under way (the stable Deployment already runs revision {self.revision}); "
+            "change the template to release another revision"
+        )
         if not is_rolled_out(self.stable_obj, self.revision, self.spec.replicas):
             ready = ready_replicas(self.stable_obj) if revision_of(self.stable_obj) == self.revision else 0
             self._set_phase(
@@ -450,7 +498,7 @@ class _Reconciliation:
         check = self.obs.check
         if self.analysis is None or check is None or self.fresh_release:
             return False
-        if not _analysing(self.spec, self.before):
+        if not _analysing(self.spec, self.before) or self._measured_another_weight(check):
             return False
         self.s.analysis = verdicts.record_check(self.s.analysis, check)
         if verdicts.verdict(self.analysis, self.s.analysis) == verdicts.Verdict.ROLLBACK:
@@ -459,6 +507,16 @@ class _Reconciliation:
         return False
 
     # ---- small helpers ---------------------------------------------------------------------------
+
+    def _measured_another_weight(self, check: Check) -> bool:
+        """A check that started before the weight last changed measured traffic at another weight."""
+        changed = self.before.weight_changed_at
+        return changed is not None and parse_time(check.time) < parse_time(changed).replace(microsecond=0)
+
+    def _last_check_failed(self) -> bool:
+        """A person may promote past an Error or an Inconclusive check, never past a Failed one."""
+        last = self.s.analysis.last_check
+        return self.s.canary_weight > 0 and last is not None and last.outcome == Outcome.FAILED
 
     def _gate_open(self) -> bool:
         """Analysis gates a step only where it runs: at weight 0 no check ever comes."""
@@ -514,8 +572,11 @@ class _Reconciliation:
         self.commands.clear()
 
     def _mark_ignored(self, pending: PendingCommand, why: str) -> None:
+        """Recorded, and told in an Event: whoever annotated is waiting for something to happen."""
         self.s.handled_commands[pending.command.value] = pending.value
         self._record(pending.command.value, f"ignored: {why}")
+        kind: Literal["Normal", "Warning"] = "Warning" if pending.command == Command.ABORT else "Normal"
+        self._event(kind, "CommandIgnored", f"{pending.command.annotation}={pending.value} ignored: {why}")
 
     def _record(self, action: str, message: str) -> None:
         entry = HistoryEntry(
@@ -538,13 +599,43 @@ class _Reconciliation:
         self.s.conditions = rollout_conditions(
             self.s.phase, self.reason, self.s.message, self.obs.generation, self.before.conditions, self.now
         )
+        routed = self._routed_weight()
+        self.s.routed_canary_weight = None if routed == self.s.canary_weight else routed
         self._notice_drift()
         return Plan(
             status=self.s,
-            objects=self._desired_objects(),
+            objects=self._desired_objects(routed),
             events=self.events,
             requeue_after=self._requeue_after(),
+            records=self.records,
         )
+
+    def _routed_weight(self) -> int:
+        """The canary's share on the route: its weight, but never a share for a track with no ready pod.
+
+        A track whose pods vanished (its Deployment deleted, its pods crashing)
+        loses its share in the same pass; it gets it back once it has ready pods
+        again. With neither track ready there is nothing better to route to.
+        """
+        weight = self.s.canary_weight
+        if routing_of(self.ref, self.spec) is None:
+            return weight  # no route: the canary's share is its replica count
+        canary_ready = ready_replicas(self.canary_obj) > 0
+        stable_ready = ready_replicas(self.stable_obj) > 0
+        routed = weight
+        if weight > 0 and not canary_ready and stable_ready:
+            routed = 0
+        elif weight < 100 and not stable_ready and canary_ready and self.s.canary_revision is not None:
+            routed = 100
+        before = self.before.routed_canary_weight
+        if routed != weight and before != routed:
+            track, other = ("canary", "stable") if routed == 0 else ("stable", "canary")
+            self._event(
+                "Warning",
+                "TrafficRerouted",
+                f"the {track} track has no ready pods: all traffic goes to the {other} track until it has",
+            )
+        return routed
 
     def _notice_drift(self) -> None:
         """Someone else changed the split: say so (the plan puts the route back in this pass).
@@ -556,19 +647,27 @@ class _Reconciliation:
         if routing is None:
             return
         live = routing.observed(self.obs.objects)
-        expected = {self.before.canary_weight, self.s.canary_weight}
+        expected = {
+            self.before.canary_weight,
+            self.s.canary_weight,
+            self.before.routed_canary_weight,
+            self.s.routed_canary_weight,
+        }
         if live is not None and live.canary not in expected:
             (key, *_) = routing.keys()
             self._event(
                 "Warning",
                 "TrafficDrift",
                 f"{key.kind} {key.namespace}/{key.name} was changed to send {live.canary}% to the canary "
-                f"(expected {self.s.canary_weight}%): restored",
+                f"(expected {self._expected_weight()}%): restored",
             )
 
-    def _desired_objects(self) -> list[dict[str, Any]]:
+    def _expected_weight(self) -> int:
+        routed = self.s.routed_canary_weight
+        return self.s.canary_weight if routed is None else routed
+
+    def _desired_objects(self, routed: int) -> list[dict[str, Any]]:
         routing = routing_of(self.ref, self.spec)
-        weight = self.s.canary_weight
         by_key: dict[ObjectKey, dict[str, Any]] = {
             deployment_key(self.ref, self.ref.name): render_deployment(
                 self.ref, self.spec, "stable", self.stable_template, self.stable_revision, self.spec.replicas
@@ -583,10 +682,15 @@ class _Reconciliation:
             )
             canary_service = render_service(self.ref, self.spec, "canary")
             by_key[service_key(self.ref, self.ref.canary_name)] = canary_service
-        if routing is not None:
-            routed = routing.desired(Weights.to_canary(weight))
-            by_key.update((key_of(obj), obj) for obj in routed)
-        return [by_key[key] for key in managed_keys(self.ref, self.spec)]
+        if routing is not None and not self._route_to_nothing(routing.keys()):
+            by_key.update((key_of(obj), obj) for obj in routing.desired(Weights.to_canary(routed)))
+        return [by_key[key] for key in managed_keys(self.ref, self.spec) if key in by_key]
+
+    def _route_to_nothing(self, keys: Sequence[ObjectKey]) -> bool:
+        """A first deployment's route waits for the first ready pod: created earlier, it would send
+        its users to a backend with nothing behind it (a route that exists is kept, never removed)."""
+        no_pods = ready_replicas(self.stable_obj) == 0 and ready_replicas(self.canary_obj) == 0
+        return no_pods and all(self.obs.objects.get(key) is None for key in keys)
 
     def _requeue_after(self) -> float:
         if self.took_step:

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from operators.analysis.background import BackgroundChecks
 from operators.analysis.check import MetricSources, run_check, validate_metrics
 from operators.analysis.templates import QueryContext
 from operators.api.base import describe_validation_error
@@ -28,8 +29,12 @@ from operators.foundation.keys import ObjectKey, key_of
 from operators.foundation.loop import RETRY_AFTER_CONFLICT
 from operators.foundation.status import ReadStatus, read_status, write_status
 from operators.rollout import engine
-from operators.rollout.inventory import managed_keys, rollout_key
+from operators.rollout.inventory import deployment_key, managed_keys, rollout_key
+from operators.rollout.ownership import ROLLOUT_LABEL, is_owned_by
 from operators.rollout.render import pod_template_revision
+from operators.rollout.revisions import API_VERSION as REVISION_API_VERSION
+from operators.rollout.revisions import KIND as REVISION_KIND
+from operators.rollout.revisions import beyond_limit, recorded_template, revision_key, revision_record
 from operators.rollout.templates import Effective, EffectiveTemplates
 
 logger = logging.getLogger(__name__)
@@ -42,11 +47,14 @@ class RolloutReconciler:
         metrics: MetricSources,
         clock: Callable[[], datetime] = utc_now,
         sidecars: EffectiveTemplates | None = None,
+        checks: BackgroundChecks | None = None,
     ) -> None:
         self.cluster = cluster
         # The metric providers, their default addresses and the hosts they may be sent to.
         self.metrics = metrics
         self.clock = clock
+        # Analysis runs beside the passes, so a hung query never delays an abort.
+        self.checks = checks or BackgroundChecks()
         # Adds the sidecars of matching SidecarSets to the template; None: spec.template as is.
         self.sidecars = sidecars
 
@@ -54,6 +62,7 @@ class RolloutReconciler:
         """One pass. Returns seconds until the next wanted pass; None once the Rollout is gone."""
         body = self.cluster.get_current(rollout_key(namespace, name))
         if body is None:
+            self.checks.forget((namespace, name))
             return None
         now = self.clock()
         meta = body["metadata"]
@@ -89,8 +98,12 @@ class RolloutReconciler:
         analysis = spec.strategy.canary.analysis
         problems = validate_metrics(analysis.metrics, context, self.metrics) if analysis else []
         check = None
-        if analysis and not problems and engine.analysis_due(spec, status, now):
-            check = run_check(analysis.metrics, context, self.metrics, now)
+        if analysis and not problems:
+            due = engine.analysis_due(spec, status, now)
+            metrics = analysis.metrics
+            check = self.checks.collect_or_start(
+                (namespace, name), due, lambda: run_check(metrics, context, self.metrics, now)
+            )
         observed = engine.Observed(
             ref=ref,
             generation=generation,
@@ -100,9 +113,11 @@ class RolloutReconciler:
             objects=objects,
             check=check,
             problems=problems,
+            stable_record=self._stable_record(ref, status, objects),
         )
         plan = engine.reconcile(spec, status, observed, now)
         try:
+            self._record_revisions(ref, plan, now)
             self._apply(plan.objects, objects)
         except KubeError as error:
             if error.status == 409:
@@ -113,6 +128,31 @@ class RolloutReconciler:
         for note in plan.events:
             self._event(body, note.type, note.reason, note.message, now)
         return plan.requeue_after
+
+    def _stable_record(
+        self, ref: RolloutRef, status: RolloutStatus, objects: dict[ObjectKey, dict[str, Any] | None]
+    ) -> dict[str, Any] | None:
+        """The stable revision's recorded template, read only when its Deployment is missing."""
+        if objects.get(deployment_key(ref, ref.name)) is not None or not status.stable_revision:
+            return None
+        return recorded_template(self.cluster.get(revision_key(ref, status.stable_revision)))
+
+    def _record_revisions(self, ref: RolloutRef, plan: engine.Plan, now: datetime) -> None:
+        """Keep the revisions the plan names in the history (before the objects that use them)."""
+        if not plan.records:
+            return
+        for revision, template in plan.records.items():
+            try:
+                self.cluster.create(revision_record(ref, revision, template, int(now.timestamp())))
+            except KubeError as error:
+                if error.status != 409:  # AlreadyExists: recorded before, and a revision never changes
+                    raise
+        listed = self.cluster.list_objects(
+            REVISION_API_VERSION, REVISION_KIND, ref.namespace, f"{ROLLOUT_LABEL}={ref.name}"
+        )
+        ours = [record for record in listed if is_owned_by(record, ref)]
+        for old in beyond_limit(ours, keep=list(plan.records)):
+            self.cluster.delete(key_of(old))
 
     def _query_context(
         self, ref: RolloutRef, spec: RolloutSpec, status: RolloutStatus, revision: str

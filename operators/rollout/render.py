@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from operators.api.refs import RolloutRef
-from operators.api.rollout import MATCH_WEIGHT, RolloutSpec
+from operators.api.rollout import MATCH_WEIGHT, NAME_MAX, NAME_MESSAGE, NAME_PATTERN, RolloutSpec
 from operators.rollout.ownership import (
     REVISION_LABEL,
     ROLLOUT_LABEL,
@@ -39,6 +40,20 @@ def object_name(ref: RolloutRef, track: Track) -> str:
     if track not in TRACKS:
         raise ValueError(f"unknown track {track!r}; expected one of {', '.join(TRACKS)}")
     return ref.name if track == STABLE else ref.canary_name
+
+
+def name_problems(ref: RolloutRef) -> list[str]:
+    """Why the names derived from this Rollout's cannot exist; empty when they all can.
+
+    The Rollout's name is the stable Deployment's and Service's, and the HTTPRoute's by
+    default; with "-canary" added, the canary's; and the value of the pods' label
+    sluice.dev/rollout. The tightest of these is the canary Service, a DNS-1035 label of at
+    most 63 characters. The CRD says the same in a CEL rule (`NAME_RULE`), but an API server
+    that does not evaluate it (an older CRD, a test server) would store such a Rollout.
+    """
+    if len(ref.name) <= NAME_MAX and re.fullmatch(NAME_PATTERN, ref.name):
+        return []
+    return [f"invalid name {ref.name!r} ({len(ref.name)} characters): {NAME_MESSAGE}"]
 
 
 def plain(value: Any) -> Any:

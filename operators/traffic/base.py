@@ -89,6 +89,11 @@ class TrafficProvider(Protocol):
     @property
     def config_model(self) -> type[ApiModel]: ...
 
+    @property
+    def resources(self) -> tuple[tuple[str, str, str], ...]:
+        """(group, version, plural) of the kinds it manages: the operator watches them for changes."""
+        ...
+
     def object_keys(self, target: TrafficTarget, config: Any) -> list[ObjectKey]:
         """The objects this provider manages for the target."""
         ...

@@ -22,6 +22,8 @@ KIND = "HTTPRoute"
 DEFAULT_BACKEND_GROUP = ""
 DEFAULT_BACKEND_KIND = "Service"
 DEFAULT_BACKEND_WEIGHT = 1
+# What an HTTPRoute's name must be (as any object's): a DNS-1123 subdomain of at most 253 characters.
+DNS1123_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
 class ParentReference(ApiModel):
@@ -41,6 +43,8 @@ class GatewayAPITraffic(ApiModel):
     http_route: str | None = Field(
         default=None,
         alias="httpRoute",
+        max_length=253,
+        pattern=DNS1123_SUBDOMAIN_PATTERN,
         description="Name of the HTTPRoute to manage (created if absent). Defaults to the Rollout's name.",
     )
     parent_refs: list[ParentReference] = Field(default_factory=list)
@@ -52,6 +56,7 @@ class GatewayAPIProvider:
 
     field = "gatewayAPI"
     config_model = GatewayAPITraffic
+    resources = (("gateway.networking.k8s.io", "v1", "httproutes"),)
 
     def route_name(self, target: TrafficTarget, config: GatewayAPITraffic) -> str:
         """`traffic.gatewayAPI.httpRoute`, defaulting to the release's name."""

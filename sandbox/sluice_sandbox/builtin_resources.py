@@ -1,6 +1,7 @@
 """
 The built-in resources the sandbox serves, with the few defaults of the API server that
-operators and kubectl read back (the rest of a built-in object is stored as written).
+operators and kubectl read back (the rest of a built-in object is stored as written), and the
+graceful deletion of pods.
 """
 
 from sluice_sandbox.resources import ALL_VERBS, Admission, JsonObject, ResourceSpec, ScaleSpec
@@ -11,6 +12,26 @@ def _default_namespace(spec: ResourceSpec, namespace: JsonObject, admission: Adm
     namespace["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
     namespace.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
     namespace.setdefault("status", {}).setdefault("phase", "Active")
+
+
+DEFAULT_TERMINATION_GRACE_PERIOD = 30  # seconds: the API server's default for pods
+
+
+def pod_grace_period(pod: JsonObject, requested: int | None) -> int:
+    """
+    The grace period of a pod's deletion, as the API server's pod strategy decides it: the
+    request's ``gracePeriodSeconds``, else the pod's ``spec.terminationGracePeriodSeconds``, else
+    30 s; 0 (removed at once) for a pod whose containers have all ended (Succeeded or Failed).
+    See https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#pod-termination
+    """
+    if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        return 0
+    if requested is not None:
+        return requested
+    own = (pod.get("spec") or {}).get("terminationGracePeriodSeconds")
+    if isinstance(own, int) and not isinstance(own, bool) and own >= 0:
+        return own
+    return DEFAULT_TERMINATION_GRACE_PERIOD
 
 
 def _default_replicas(spec: ResourceSpec, workload: JsonObject, admission: Admission) -> None:
@@ -47,7 +68,16 @@ BUILTIN_RESOURCES: tuple[ResourceSpec, ...] = (
         status=True,
         prepare=_default_namespace,
     ),
-    ResourceSpec("", "v1", "pods", "Pod", short_names=("po",), categories=("all",), status=True),
+    ResourceSpec(
+        "",
+        "v1",
+        "pods",
+        "Pod",
+        short_names=("po",),
+        categories=("all",),
+        status=True,
+        grace_period=pod_grace_period,
+    ),
     ResourceSpec("", "v1", "services", "Service", short_names=("svc",), categories=("all",), status=True),
     ResourceSpec("", "v1", "endpoints", "Endpoints", short_names=("ep",)),
     ResourceSpec("", "v1", "configmaps", "ConfigMap", short_names=("cm",)),
@@ -76,6 +106,8 @@ BUILTIN_RESOURCES: tuple[ResourceSpec, ...] = (
         scale=_WORKLOAD_SCALE,
         prepare=_default_replicas,
     ),
+    # What StatefulSets and DaemonSets keep their history in; Sluice keeps Rollouts' revisions there.
+    ResourceSpec("apps", "v1", "controllerrevisions", "ControllerRevision"),
     ResourceSpec("events.k8s.io", "v1", "events", "Event", short_names=("ev",)),
     ResourceSpec("coordination.k8s.io", "v1", "leases", "Lease"),
     ResourceSpec(

@@ -70,6 +70,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="how long simulated pods take to get ready",
     )
+    parser.add_argument(
+        "--stop-delay",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how long deleted pods take to stop (serving meanwhile), at most their grace period",
+    )
 
 
 def _options(args: argparse.Namespace, **extra: Any) -> SandboxOptions:
@@ -82,6 +89,7 @@ def _options(args: argparse.Namespace, **extra: Any) -> SandboxOptions:
         prometheus_url=args.prometheus_url,
         metric_hosts=[str(host) for host in args.metric_hosts],
         ready_delay=args.ready_delay,
+        stop_delay=args.stop_delay,
         **extra,
     )
 

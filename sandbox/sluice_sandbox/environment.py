@@ -37,6 +37,8 @@ class SandboxOptions:
     # An external Prometheus to use instead of launching one (it must scrape the exporter).
     prometheus_url: str | None = None
     ready_delay: float = 1.0
+    # How long a deleted pod's containers take to stop (it serves meanwhile), at most its grace period.
+    stop_delay: float = 1.0
     requests_per_second: float = 50.0
     scrape_interval: str = "1s"
     run_operator: bool = True
@@ -80,7 +82,9 @@ class Sandbox:
             self.prometheus.start()
         exporter = self.exporter
         factory = with_controllers(
-            functools.partial(WorkloadSimulator, ready_delay=self.options.ready_delay),
+            functools.partial(
+                WorkloadSimulator, ready_delay=self.options.ready_delay, stop_delay=self.options.stop_delay
+            ),
             functools.partial(self._traffic_simulator, exporter=exporter),
         )
         self.options.kubeconfig.parent.mkdir(parents=True, exist_ok=True)

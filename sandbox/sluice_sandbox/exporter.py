@@ -10,6 +10,12 @@ A service can also get a mix of streams (`set_service_mix`): pods of several
 versions behind one Service, each with its own errors and latency. Their
 requests add up in the same series, so a quantile of the histogram sees the
 slow share as it is, where one averaged latency would hide it.
+
+The gateway in front of the services has counters of its own, per route and
+status code (`set_route_rates`, `gateway_totals`): what users see, including
+the 503s of requests sent to a service that has no ready pod. They are
+integrated the same way, and every route always has its "200", "500" and "503"
+series, so `increase()` counts a code's first requests too.
 """
 
 from __future__ import annotations
@@ -28,13 +34,17 @@ from typing import Self
 BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, math.inf)
 OK_CODE = "200"
 ERROR_CODE = "500"
+UNAVAILABLE_CODE = "503"  # the gateway's answer when the backend has no ready pod
+GATEWAY_CODES = (OK_CODE, ERROR_CODE, UNAVAILABLE_CODE)  # a route's series, from its first scrape
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 REQUESTS_TOTAL = "http_requests_total"
 REQUEST_DURATION = "http_request_duration_seconds"
+GATEWAY_REQUESTS_TOTAL = "gateway_http_requests_total"
 
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_STATUS_CODE = re.compile(r"^[1-5][0-9][0-9]$")
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,15 @@ def integrate(history: Sequence[tuple[float, TrafficSetting]], until: float) -> 
     return counters
 
 
+def advance_codes(
+    counts: Mapping[str, float], rates: Mapping[str, float], seconds: float
+) -> dict[str, float]:
+    """A route's counts by status code after `seconds` more at `rates` (requests per second by code)."""
+    if seconds <= 0:
+        return dict(counts)
+    return {**counts, **{code: counts.get(code, 0.0) + rate * seconds for code, rate in rates.items()}}
+
+
 def format_sample_value(value: float) -> str:
     if math.isnan(value):
         return "NaN"
@@ -148,6 +167,14 @@ def render_service(namespace: str, service: str, counters: TrafficCounters) -> d
     return {REQUESTS_TOTAL: requests, REQUEST_DURATION: duration}
 
 
+def render_route(namespace: str, route: str, counts: Mapping[str, float]) -> list[str]:
+    """Exposition lines of one route's gateway counters."""
+    return [
+        _sample(GATEWAY_REQUESTS_TOTAL, {"namespace": namespace, "route": route, "code": code}, value)
+        for code, value in counts.items()
+    ]
+
+
 @dataclass
 class _Service:
     counters: TrafficCounters  # integrated up to `since`
@@ -155,8 +182,15 @@ class _Service:
     streams: tuple[TrafficSetting, ...]  # no stream: no traffic
 
 
+@dataclass
+class _Route:
+    counts: dict[str, float]  # by status code, integrated up to `since`
+    since: float
+    rates: dict[str, float]  # requests per second by status code
+
+
 class MetricsExporter:
-    """Serves simulated service traffic and test gauges on http://127.0.0.1:PORT/metrics.
+    """Serves simulated service and gateway traffic and test gauges on http://127.0.0.1:PORT/metrics.
 
     Thread-safe: tests (or a traffic simulator) change settings while Prometheus scrapes.
     """
@@ -165,6 +199,7 @@ class MetricsExporter:
         self._clock = clock
         self._lock = threading.Lock()
         self._services: dict[tuple[str, str], _Service] = {}
+        self._routes: dict[tuple[str, str], _Route] = {}
         self._gauges: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._server.daemon_threads = True
@@ -224,9 +259,43 @@ class MetricsExporter:
         with self._lock:
             self._services.pop((namespace, service), None)
 
+    def set_route_rates(self, namespace: str, route: str, rates: Mapping[str, float]) -> None:
+        """The gateway's answers to `route` from now on: requests per second by status code
+        (a code left out: none). Its counts keep what they counted so far."""
+        for code, rate in rates.items():
+            if not _STATUS_CODE.match(code):
+                raise ValueError(f"invalid status code {code!r}")
+            if not (rate >= 0 and math.isfinite(rate)):
+                raise ValueError(f"the rate of {code} must be a finite number >= 0, not {rate}")
+        with self._lock:
+            now = self._clock()
+            current = self._routes.get((namespace, route))
+            if current is None:
+                counts = dict.fromkeys([*GATEWAY_CODES, *rates], 0.0)
+                self._routes[(namespace, route)] = _Route(counts, now, dict(rates))
+            else:
+                current.counts = advance_codes(current.counts, current.rates, now - current.since)
+                for code in rates:
+                    current.counts.setdefault(code, 0.0)
+                current.since, current.rates = now, dict(rates)
+
+    def remove_route(self, namespace: str, route: str) -> None:
+        with self._lock:
+            self._routes.pop((namespace, route), None)
+
+    def gateway_totals(self, namespace: str, route: str) -> dict[str, float]:
+        """The route's requests so far by status code, as the next scrape would see them.
+
+        Raises KeyError for a route the exporter has no series of (e.g. not simulated yet).
+        """
+        with self._lock:
+            state = self._routes[(namespace, route)]
+            return advance_codes(state.counts, state.rates, self._clock() - state.since)
+
     def set_gauge(self, name: str, labels: Mapping[str, str], value: float) -> None:
         """Expose gauge `name{labels} value` (replacing the previous value of that series)."""
-        if not _METRIC_NAME.match(name) or name.startswith((REQUESTS_TOTAL, REQUEST_DURATION)):
+        reserved = (REQUESTS_TOTAL, REQUEST_DURATION, GATEWAY_REQUESTS_TOTAL)
+        if not _METRIC_NAME.match(name) or name.startswith(reserved):
             raise ValueError(f"invalid or reserved gauge name {name!r}")
         for label in labels:
             if not _LABEL_NAME.match(label) or label.startswith("__"):
@@ -243,9 +312,10 @@ class MetricsExporter:
                 self._gauges.get(name, {}).pop(tuple(sorted(labels.items())), None)
 
     def reset(self) -> None:
-        """Forget every service and gauge (Prometheus then marks their series stale)."""
+        """Forget every service, route and gauge (Prometheus then marks their series stale)."""
         with self._lock:
             self._services.clear()
+            self._routes.clear()
             self._gauges.clear()
 
     def counters(self, namespace: str, service: str) -> TrafficCounters:
@@ -262,6 +332,10 @@ class MetricsExporter:
                 (ns, svc, advance_mix(s.counters, s.streams, now - s.since))
                 for (ns, svc), s in self._services.items()
             ]
+            routes = [
+                (ns, name, advance_codes(r.counts, r.rates, now - r.since))
+                for (ns, name), r in self._routes.items()
+            ]
             gauges = {name: dict(series) for name, series in self._gauges.items()}
         lines: list[str] = []
         if services:
@@ -272,6 +346,11 @@ class MetricsExporter:
             lines += _family(REQUESTS_TOTAL, "counter", "Simulated HTTP requests.", families[REQUESTS_TOTAL])
             lines += _family(
                 REQUEST_DURATION, "histogram", "Simulated HTTP request latency.", families[REQUEST_DURATION]
+            )
+        if routes:
+            samples = [line for ns, name, counts in routes for line in render_route(ns, name, counts)]
+            lines += _family(
+                GATEWAY_REQUESTS_TOTAL, "counter", "Simulated HTTP requests answered by the gateway.", samples
             )
         for name, series in gauges.items():
             samples = [_sample(name, dict(key), value) for key, value in series.items()]

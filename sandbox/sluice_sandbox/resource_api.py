@@ -8,6 +8,7 @@ watch events), DeleteOptions from the body or the query, and the 415 for unsuppo
 """
 
 import json
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, TypedDict
 
@@ -92,6 +93,7 @@ class ResourceApi:
                         params.get("labelSelector"),
                         params.get("fieldSelector"),
                         propagation=options["propagation"],
+                        grace_period=options["grace_period"],
                         dry_run=dry_run,
                     )
                 )
@@ -251,13 +253,30 @@ def _delete_options(request: kmock.Request) -> dict[str, Any]:
         propagation = "Orphan"  # the deprecated predecessor of propagationPolicy
     if propagation not in (None, "Background", "Foreground", "Orphan"):
         raise ApiError.bad_request(f"unsupported propagationPolicy: {propagation!r}")
-    return {"propagation": propagation, "preconditions": body.get("preconditions")}
+    return {
+        "propagation": propagation,
+        "preconditions": body.get("preconditions"),
+        "grace_period": _grace_period(
+            request.params.get("gracePeriodSeconds", body.get("gracePeriodSeconds"))
+        ),
+    }
+
+
+def _grace_period(value: Any) -> int | None:
+    """DeleteOptions' ``gracePeriodSeconds``: an integer, from the query (a string) or the body."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
+        return int(value)
+    raise ApiError.bad_request(f"invalid gracePeriodSeconds: {value!r}")
 
 
 def _deletion_result(spec: ResourceSpec, obj: JsonObject) -> JsonObject:
     meta = obj["metadata"]
-    if meta.get("finalizers") or not spec.builtin:
-        return obj  # pending deletions and custom resources return the object
+    if meta.get("finalizers") or meta.get("deletionGracePeriodSeconds") or not spec.builtin:
+        return obj  # pending deletions (finalizers, a grace period) and custom resources return the object
     return {
         "kind": "Status",
         "apiVersion": "v1",

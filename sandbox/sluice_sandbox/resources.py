@@ -4,7 +4,8 @@ What the sandbox API server serves: one :class:`ResourceSpec` per group/version/
 A spec carries the discovery metadata (names, verbs, subresources), what the OpenAPI documents
 and Table responses need (a CRD version's schema and printer columns), and the resource's
 admission step (:attr:`ResourceSpec.prepare`: defaulting, pruning and validation of every
-written object). Plain data with no behaviour of its own, so every other module may import it.
+written object) and, for pods, their graceful deletion (:attr:`ResourceSpec.grace_period`).
+Plain data with no behaviour of its own, so every other module may import it.
 """
 
 import dataclasses
@@ -22,6 +23,23 @@ SUBRESOURCE_VERBS = ("get", "patch", "update")
 
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_time(epoch: float) -> str:
+    """
+    A timestamp with microseconds (RFC 3339, which clients parse): for the times that the
+    sandbox's sub-second delays are measured from (pods' start, the end of a grace period).
+    """
+    stamp = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    return stamp.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: Any) -> float | None:
+    """Epoch seconds of a timestamp (None if absent or malformed)."""
+    try:
+        return datetime.datetime.fromisoformat(str(value)).timestamp() if value else None
+    except ValueError:
+        return None
 
 
 class FieldValidation(enum.StrEnum):
@@ -48,6 +66,10 @@ class Admission:
 
 # Defaulting, pruning and validation of a written object, in place; raises ApiError to refuse it.
 Prepare = Callable[["ResourceSpec", JsonObject, Admission], None]
+
+# Graceful deletion: the grace period (seconds) of a deletion of the object, given the request's
+# ``gracePeriodSeconds`` (None if not given, never negative); 0 removes the object at once.
+GracePeriod = Callable[[JsonObject, int | None], int]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +101,10 @@ class ResourceSpec:
     scale: ScaleSpec | None = None  # has the /scale subresource
     builtin: bool = True  # built-ins accept strategic merge patches; custom resources do not
     prepare: Prepare | None = dataclasses.field(default=None, compare=False)
+    # Resources deleted gracefully (pods): a deletion with a grace period only marks the object
+    # (deletionTimestamp), and whoever plays its controller deletes it again when done. None:
+    # every deletion removes the object at once (once it has no finalizers).
+    grace_period: GracePeriod | None = dataclasses.field(default=None, compare=False)
     # A CRD version's openAPIV3Schema and additionalPrinterColumns (None/empty for built-ins).
     schema: Mapping[str, Any] | None = dataclasses.field(default=None, compare=False)
     printer_columns: tuple[Mapping[str, Any], ...] = dataclasses.field(default=(), compare=False)

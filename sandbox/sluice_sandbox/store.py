@@ -3,9 +3,17 @@ The in-memory object store of the sandbox API server, with Kubernetes API semant
 
 It is the single source of truth for both the HTTP front (``resource_api.py``) and in-process
 simulators (``workloads.py``): every write goes through the same rules (resourceVersion,
-generation, status subresource, finalizers, garbage collection, and each resource's admission
-step: built-ins' defaults, custom objects' schema, see ``crds.py``) and lands in one event log
-that watches replay from, so a watch started from a list's resourceVersion misses nothing.
+generation, status subresource, finalizers, graceful deletion, garbage collection, and each
+resource's admission step: built-ins' defaults, custom objects' schema, see ``crds.py``) and
+lands in one event log that watches replay from, so a watch started from a list's
+resourceVersion misses nothing.
+
+Graceful deletion (pods, see :attr:`ResourceSpec.grace_period`), as the API server does it:
+deleting a pod only marks it, with ``deletionGracePeriodSeconds`` and a ``deletionTimestamp``
+at the end of that grace period (a MODIFIED event); the kubelet (the workload simulator) deletes
+it again with ``gracePeriodSeconds: 0`` once its containers have stopped, which removes it (a
+DELETED event). A later deletion may only shorten the grace period; 0 removes it at once. The
+garbage collector deletes dependent pods the same graceful way.
 
 All methods must be called on one event loop; one ``asyncio.Lock`` serialises the writes.
 """
@@ -17,6 +25,7 @@ import copy
 import dataclasses
 import random
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
@@ -35,7 +44,9 @@ from sluice_sandbox.resources import (
     JsonObject,
     ResourceSpec,
     ScaleSpec,
+    format_time,
     now,
+    parse_time,
     version_priority,
 )
 
@@ -530,12 +541,15 @@ class Store:
         *,
         propagation: str | None = None,
         preconditions: Mapping[str, Any] | None = None,
+        grace_period: int | None = None,
         dry_run: bool = False,
     ) -> JsonObject:
         """
         Delete an object: mark it with ``deletionTimestamp`` if it has finalizers (it goes away
-        when they are removed), otherwise remove it and garbage-collect its dependents.
-        Returns the latest state; a pending deletion still has its finalizers.
+        when they are removed) or is deleted gracefully (a pod: it goes away when deleted again
+        with ``grace_period=0``, see the module docs), otherwise remove it and garbage-collect
+        its dependents. ``grace_period`` is DeleteOptions' ``gracePeriodSeconds`` (None: the
+        object's default). Returns the latest state; a pending deletion still exists.
         """
         spec = self.resolve(resource)
         async with self._lock:
@@ -543,7 +557,9 @@ class Store:
             for field, value in (preconditions or {}).items():
                 if value is not None and obj["metadata"].get(field) != value:
                     raise ApiError.conflict(spec, name)
-            return self._delete(spec, obj, propagation or BACKGROUND, dry_run=dry_run)
+            return self._delete(
+                spec, obj, propagation or BACKGROUND, grace_period=grace_period, dry_run=dry_run
+            )
 
     async def delete_collection(
         self,
@@ -553,6 +569,7 @@ class Store:
         field_selector: str | selectors.FieldSelector | None = None,
         *,
         propagation: str | None = None,
+        grace_period: int | None = None,
         dry_run: bool = False,
     ) -> JsonObject:
         spec = self.resolve(resource)
@@ -564,7 +581,11 @@ class Store:
             for item in items:
                 obj = self._objects[spec.key].get(_object_key(item))  # maybe garbage-collected already
                 if obj is not None:
-                    deleted.append(self._delete(spec, obj, propagation or BACKGROUND, dry_run=dry_run))
+                    deleted.append(
+                        self._delete(
+                            spec, obj, propagation or BACKGROUND, grace_period=grace_period, dry_run=dry_run
+                        )
+                    )
             return {
                 "kind": f"{spec.kind}List",
                 "apiVersion": spec.api_version,
@@ -760,7 +781,7 @@ class Store:
             new["metadata"]["generation"] = old_meta.get("generation", 0) + 1
         if new == old:
             return self._output(spec, old)  # a no-op write: no new resourceVersion, no event
-        if "deletionTimestamp" in new["metadata"] and not new["metadata"].get("finalizers"):
+        if _removable(new):  # the last finalizer removed
             return self._remove(spec, new, BACKGROUND, old=old, dry_run=dry_run)
         return self._commit(spec, MODIFIED, new, old, dry_run=dry_run)
 
@@ -782,14 +803,50 @@ class Store:
             _set_or_pop(new, "status", copy.deepcopy(old.get("status")))  # ignored on the main endpoint
         return new
 
-    def _delete(self, spec: ResourceSpec, obj: JsonObject, propagation: str, *, dry_run: bool) -> JsonObject:
+    def _delete(
+        self,
+        spec: ResourceSpec,
+        obj: JsonObject,
+        propagation: str,
+        *,
+        grace_period: int | None = None,
+        dry_run: bool,
+    ) -> JsonObject:
         meta = obj["metadata"]
-        if not meta.get("finalizers"):
-            return self._remove(spec, obj, propagation, old=obj, dry_run=dry_run)
+        if grace_period is not None and grace_period < 0:
+            grace_period = 1  # as the API server: a negative grace period counts as 1 second
         if "deletionTimestamp" in meta:
-            return self._output(spec, obj)  # already being deleted: waiting for the finalizers
+            return self._shorten_deletion(spec, obj, propagation, grace_period, dry_run=dry_run)
+        period = spec.grace_period(obj, grace_period) if spec.grace_period is not None else 0
+        if not period and not meta.get("finalizers"):
+            return self._remove(spec, obj, propagation, old=obj, dry_run=dry_run)
         new = copy.deepcopy(obj)
-        new["metadata"].update(deletionTimestamp=now(), deletionGracePeriodSeconds=0)
+        # The deletionTimestamp is when the object is due to go: the end of its grace period.
+        deadline = format_time(time.time() + period) if period else now()
+        new["metadata"].update(deletionTimestamp=deadline, deletionGracePeriodSeconds=period)
+        return self._commit(spec, MODIFIED, new, obj, dry_run=dry_run)
+
+    def _shorten_deletion(
+        self,
+        spec: ResourceSpec,
+        obj: JsonObject,
+        propagation: str,
+        grace_period: int | None,
+        *,
+        dry_run: bool,
+    ) -> JsonObject:
+        """Delete an object being deleted again: only a shorter grace period changes anything."""
+        meta = obj["metadata"]
+        pending = meta.get("deletionGracePeriodSeconds") or 0
+        if not pending or grace_period is None or grace_period >= pending:
+            return self._output(spec, obj)  # waiting for the finalizers or the grace period
+        started = (parse_time(meta["deletionTimestamp"]) or time.time() + pending) - pending
+        new = copy.deepcopy(obj)
+        new["metadata"].update(
+            deletionTimestamp=format_time(started + grace_period), deletionGracePeriodSeconds=grace_period
+        )
+        if _removable(new):
+            return self._remove(spec, new, propagation, old=obj, dry_run=dry_run)
         return self._commit(spec, MODIFIED, new, obj, dry_run=dry_run)
 
     def _remove(
@@ -804,7 +861,9 @@ class Store:
         """
         Delete the dependents of a removed owner, recursively (as the garbage collector does in
         the background, but at once: simpler to reason about in tests). Dependents with other
-        live owners, or all of them if orphaned, only lose the ownerReference.
+        live owners, or all of them if orphaned, only lose the ownerReference. Pods are deleted
+        gracefully (a Deployment's pods keep serving while they terminate); their own
+        dependents go when they do.
         """
         uid = owner["metadata"]["uid"]
         owned_namespace = owner["metadata"]["name"] if owner_spec.key == NAMESPACES_KEY else None
@@ -940,6 +999,16 @@ class Store:
             self._crd_resources[name] = resources_from_crd(change.obj)
             for spec in self._crd_resources[name]:
                 self.register(spec)
+
+
+def _removable(obj: JsonObject) -> bool:
+    """Whether an object being deleted is due to go: no finalizers left and no grace period."""
+    meta = obj["metadata"]
+    return (
+        "deletionTimestamp" in meta
+        and not meta.get("finalizers")
+        and not meta.get("deletionGracePeriodSeconds")
+    )
 
 
 def _object_key(obj: JsonObject) -> tuple[str | None, str]:

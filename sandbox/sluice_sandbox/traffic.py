@@ -4,16 +4,23 @@ Every tick it reads the HTTPRoutes, the Services and the pods, and sets the metr
 traffic of each Service a route sends to: the route's requests per second times the Service's
 weight share, served by the Service's ready pods, each behaving as its pod spec says
 (:mod:`sluice_sandbox.behaviour`). Pods of several versions behind one Service serve in
-proportion to their count, each version with its own errors and latency.
+proportion to their count, each version with its own errors and latency. It also sets what the
+gateway answers on each route (:func:`gateway_traffic`): what users see.
 
 Decisions, and why:
 
 - Each route gets ``rps`` requests per second, split evenly between its rules (real traffic
   depends on the rules' matches; Sluice writes one rule) and within a rule by the backendRefs'
   weights. A backend that is no local Service (another kind) takes its share, unsimulated.
-- The metrics are the application's own, as if its pods exported them: a Service without ready
-  pods (or a backend Service that does not exist) serves nothing, so it counts nothing, though
-  the gateway would answer 503. The serving history (:func:`outages`) is what tells that.
+- The per-Service metrics are the application's own, as if its pods exported them: a Service
+  without ready pods (or a backend Service that does not exist) serves nothing, so it counts
+  nothing. The gateway answers those requests 503, and its own counters, per route and status
+  code, count them (``gateway_http_requests_total``); the requests a Service serves count there
+  with the code its pods answer (the same 2xx/5xx split as the Service's own counters). A
+  backend of another kind is not simulated: the gateway counts nothing for it either. The
+  serving history (:func:`outages`) tells when, and which Service.
+- A route keeps its gateway series for as long as it exists, at zero traffic when all its
+  weights are 0, for the same reason as a Service's (next point).
 - A Service that gets no requests (weight 0, no ready pods, no longer routed) keeps its series,
   at zero traffic, for as long as it exists: ``rate()`` then falls to 0 within one rate window.
   Removing the series instead would leave ``rate()`` reading the last samples in its window
@@ -21,6 +28,12 @@ Decisions, and why:
   Prometheus reads as a counter reset. Only a deleted Service's series is removed.
 - Services that no route sends to get no traffic, even the stable Service of a Rollout without
   a traffic provider: the simulator plays users reaching the application through a gateway.
+- A Service's endpoints (:func:`selected_ready_pods`) are its ready pods that are not
+  terminating; when it has none, its terminating pods that are still ready serve instead (as
+  kube-proxy and gateways use EndpointSlices' ``serving`` terminating endpoints, KEP-1669,
+  GA in Kubernetes 1.28). So a deleted Deployment's pods serve until their containers stop (the
+  workload simulator's ``stop_delay``), and a release that moves traffic away in that time
+  fails no request. Throughout, a Service's "ready pods" are these endpoints.
 """
 
 from __future__ import annotations
@@ -30,17 +43,24 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from operators.rollout.ownership import STABLE, TRACK_LABEL
 from operators.traffic.gateway_api import DEFAULT_BACKEND_GROUP, DEFAULT_BACKEND_KIND, DEFAULT_BACKEND_WEIGHT
 from sluice_sandbox.behaviour import Behaviour, pod_behaviour
-from sluice_sandbox.exporter import MetricsExporter, TrafficSetting
+from sluice_sandbox.exporter import (
+    ERROR_CODE,
+    GATEWAY_CODES,
+    OK_CODE,
+    UNAVAILABLE_CODE,
+    MetricsExporter,
+    TrafficSetting,
+)
 from sluice_sandbox.store import ApiError, JsonObject, Store
 from sluice_sandbox.tasks import cancel_and_wait
-from sluice_sandbox.workloads import PODS, is_ready
+from sluice_sandbox.workloads import PODS, is_ready, is_terminating
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +71,7 @@ DEFAULT_INTERVAL = 0.5
 DEFAULT_HISTORY = 100_000
 
 ServiceKey = tuple[str, str]  # (namespace, name)
+RouteKey = tuple[str, str]  # (namespace, name) of an HTTPRoute
 
 
 # ----- The pure part: who gets which requests -----
@@ -62,7 +83,7 @@ class ServiceTraffic:
 
     weight: int  # the weights of the backendRefs naming it, summed over rules and routes
     rps: float  # requests per second sent to it
-    ready_pods: int
+    ready_pods: int  # its endpoints: ready pods, or failing those its terminating ones still ready
     streams: tuple[TrafficSetting, ...]  # what its ready pods serve: one per behaviour (none: nothing)
     track: str | None = None  # the Service's sluice.dev/track label
     problems: tuple[str, ...] = ()  # bad behaviour settings of its pods, which were ignored
@@ -84,42 +105,52 @@ def _is_service(backend: Mapping[str, Any]) -> bool:
     return kind == (DEFAULT_BACKEND_GROUP, DEFAULT_BACKEND_KIND)
 
 
+def _service_shares(route: Mapping[str, Any], rps: float) -> Iterator[tuple[ServiceKey, int, float]]:
+    """(Service, weight, requests per second) of each Service backendRef of the route's rules."""
+    namespace = route.get("metadata", {}).get("namespace", "")
+    rules = (route.get("spec") or {}).get("rules") or []
+    for rule in rules:
+        backends = rule.get("backendRefs") or []
+        total = sum(_weight(backend) for backend in backends)
+        for backend in backends:
+            if not _is_service(backend):
+                continue
+            key = (backend.get("namespace", namespace), backend.get("name", ""))
+            weight = _weight(backend)
+            share = rps / len(rules) * weight / total if total else 0.0
+            yield key, weight, share
+
+
 def route_split(routes: Iterable[Mapping[str, Any]], rps: float) -> dict[ServiceKey, tuple[int, float]]:
     """(weight, requests per second) of every Service the routes send to."""
     split: dict[ServiceKey, tuple[int, float]] = {}
     for route in routes:
-        namespace = route.get("metadata", {}).get("namespace", "")
-        rules = (route.get("spec") or {}).get("rules") or []
-        for rule in rules:
-            backends = rule.get("backendRefs") or []
-            total = sum(_weight(backend) for backend in backends)
-            for backend in backends:
-                if not _is_service(backend):
-                    continue
-                key = (backend.get("namespace", namespace), backend.get("name", ""))
-                weight = _weight(backend)
-                share = rps / len(rules) * weight / total if total else 0.0
-                old_weight, old_rps = split.get(key, (0, 0.0))
-                split[key] = (old_weight + weight, old_rps + share)
+        for key, weight, share in _service_shares(route, rps):
+            old_weight, old_rps = split.get(key, (0, 0.0))
+            split[key] = (old_weight + weight, old_rps + share)
     return split
 
 
 def selected_ready_pods(
     service: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]
 ) -> list[Mapping[str, Any]]:
-    """The Service's endpoints: ready pods of its namespace that carry its selector's labels."""
+    """
+    The Service's endpoints that get its requests: the ready pods of its namespace that carry
+    its selector's labels and are not terminating; if there are none, the terminating ones that
+    are still ready (EndpointSlice ``serving``), as kube-proxy and gateways do (KEP-1669).
+    """
     namespace = service.get("metadata", {}).get("namespace")
     selector = (service.get("spec") or {}).get("selector") or {}
     if not selector:
         return []  # a Service without a selector has no endpoints managed for it
-    return [
+    serving = [
         pod
         for pod in pods
         if pod.get("metadata", {}).get("namespace") == namespace
-        and "deletionTimestamp" not in pod.get("metadata", {})
         and is_ready(pod)
         and selector.items() <= (pod.get("metadata", {}).get("labels") or {}).items()
     ]
+    return [pod for pod in serving if not is_terminating(pod)] or serving
 
 
 def served_streams(
@@ -158,6 +189,42 @@ def service_traffic(
         streams, problems = served_streams(share, ready)
         labels = (service or {}).get("metadata", {}).get("labels") or {}
         result[key] = ServiceTraffic(weight, share, len(ready), streams, labels.get(TRACK_LABEL), problems)
+    return result
+
+
+def gateway_traffic(
+    routes: Iterable[Mapping[str, Any]],
+    services: Iterable[Mapping[str, Any]],
+    pods: Iterable[Mapping[str, Any]],
+    *,
+    rps: float = DEFAULT_RPS,
+) -> dict[RouteKey, dict[str, float]]:
+    """What the gateway answers on each route, in requests per second by status code.
+
+    Every route has the codes of :data:`GATEWAY_CODES` (at 0 when none is answered). A request
+    to a Service with no ready pod (or no such Service) is a 503; one a Service serves is a 200
+    or a 500 as its pods' behaviour says.
+    """
+    by_key = {_key(service): service for service in services}
+    pods = list(pods)
+    ready: dict[ServiceKey, list[Mapping[str, Any]]] = {}
+    result: dict[RouteKey, dict[str, float]] = {}
+    for route in routes:
+        rates = dict.fromkeys(GATEWAY_CODES, 0.0)
+        for key, _, share in _service_shares(route, rps):
+            if share <= 0:
+                continue
+            if key not in ready:
+                service = by_key.get(key)
+                ready[key] = selected_ready_pods(service, pods) if service is not None else []
+            streams, _ = served_streams(share, ready[key])
+            if not streams:
+                rates[UNAVAILABLE_CODE] += share
+            for stream in streams:
+                errors = stream.rps * stream.error_rate
+                rates[OK_CODE] += stream.rps - errors
+                rates[ERROR_CODE] += errors
+        result[_key(route)] = rates
     return result
 
 
@@ -250,6 +317,7 @@ class TrafficSimulator:
         self._started = clock()
         self._task: asyncio.Task[None] | None = None
         self._exported: dict[ServiceKey, tuple[TrafficSetting, ...]] = {}
+        self._gateway: dict[RouteKey, dict[str, float]] = {}
         self._reported: set[tuple[ServiceKey, str]] = set()
         # Appended on the sandbox's loop, read from other threads (e.g. a demo's report).
         self._history: deque[ServingRecord] = deque(maxlen=history_limit)
@@ -286,9 +354,11 @@ class TrafficSimulator:
         """Read the cluster once and set the traffic it implies."""
         routes = await self._items(HTTPROUTES)
         services = await self._items(SERVICES)
-        traffic = service_traffic(routes, services, await self._items(PODS), rps=self._rps)
+        pods = await self._items(PODS)
+        traffic = service_traffic(routes, services, pods, rps=self._rps)
         existing = {_key(service) for service in services}
         self._export(traffic, existing)
+        self._export_gateway(gateway_traffic(routes, services, pods, rps=self._rps))
         self._record(traffic)
         self._report(traffic)
         return traffic
@@ -314,6 +384,16 @@ class TrafficSimulator:
         if self._exported.get(key) != streams:
             self._exporter.set_service_mix(*key, streams)
             self._exported[key] = streams
+
+    def _export_gateway(self, gateway: Mapping[RouteKey, dict[str, float]]) -> None:
+        """Series for the existing routes (see the module docs), and no others."""
+        for key in sorted(set(self._gateway) - set(gateway)):
+            del self._gateway[key]
+            self._exporter.remove_route(*key)
+        for key, rates in sorted(gateway.items()):
+            if self._gateway.get(key) != rates:
+                self._exporter.set_route_rates(*key, rates)
+                self._gateway[key] = rates
 
     def _record(self, traffic: Mapping[ServiceKey, ServiceTraffic]) -> None:
         at = self._clock() - self._started

@@ -19,16 +19,24 @@ A template change is a rolling update: all new pods are created at once (an unli
 as soon as enough pods are ready to honour ``maxUnavailable``. Old pods that are not ready go at
 once: they serve nothing.
 
-The decisions are pure (:func:`plan_pods`); :class:`WorkloadSimulator` only reads the store, applies
-the plan, writes the status, and plans again on any change to a Deployment or its pods, or when a
-pod is due to become ready. Pods that no Deployment owns are left as they were written.
+Pods terminate as in Kubernetes (https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#pod-termination):
+a deleted pod (by a scale-down or a rollout here, by anyone, or by the garbage collector with its
+Deployment) is only marked by the store (``deletionTimestamp``, see ``store.py``) and stays, Running
+and still ready, while its containers stop; the kubelet removes it once they have: after
+``min(grace period, stop_delay)`` (:func:`stop_time`), whoever owns it. A terminating pod no longer
+counts for its Deployment: not in its status, and not among the replicas it keeps (its replacement
+is created at once, as the ReplicaSet controller does).
+
+The decisions are pure (:func:`plan_pods`, :func:`stop_time`); :class:`WorkloadSimulator` only reads
+the store, applies the plan, writes the status, and plans again on any change to a Deployment or
+its pods, or when a pod is due to become ready; and removes terminating pods when they are due.
+Other pods that no Deployment owns are left as they were written.
 """
 
 import asyncio
 import contextlib
 import copy
 import dataclasses
-import datetime
 import hashlib
 import json
 import logging
@@ -37,7 +45,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Self
 
-from sluice_sandbox.store import ApiError, JsonObject, Store, now
+from sluice_sandbox.resources import format_time as format_time
+from sluice_sandbox.resources import parse_time as parse_time
+from sluice_sandbox.store import DELETED, ApiError, JsonObject, Store, now
 from sluice_sandbox.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -47,9 +57,11 @@ PODS = "v1/pods"
 READY_ANNOTATION = "sandbox.sluice.dev/ready"
 TEMPLATE_HASH_LABEL = "pod-template-hash"
 DEFAULT_READY_DELAY = 0.2
+DEFAULT_STOP_DELAY = 1.0  # how long a terminating pod's containers take to stop (at most its grace period)
 DEFAULT_MAX_UNAVAILABLE = "25%"  # the API server's default for RollingUpdate
 
 DeploymentKey = tuple[str, str]  # (namespace, name)
+PodKey = tuple[str, str]  # (namespace, name)
 
 
 # ----- Reading a Deployment and its pods -----
@@ -93,6 +105,11 @@ def is_ready(pod: Mapping[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
+def is_terminating(pod: Mapping[str, Any]) -> bool:
+    """Whether a pod is being deleted (its containers stopping, or stopped but for finalizers)."""
+    return "deletionTimestamp" in (pod.get("metadata") or {})
+
+
 def owner_key(pod: Mapping[str, Any]) -> DeploymentKey | None:
     """The Deployment that controls a pod, if any."""
     meta = pod.get("metadata", {})
@@ -103,32 +120,20 @@ def owner_key(pod: Mapping[str, Any]) -> DeploymentKey | None:
 
 
 def _owned_pods(deployment: Mapping[str, Any], pods: Iterable[JsonObject]) -> list[JsonObject]:
-    """The live pods the Deployment controls (by uid: a re-created Deployment is another owner)."""
+    """
+    The live pods the Deployment controls (by uid: a re-created Deployment is another owner).
+    Terminating pods are not live: they count for nothing, and are replaced at once.
+    """
     uid = deployment["metadata"].get("uid")
     return [
         pod
         for pod in pods
-        if "deletionTimestamp" not in pod["metadata"]
+        if not is_terminating(pod)
         and any(
             ref.get("uid") == uid and ref.get("controller")
             for ref in pod["metadata"].get("ownerReferences") or []
         )
     ]
-
-
-# ----- Time: pods carry sub-second timestamps, as the simulator's delays are sub-second -----
-
-
-def format_time(epoch: float) -> str:
-    stamp = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
-    return stamp.isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def parse_time(value: Any) -> float | None:
-    try:
-        return datetime.datetime.fromisoformat(str(value)).timestamp() if value else None
-    except ValueError:
-        return None
 
 
 # ----- The kubelet -----
@@ -188,6 +193,22 @@ def kubelet_status(
     if at < started + ready_delay:
         return None, started + ready_delay
     return running_status(pod, started, at), None
+
+
+def stop_time(pod: Mapping[str, Any], stop_delay: float = DEFAULT_STOP_DELAY) -> float | None:
+    """
+    When the kubelet has stopped a terminating pod's containers and removes it (epoch seconds):
+    ``min(grace period, stop_delay)`` after its deletion. None: not terminating, or nothing to
+    wait for (a grace period of 0: the store removes it as soon as its finalizers are gone).
+    The store's ``deletionTimestamp`` is the end of the grace period (pods carry sub-second
+    timestamps, as the simulator's delays are sub-second).
+    """
+    meta = pod.get("metadata") or {}
+    deadline = parse_time(meta.get("deletionTimestamp"))
+    grace = meta.get("deletionGracePeriodSeconds") or 0
+    if deadline is None or not isinstance(grace, int | float) or grace <= 0:
+        return None
+    return deadline - grace + min(grace, max(0.0, stop_delay))
 
 
 # ----- The Deployment controller -----
@@ -415,47 +436,76 @@ def needs_status(deployment: Mapping[str, Any]) -> bool:
 
 
 class WorkloadSimulator:
-    """Runs the pods of every Deployment in the store and keeps the Deployments' status."""
+    """
+    Runs the pods of every Deployment in the store and keeps the Deployments' status; removes
+    every terminating pod ``min(grace period, stop_delay)`` seconds after its deletion.
+    The clock must be the wall clock's (as the store's timestamps).
+    """
 
     def __init__(
-        self, store: Store, ready_delay: float = DEFAULT_READY_DELAY, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        ready_delay: float = DEFAULT_READY_DELAY,
+        clock: Callable[[], float] = time.time,
+        *,
+        stop_delay: float = DEFAULT_STOP_DELAY,
     ) -> None:
         self._store = store
         self._ready_delay = ready_delay
+        self._stop_delay = stop_delay
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
         self._dirty: set[DeploymentKey] = set()
         self._wakeup = asyncio.Event()
         self._timers: dict[DeploymentKey, asyncio.TimerHandle] = {}
+        # Terminating pods: the timer that makes them due, then the uid of those due for removal.
+        self._stopping: dict[PodKey, asyncio.TimerHandle] = {}
+        self._stopped: dict[PodKey, str] = {}
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="sandbox-workload-simulator")
 
     async def stop(self) -> None:
-        for timer in self._timers.values():
+        for timer in [*self._timers.values(), *self._stopping.values()]:
             timer.cancel()
         self._timers.clear()
+        self._stopping.clear()
         await cancel_and_wait(self._task)
         self._task = None
 
     async def run(self) -> None:
         """Simulate until cancelled."""
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(
-                self._follow(DEPLOYMENTS, lambda d: (d["metadata"]["namespace"], d["metadata"]["name"]))
-            )
-            tasks.create_task(self._follow(PODS, owner_key))
+            tasks.create_task(self._follow(DEPLOYMENTS, self._on_deployment))
+            tasks.create_task(self._follow(PODS, self._on_pod))
             tasks.create_task(self._work())
 
-    async def _follow(self, resource: str, key_of: Callable[[JsonObject], DeploymentKey | None]) -> None:
-        """Mark the Deployment of every change as due; a failure restarts the watch (a full resync)."""
+    def _on_deployment(self, event: JsonObject) -> None:
+        meta = event["object"]["metadata"]
+        self._mark((meta["namespace"], meta["name"]))
+
+    def _on_pod(self, event: JsonObject) -> None:
+        pod = event["object"]
+        key = owner_key(pod)
+        if key is not None:
+            self._mark(key)
+        meta = pod["metadata"]
+        pod_key = (meta.get("namespace", ""), meta["name"])
+        timer = self._stopping.pop(pod_key, None)
+        if timer is not None:
+            timer.cancel()
+        self._stopped.pop(pod_key, None)
+        at = None if event["type"] == DELETED else stop_time(pod, self._stop_delay)
+        if at is not None:
+            self._schedule_removal(pod_key, meta["uid"], at)
+
+    async def _follow(self, resource: str, handle: Callable[[JsonObject], None]) -> None:
+        """Hand every change to ``handle``; a failure restarts the watch (a full resync)."""
         while True:
             try:
                 async with self._store.watch(resource) as events:
                     async for event in events:
-                        key = key_of(event["object"])
-                        if key is not None:
-                            self._mark(key)
+                        handle(event)
                 return  # the store is closed: the server is stopping
             except asyncio.CancelledError:
                 raise
@@ -467,14 +517,37 @@ class WorkloadSimulator:
         self._dirty.add(key)
         self._wakeup.set()
 
+    def _schedule_removal(self, key: PodKey, uid: str, at: float) -> None:
+        def due() -> None:
+            self._stopping.pop(key, None)
+            self._stopped[key] = uid
+            self._wakeup.set()
+
+        delay = max(0.0, at - self._clock())
+        self._stopping[key] = asyncio.get_running_loop().call_later(delay, due)
+
     async def _work(self) -> None:
         # One worker: a Deployment is never planned twice at once, and events that arrive
         # while it is busy (mostly its own writes) fold into one more pass.
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._dirty:
-                await self._sync(self._dirty.pop())
+            while self._stopped or self._dirty:
+                if self._stopped:
+                    await self._remove(*self._stopped.popitem())
+                else:
+                    await self._sync(self._dirty.pop())
+
+    async def _remove(self, key: PodKey, uid: str) -> None:
+        """The kubelet, once a terminating pod's containers have stopped: the pod goes."""
+        namespace, name = key
+        try:
+            await self._store.delete(PODS, namespace, name, grace_period=0, preconditions={"uid": uid})
+        except Exception as e:
+            if isinstance(e, ApiError) and e.status in (404, 409):  # gone already, or another pod's name
+                return
+            logger.exception(f"Removing the terminating pod {namespace}/{name} failed; retrying.")
+            self._schedule_removal(key, uid, self._clock() + max(self._ready_delay, 0.1))
 
     async def _sync(self, key: DeploymentKey) -> None:
         try:
@@ -482,7 +555,7 @@ class WorkloadSimulator:
         except ApiError as e:
             if e.status == 409:  # someone wrote in between: plan again on the fresh state
                 self._mark(key)
-            elif e.status != 404:  # 404: the Deployment is gone, and its pods with it
+            elif e.status != 404:  # 404: the Deployment is gone; its pods terminate (see _on_pod)
                 logger.exception(f"Simulating Deployment {key[0]}/{key[1]} failed; retrying.")
                 self._schedule(key, self._clock() + self._ready_delay)
         except Exception:

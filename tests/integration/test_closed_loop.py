@@ -9,6 +9,9 @@ variable), and what Prometheus sees of it decides the release.
 One sandbox serves the module (a namespace per test); the tests that stop Prometheus or the
 operator get their own, and come first: the module's sandbox starts with its first test, so it
 never runs (and loads the machine) beside theirs.
+
+Every scenario's namespace is watched throughout by tests/invariants.py (the `loop` fixtures):
+no route may give weight to a Service without ready pods for longer than one reconcile.
 """
 
 from __future__ import annotations
@@ -34,11 +37,13 @@ from tests.closed_loop import (
     MAX_P99_SECONDS,
     NAME,
     StableSampler,
+    assert_no_gateway_errors,
     assert_rolled_back,
     assert_stable_served,
     builtin_query,
     canary_weight,
     four_steps_log,
+    gateway_snapshot,
     image_of,
     kubectl,
     loop_rollout,
@@ -52,12 +57,14 @@ from tests.closed_loop import (
     start_operator,
     stop_operator,
     timed_wait,
+    traffic_invariant,
     wait_observed,
     wait_paused_at,
     wait_promoted,
     wait_status,
     warnings,
 )
+from tests.harness import deployment as deployment_key
 from tests.harness import httproute, route_weights, status_of
 from tests.scenarios import IMAGE_V1, IMAGE_V2, Scene, deploy_stable, history_messages
 
@@ -94,9 +101,11 @@ def shared_sandbox(prometheus_binary: str, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture
-def loop(shared_sandbox: Sandbox, metrics_namespace: str) -> Scene:
-    """A namespace of the module's sandbox."""
-    return scene_on(shared_sandbox, metrics_namespace)
+def loop(shared_sandbox: Sandbox, metrics_namespace: str) -> Iterator[Scene]:
+    """A namespace of the module's sandbox, its traffic checked throughout (tests/invariants.py)."""
+    scene = scene_on(shared_sandbox, metrics_namespace)
+    with traffic_invariant(scene):
+        yield scene
 
 
 @pytest.fixture
@@ -107,8 +116,10 @@ def own_sandbox(prometheus_binary: str, tmp_path: Path) -> Iterator[Sandbox]:
 
 
 @pytest.fixture
-def own_loop(own_sandbox: Sandbox, metrics_namespace: str) -> Scene:
-    return scene_on(own_sandbox, metrics_namespace)
+def own_loop(own_sandbox: Sandbox, metrics_namespace: str) -> Iterator[Scene]:
+    scene = scene_on(own_sandbox, metrics_namespace)
+    with traffic_invariant(scene):
+        yield scene
 
 
 # ---- Prometheus goes down mid-release ---------------------------------------------------------------------
@@ -125,6 +136,7 @@ class Outage:
     scene: Scene
     prometheus: PrometheusServer
     stable: str  # the stable revision
+    gateway: dict[str, float]  # the gateway's totals before the release
     held: set[tuple[int, int]] = field(default_factory=set)  # (step, weight) seen until rolled back
 
     def wait(self, done: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
@@ -140,11 +152,12 @@ class Outage:
 
 def prometheus_down_mid_release(sandbox: Sandbox, scene: Scene, error_limit: int) -> Outage:
     first = deploy_stable(scene, loop_rollout(scene, steps=OUTAGE_STEPS, error_limit=error_limit))
+    gateway = gateway_snapshot(scene.exporter, scene.namespace)
     release(scene, IMAGE_V2)
     wait_status(scene, lambda s: s.get("currentStepIndex") == 1, "the first check to pass at 20%")
     prometheus = running_prometheus(sandbox)
     prometheus.stop()
-    return Outage(scene, prometheus, first)
+    return Outage(scene, prometheus, first, gateway)
 
 
 def test_a_release_holds_while_prometheus_is_down_and_goes_on_once_it_is_back(
@@ -163,6 +176,7 @@ def test_a_release_holds_while_prometheus_is_down_and_goes_on_once_it_is_back(
     done = wait_promoted(own_loop, outage.stable)
     assert release_log(done) == four_steps_log(outage.stable, status_of(done)["stableRevision"])
     assert status_of(done)["analysis"]["consecutiveErrors"] == 0
+    assert_no_gateway_errors(own_loop.exporter, own_loop.namespace, NAME, outage.gateway)
 
 
 def test_a_release_rolls_back_when_prometheus_stays_down_past_error_limit(
@@ -175,6 +189,7 @@ def test_a_release_rolls_back_when_prometheus_stays_down_past_error_limit(
     assert status["analysis"]["consecutiveErrors"] == 2, "rolled back at the first error past errorLimit 1"
     assert "errorLimit 1" in status["message"] and "unreachable" in status["message"], status["message"]
     assert_rolled_back(own_loop, degraded, outage.stable, "Degraded", "RolledBack")
+    assert_no_gateway_errors(own_loop.exporter, own_loop.namespace, NAME, outage.gateway)
 
 
 # ---- the operator restarts mid-release --------------------------------------------------------------------
@@ -185,6 +200,7 @@ def test_a_restarted_operator_resumes_at_the_same_step_with_the_same_weights(
 ) -> None:
     loop = own_loop
     first = deploy_stable(loop, loop_rollout(loop, steps=HELD_AT_20))
+    gateway = gateway_snapshot(loop.exporter, loop.namespace)
     release(loop, IMAGE_V2)
     wait_paused_at(loop, 1, 20, "the release to pause at 20%")
 
@@ -209,6 +225,7 @@ def test_a_restarted_operator_resumes_at_the_same_step_with_the_same_weights(
     promoted = status_of(done)["stableRevision"]
     promote = ("promote", "pause ended by sluice.dev/promote")
     assert release_log(done) == four_steps_log(first, promoted, promote)
+    assert_no_gateway_errors(loop.exporter, loop.namespace, NAME, gateway)
 
 
 # ---- a healthy release ------------------------------------------------------------------------------
@@ -218,6 +235,7 @@ def test_a_healthy_release_is_promoted_step_by_step_while_the_stable_serves(
     shared_sandbox: Sandbox, loop: Scene
 ) -> None:
     first = deploy_stable(loop, loop_rollout(loop))
+    gateway = gateway_snapshot(loop.exporter, loop.namespace)
     with StableSampler(loop) as sampler:
         release(loop, IMAGE_V2)
         done = wait_promoted(loop, first)
@@ -230,6 +248,11 @@ def test_a_healthy_release_is_promoted_step_by_step_while_the_stable_serves(
     assert image_of(loop, NAME) == IMAGE_V2
     assert route_weights(loop.harness.get(httproute(loop.namespace, NAME))) == {NAME: 100, CANARY: 0}
     assert_stable_served(shared_sandbox, sampler, loop.namespace)
+    # Invisible to users: not one request met a backend without ready pods. Prometheus has the
+    # gateway's series too, as `sluice sandbox` users query them.
+    assert_no_gateway_errors(loop.exporter, loop.namespace, NAME, gateway)
+    answered = f'sum(gateway_http_requests_total{{namespace="{loop.namespace}",route="{NAME}",code="200"}})'
+    running_prometheus(shared_sandbox).wait_for(answered, lambda requests: requests > 0)
 
 
 # ---- bad releases: the loop takes the traffic back -----------------------------------------------------
@@ -271,6 +294,7 @@ def test_a_bad_release_loses_its_traffic_within_one_interval_of_the_breach(
 ) -> None:
     prometheus = running_prometheus(shared_sandbox)
     first = deploy_stable(loop, loop_rollout(loop))
+    gateway = gateway_snapshot(loop.exporter, loop.namespace)
     query = builtin_query(bad.template, loop.namespace)
     with StableSampler(loop) as sampler:
         release(loop, IMAGE_V2, **bad.behaviour)
@@ -293,6 +317,7 @@ def test_a_bad_release_loses_its_traffic_within_one_interval_of_the_breach(
     assert low <= float(match.group(1)) <= high, message
     assert_rolled_back(loop, degraded, first, "Degraded", "RolledBack")
     assert_stable_served(shared_sandbox, sampler, loop.namespace)
+    assert_no_gateway_errors(loop.exporter, loop.namespace, NAME, gateway)  # 500s from the canary, no 503
 
 
 # ---- people steer a release with kubectl -----------------------------------------------------------------
@@ -315,6 +340,7 @@ def test_promote_spec_paused_and_promote_full_with_kubectl(loop: Scene, kubectl_
         return int(loop.harness.rollout(loop.namespace, NAME)["metadata"]["generation"])
 
     first = deploy_stable(loop, loop_rollout(loop, steps=PAUSES))
+    gateway = gateway_snapshot(loop.exporter, loop.namespace)
     release(loop, IMAGE_V2)
     wait_paused_at(loop, 1, 20, "the release to pause at 20%")
 
@@ -343,11 +369,13 @@ def test_promote_spec_paused_and_promote_full_with_kubectl(loop: Scene, kubectl_
         ("promoted", f"revision {status_of(done)['stableRevision']} promoted to stable"),
     ], "100% was never set: promote-full went straight to promotion"
     assert image_of(loop, NAME) == IMAGE_V2
+    assert_no_gateway_errors(loop.exporter, loop.namespace, NAME, gateway)
 
 
 @needs_kubectl
 def test_abort_then_retry_with_kubectl(loop: Scene, kubectl_cache: Path) -> None:
     first = deploy_stable(loop, loop_rollout(loop, steps=PAUSES))
+    gateway = gateway_snapshot(loop.exporter, loop.namespace)
     release(loop, IMAGE_V2)
     wait_paused_at(loop, 1, 20, "the release to pause at 20%")
 
@@ -362,6 +390,7 @@ def test_abort_then_retry_with_kubectl(loop: Scene, kubectl_cache: Path) -> None
     assert history_messages(retried, "retry") == [f"release of revision {revision} retried"]
     assert len(history_messages(retried, "release-started")) == 2
     assert status_of(retried)["canaryRevision"] == revision
+    assert_no_gateway_errors(loop.exporter, loop.namespace, NAME, gateway)
 
 
 # ---- a newer release while one is in progress ------------------------------------------------------------
@@ -370,6 +399,7 @@ def test_abort_then_retry_with_kubectl(loop: Scene, kubectl_cache: Path) -> None
 def test_the_newest_release_wins(shared_sandbox: Sandbox, loop: Scene) -> None:
     h, ns = loop.harness, loop.namespace
     first = deploy_stable(loop, loop_rollout(loop, steps=[{"setWeight": 20}, {"pause": {}}]))
+    gateway = gateway_snapshot(loop.exporter, loop.namespace)
     release(loop, IMAGE_V2)
     v2 = status_of(wait_paused_at(loop, 1, 20, "v2 to pause at 20%"))["canaryRevision"]
 
@@ -399,6 +429,7 @@ def test_the_newest_release_wins(shared_sandbox: Sandbox, loop: Scene) -> None:
         f"revision {v4} replaces {v3}",
     ]
     assert_stable_served(shared_sandbox, sampler, ns)
+    assert_no_gateway_errors(loop.exporter, ns, NAME, gateway)  # v3, never ready, never had a request
 
 
 # ---- input the schema accepts but that cannot work ------------------------------------------------------
@@ -424,6 +455,7 @@ def test_a_release_whose_query_cannot_render_is_refused_and_the_stable_keeps_ser
     shared_sandbox: Sandbox, loop: Scene, metric: dict[str, Any], words: list[str]
 ) -> None:
     first = deploy_stable(loop, loop_rollout(loop))
+    gateway = gateway_snapshot(loop.exporter, loop.namespace)
     before = managed_objects(loop)
     analysis = loop_rollout(loop)["spec"]["strategy"]["canary"]["analysis"]
     analysis["metrics"].append(metric)
@@ -457,3 +489,34 @@ def test_a_release_whose_query_cannot_render_is_refused_and_the_stable_keeps_ser
     assert managed_objects(loop) == before, "nothing written: no canary pods, no weight, stable untouched"
     assert image_of(loop, NAME) == IMAGE_V1
     assert_stable_served(shared_sandbox, sampler, loop.namespace)
+    assert_no_gateway_errors(loop.exporter, loop.namespace, NAME, gateway)
+
+
+# ---- a Deployment deleted mid-release: users never meet a backend without pods ------------------------
+
+
+@pytest.mark.parametrize("deleted", [NAME, CANARY], ids=["stable", "canary"])
+def test_a_deployment_deleted_mid_release_never_routes_users_to_nothing(loop: Scene, deleted: str) -> None:
+    h, ns = loop.harness, loop.namespace
+    first = deploy_stable(loop, loop_rollout(loop, HELD_AT_20))
+    release(loop, IMAGE_V2)
+    paused = wait_paused_at(loop, 1, 20, "the release to hold at 20%")
+    gateway = gateway_snapshot(loop.exporter, ns)
+
+    h.cluster.delete(deployment_key(ns, deleted))
+
+    def back_and_ready(body: dict[str, Any] | None) -> bool:
+        return body is not None and (body.get("status") or {}).get("readyReplicas", 0) >= 1
+
+    back = h.wait(lambda: h.get(deployment_key(ns, deleted)), back_and_ready, 30, f"{deleted} to be back")
+    weights = {NAME: 80, CANARY: 20}
+    h.wait(lambda: route_weights(h.get(httproute(ns, NAME))), lambda w: w == weights, 30, "weights 80/20")
+    # The stable comes back as the stable revision, never as the unchecked canary.
+    expected = IMAGE_V1 if deleted == NAME else IMAGE_V2
+    assert back["spec"]["template"]["spec"]["containers"][0]["image"] == expected
+    after = status_of(h.rollout(ns, NAME))
+    assert (after["phase"], after["currentStepIndex"], after["canaryWeight"]) == ("Paused", 1, 20)
+    assert (after["stableRevision"], after["canaryRevision"]) == (first, status_of(paused)["canaryRevision"])
+    assert_no_gateway_errors(loop.exporter, ns, NAME, gateway)
+    if deleted == NAME:
+        assert warnings(loop, "StableRecreated")

@@ -6,6 +6,7 @@ and a minimal real kopf operator.
 # The tests pass plain-dict manifests (as users write them) to the kubernetes client, which accepts
 # them at runtime but types its parameters as models; and they read Optional model fields freely.
 # mypy: disable-error-code="arg-type, union-attr"
+import asyncio
 import json
 import pathlib
 import textwrap
@@ -422,6 +423,60 @@ def test_owner_references_are_garbage_collected(
     sandbox_api.wait_for_deletion("configmaps", NS, "child", timeout=5)
     sandbox_api.wait_for_deletion("secrets", NS, "grandchild", timeout=5)
     assert [cm.metadata.name for cm in core.list_namespaced_config_map(NS).items] == ["unrelated"]
+
+
+def test_pods_are_deleted_gracefully(sandbox_api: SandboxThread, core: CoreV1Api) -> None:
+    held = {
+        "metadata": {"name": "held", "finalizers": ["sandbox.sluice.dev/test"]},
+        "spec": {"containers": []},
+    }
+    core.create_namespaced_pod(NS, held)
+    marked = raw(core.delete_namespaced_pod, "held", NS)  # a pending deletion returns the pod
+    assert marked["kind"] == "Pod" and marked["metadata"]["deletionGracePeriodSeconds"] == 30
+    assert core.read_namespaced_pod("held", NS).metadata.deletion_timestamp is not None
+    stopped = raw(core.delete_namespaced_pod, "held", NS, grace_period_seconds=0)  # in the query
+    assert stopped["metadata"]["deletionGracePeriodSeconds"] == 0  # held by its finalizer only
+    core.patch_namespaced_pod("held", NS, {"metadata": {"finalizers": None}})
+    assert api_error(lambda: core.read_namespaced_pod("held", NS))[0] == 404
+
+    core.create_namespaced_pod(NS, {"metadata": {"name": "forced"}, "spec": {"containers": []}})
+    forced = raw(core.delete_namespaced_pod, "forced", NS, body={"gracePeriodSeconds": 0})  # in the body
+    assert (forced["kind"], forced["status"]) == ("Status", "Success")
+    assert api_error(lambda: core.read_namespaced_pod("forced", NS))[0] == 404
+
+    url = f"{sandbox_api.url}/api/v1/namespaces/{NS}/pods/any?gracePeriodSeconds=soon"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10)
+    assert refused.value.code == 400
+
+
+def test_a_deployments_pods_terminate_with_it(
+    sandbox_api: SandboxThread, apps: AppsV1Api, core: CoreV1Api
+) -> None:
+    apps.create_namespaced_deployment(NS, deployment("web", replicas=2))
+    sandbox_api.wait_for("deployments", NS, "web", lambda d: d.get("status", {}).get("readyReplicas") == 2)
+    listed = raw(core.list_namespaced_pod, NS, label_selector="app=web")
+    assert len(listed["items"]) == 2
+
+    async def follow() -> dict[str, list[tuple[str, bool]]]:
+        """Each pod's events from the list on, (type, terminating), until both are gone."""
+        seen: dict[str, list[tuple[str, bool]]] = {}
+        since = listed["metadata"]["resourceVersion"]
+        async with asyncio.timeout(10):
+            async with sandbox_api.store.watch(
+                "pods", NS, resource_version=since, label_selector="app=web"
+            ) as w:
+                async for event in w:
+                    meta = event["object"]["metadata"]
+                    seen.setdefault(meta["name"], []).append((event["type"], "deletionTimestamp" in meta))
+                    if sum(events[-1][0] == "DELETED" for events in seen.values()) == 2:
+                        return seen
+        raise AssertionError("the watch ended")
+
+    apps.delete_namespaced_deployment("web", NS)
+    # The simulated kubelet removes them once their containers have stopped.
+    for events in sandbox_api.run(follow(), timeout=15).values():
+        assert events[-2:] == [("MODIFIED", True), ("DELETED", True)]  # terminating first, then gone
 
 
 # ----- The workload simulator -----

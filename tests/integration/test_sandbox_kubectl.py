@@ -430,6 +430,32 @@ def test_delete_collects_the_objects_the_rollout_owns(kubectl: Kubectl, web: dic
     assert "NotFound" in kubectl.fails("get", "rollout", "web", "-n", NS)
 
 
+def test_pods_terminate_gracefully_unless_forced(kubectl: Kubectl, shop: str) -> None:
+    def pod(name: str, **metadata: Any) -> str:
+        return json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, **metadata},
+                "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
+            }
+        )
+
+    kubectl("create", "-n", NS, "-f", "-", stdin=pod("held", finalizers=["example.com/hold"]))
+    assert kubectl("delete", "pod", "held", "-n", NS, "--wait=false").strip() == 'pod "held" deleted'
+    assert table(kubectl("get", "pod", "held", "-n", NS, "--no-headers"))[0][2] == "Terminating"
+
+    kubectl("create", "-n", NS, "-f", "-", stdin=pod("forced"))
+    forced = kubectl.run("delete", "pod", "forced", "-n", NS, "--grace-period=0", "--force")
+    assert forced.returncode == 0 and forced.stdout.strip() == 'pod "forced" force deleted', forced.stderr
+    assert "NotFound" in kubectl.fails("get", "pod", "forced", "-n", NS)
+
+    # By default kubectl waits until the pod is gone: the simulated kubelet stops it within a second.
+    kubectl("create", "-n", NS, "-f", "-", stdin=pod("graceful"))
+    assert kubectl("delete", "pod", "graceful", "-n", NS).strip() == 'pod "graceful" deleted'
+    assert "NotFound" in kubectl.fails("get", "pod", "graceful", "-n", NS)
+
+
 # ----- Waiting -----
 
 

@@ -8,7 +8,8 @@ observable values (PrometheusServer.wait_for), never fixed sleeps.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -138,3 +139,54 @@ def test_a_sidecar_with_latency_raises_the_p99(
     assert prometheus.query(builtin("request-duration-p99", ns, "web")) < 0.025  # the stable is untouched
     # The canary's pods were replaced new-first: it served throughout its rolling update.
     assert outages(simulator.history, namespace=ns, service="web-canary") == []
+
+
+def test_a_deleted_deployment_serves_until_its_pods_have_stopped(
+    sandbox_api: SandboxThread, cluster: Cluster, metrics_exporter: MetricsExporter
+) -> None:
+    """Its pods terminate gracefully and serve meanwhile (KEP-1669): no 503 until they are gone."""
+    ns = cluster.namespace
+    simulator = TrafficSimulator(sandbox_api.store, metrics_exporter, rps=100, interval=0.1)
+    sandbox_api.run(simulator.start())
+    try:
+        cluster.release("web", "stable", 1)
+        cluster.release("web-canary", "canary", 1)
+        cluster.create("httproutes", {"metadata": {"name": "web"}, "spec": cluster.route(canary_weight=50)})
+        canary = "app=web,sluice.dev/track=canary"
+
+        def both_serve() -> bool:  # in the latest tick, whose rates the gateway counts from now on
+            latest = {record.service: record.ready_pods for record in simulator.history[-2:]}
+            return bool(latest.get("web", 0) > 0 and latest.get("web-canary", 0) > 0)
+
+        wait_until(both_serve, "both versions to serve")
+        before = metrics_exporter.gateway_totals(ns, "web")["503"]  # while the pods were starting
+
+        sandbox_api.run(sandbox_api.store.delete("deployments", ns, "web-canary"))
+        records_before = len(simulator.history)
+        records_while_terminating = 0
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            totals = metrics_exporter.gateway_totals(ns, "web")
+            records = len(simulator.history) - records_before
+            left = sandbox_api.run(sandbox_api.store.list("pods", ns, canary))["items"]
+            if not left:
+                break  # gone: the totals just read may count the first 503s already
+            assert all("deletionTimestamp" in pod["metadata"] for pod in left)
+            assert totals["503"] == before, "the terminating pods serve"
+            records_while_terminating = records  # the totals read before are of those ticks
+            assert time.monotonic() < deadline, "the canary's pods are still terminating"
+            time.sleep(0.05)  # the pace of polling, under the deadline above
+        # Two Services per tick: at least one whole tick ran after the deletion, pods terminating.
+        assert records_while_terminating >= 4
+        wait_until(
+            lambda: metrics_exporter.gateway_totals(ns, "web")["503"] > before, "503s once they are gone"
+        )
+    finally:
+        sandbox_api.run(simulator.stop())
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        time.sleep(0.05)

@@ -172,6 +172,8 @@ class World:
         self.metrics: Outcome | None = Outcome.PASSED
         self.passes: list[Pass] = []
         self._held: set[str] = set()
+        # The revision history the shell keeps (ControllerRevisions): revision -> pod template.
+        self.history: dict[str, dict[str, Any]] = {}
 
     # ---- the user ---------------------------------------------------------------------------
 
@@ -292,7 +294,13 @@ class World:
 
     # ---- the operator -------------------------------------------------------------------------
 
+    def delete(self, name: str) -> None:
+        """Someone deletes a Deployment (and its pods go with it)."""
+        del self.objects[deployment_key(self.ref, name)]
+
     def observed(self, check: Check | None = None) -> engine.Observed:
+        stable_missing = deployment_key(self.ref, self.ref.name) not in self.objects
+        known = self.status.stable_revision
         return engine.Observed(
             ref=self.ref,
             generation=self.generation,
@@ -301,6 +309,7 @@ class World:
             objects={key: copy.deepcopy(self.objects.get(key)) for key in managed_keys(self.ref, self.spec)},
             check=check,
             problems=tuple(self.problems),
+            stable_record=copy.deepcopy(self.history.get(known or "")) if stable_missing else None,
         )
 
     def plan(self, check: Check | None = None) -> engine.Plan:
@@ -319,6 +328,8 @@ class World:
         before = self.status
         plan = self.plan(check)
         writes = self.apply(plan.objects)
+        for revision, recorded in plan.records.items():
+            self.history.setdefault(revision, copy.deepcopy(dict(recorded)))
         self.status = plan.status
         self.passes.append(Pass(plan=plan, before=before, check=check, writes=writes))
         return plan

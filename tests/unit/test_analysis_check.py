@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from operators.analysis.check import NO_ADDRESS, MetricSources, run_check, validate_metrics
+from operators.analysis.check import MAX_QUERY_SECONDS, NO_ADDRESS, MetricSources, run_check, validate_metrics
 from operators.analysis.templates import QueryContext
 from operators.api.rollout import Metric, Outcome
 from operators.metrics.base import MetricProvider, ProviderError
@@ -116,10 +117,26 @@ def test_one_metric(
 def test_query_is_rendered_and_sent_with_address_and_timeout() -> None:
     provider = FakeProvider({'up{namespace="shop"}': 0.0})
     m = metric(
-        "m", 'up{namespace="{{ namespace }}"}', prometheus={"address": "http://p:9090", "timeout": "1m30s"}
+        "m", 'up{namespace="{{ namespace }}"}', prometheus={"address": "http://p:9090", "timeout": "1500ms"}
     )
     run_check([m], CONTEXT, sources(provider), NOW)
-    assert provider.calls == [("http://p:9090", 'up{namespace="shop"}', 90.0)]
+    assert provider.calls == [("http://p:9090", 'up{namespace="shop"}', 1.5)]
+
+
+@pytest.mark.parametrize(
+    ("timeout", "interval", "expected"),
+    [
+        ("10s", "30s", 10.0),  # the metric's own
+        ("1h", "30s", 30.0),  # at most one interval: a longer check only delays the next
+        ("1h", "5m", MAX_QUERY_SECONDS),  # and never more than the ceiling
+        ("1m30s", "2s", 2.0),
+    ],
+)
+def test_query_timeouts_are_bounded(timeout: str, interval: str, expected: float) -> None:
+    provider = FakeProvider({"q": 0.0})
+    context = dataclasses.replace(CONTEXT, interval=interval)
+    run_check([metric("m", "q", prometheus={"timeout": timeout})], context, sources(provider), NOW)
+    assert [call[2] for call in provider.calls] == [expected]
 
 
 def test_default_address_is_used_when_the_metric_has_none() -> None:

@@ -159,6 +159,14 @@ def component(doc: dict[str, Any]) -> dict[str, Any]:
         (lambda d: component(d)["ports"][0].update(port=0), "greater than or equal to 1"),
         (lambda d: component(d)["ports"][0].update(name="http_port"), "String should match pattern"),
         (lambda d: d["components"].append(copy.deepcopy(component(d))), "component names must be unique"),
+        (
+            lambda d: d["components"].append({**copy.deepcopy(component(d)), "name": "web-canary"}),
+            'components "web" and "web-canary" collide: a component cannot be named after another',
+        ),
+        (
+            lambda d: component(d).update(image="NOT A VALID IMAGE::@@"),
+            "invalid image 'NOT A VALID IMAGE::@@'",
+        ),
         (lambda d: d.update(rollout={"steps": []}), "at least 1 item"),
         (lambda d: d.update(rollout={"analysis": {"interval": "soon"}}), "invalid duration"),
         (lambda d: component(d).update(typo=1), "Extra inputs are not permitted"),
@@ -172,6 +180,8 @@ def component(doc: dict[str, Any]) -> dict[str, Any]:
         "port-0",
         "port-name",
         "duplicate-names",
+        "canary-collision",
+        "bad-image",
         "empty-steps",
         "bad-interval",
         "unknown-field",

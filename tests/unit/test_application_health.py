@@ -8,12 +8,14 @@ from typing import Any
 import pytest
 
 from operators.api.application import ApplicationStatus, ComponentPhase
+from operators.api.rollout import RolloutStatus
 from operators.application.health import (
     ComponentOutcome,
     application_status,
     component_status,
     invalid_status,
 )
+from operators.rollout.engine import blocked_status
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -24,6 +26,7 @@ def rollout(
     generation: int = 2,
     observed: int | None = 2,
     stalled: bool = False,
+    reason: str = "ObjectConflict",
     **status: Any,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"metadata": {"name": "web", "generation": generation}, "status": dict(status)}
@@ -32,7 +35,7 @@ def rollout(
     if observed is not None:
         body["status"]["observedGeneration"] = observed
     if stalled:
-        body["status"]["conditions"] = [{"type": "Stalled", "status": "True", "reason": "ObjectConflict"}]
+        body["status"]["conditions"] = [{"type": "Stalled", "status": "True", "reason": reason}]
     return body
 
 
@@ -140,7 +143,7 @@ HEALTHY_WORKER = outcome("Healthy", name="worker")
             "True",
             "RolloutConflict",
         ),
-        ([outcome("Healthy", stalled=True)], "Degraded", "False", "False", "True", "ComponentFailed"),
+        ([outcome("Healthy", stalled=True)], "Degraded", "False", "False", "True", "ObjectConflict"),
     ],
     ids=[
         "all-healthy",
@@ -164,6 +167,64 @@ def test_application_status(
     assert {c.reason for c in status.conditions} == {reason}
     assert status.observed_generation == 7
     assert all(c.observed_generation == 7 for c in status.conditions)
+
+
+def blocked(reason: str, name: str = "web") -> ComponentOutcome:
+    """A new Rollout the Rollout operator blocked (never released): its status as the engine writes it."""
+    status = blocked_status(RolloutStatus(), 2, reason, f"{reason}: why", NOW)
+    body = {"metadata": {"name": name, "generation": 2}, "status": status.to_api()}
+    return ComponentOutcome(name, rollout=body)
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "reason"),
+    [
+        # A Rollout that did roll back says so; so does the Application.
+        ([outcome("Degraded", stalled=True, reason="RolledBack")], "RolledBack"),
+        ([outcome("Aborted", stalled=True, reason="Aborted")], "Aborted"),
+        # Written by an operator that set no Stalled reason: the phase is all there is to go by.
+        ([outcome("Degraded")], "RolledBack"),
+        # Blocked before it ever released: its phase says Degraded, but nothing was rolled back
+        # (issue 9: these read RolledBack).
+        ([blocked("InvalidSpec")], "InvalidSpec"),
+        ([blocked("ObjectConflict")], "ObjectConflict"),
+        ([blocked("ProviderMissing")], "ProviderMissing"),
+        ([blocked("ApplyFailed")], "ApplyFailed"),
+        # Blocked after an earlier rollback: what stops it now is the block.
+        ([outcome("Degraded", stalled=True, reason="InvalidSpec")], "InvalidSpec"),
+        ([outcome("Healthy", stalled=True, reason="InvalidSpec")], "InvalidSpec"),
+        # No usable Rollout: the reconciler's reason.
+        ([ComponentOutcome("web", error="x", reason="InvalidComponent")], "InvalidComponent"),
+        ([ComponentOutcome("web", error="x", reason="RolloutConflict")], "RolloutConflict"),
+        ([ComponentOutcome("web", error="x", reason="ApplyFailed")], "ApplyFailed"),
+        ([ComponentOutcome("web", error="x")], "ComponentFailed"),
+        # The first stuck component, in spec order, gives the reason.
+        (
+            [HEALTHY_WORKER, blocked("ObjectConflict", "cn-canary"), outcome("Degraded", name="cn")],
+            "ObjectConflict",
+        ),
+    ],
+    ids=[
+        "rolled-back",
+        "aborted",
+        "rolled-back-without-reason",
+        "blocked-invalid-spec",
+        "blocked-object-conflict",
+        "blocked-provider-missing",
+        "blocked-apply-failed",
+        "blocked-after-rollback",
+        "blocked-while-healthy",
+        "invalid-component",
+        "rollout-conflict",
+        "apply-failed",
+        "error-without-reason",
+        "first-stuck-decides",
+    ],
+)
+def test_stalled_reason_says_what_happened(outcomes: list[ComponentOutcome], reason: str) -> None:
+    status = application_status(ApplicationStatus(), 2, outcomes, NOW)
+    assert conditions(status)["Stalled"] == "True"
+    assert {c.reason for c in status.conditions} == {reason}
 
 
 def test_counts_and_messages_name_the_components() -> None:

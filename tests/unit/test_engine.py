@@ -88,15 +88,12 @@ def test_initial_deploy_is_initializing_until_the_stable_deployment_is_rolled_ou
     world.hold(STABLE)
     plan = world.reconcile()
 
-    assert [key_of(obj) for obj in plan.objects] == managed_keys(REF, world.spec)
-    assert [obj["kind"] for obj in plan.objects] == [
-        "Service",
-        "Service",
-        "HTTPRoute",
-        "Deployment",
-        "Deployment",
+    # No route yet: it would send users to a Service with no pod behind it.
+    assert [key_of(obj) for obj in plan.objects] == [
+        k for k in managed_keys(REF, world.spec) if k != ROUTE_KEY
     ]
-    assert world.route_weights() == (100, 0)
+    assert [obj["kind"] for obj in plan.objects] == ["Service", "Service", "Deployment", "Deployment"]
+    assert world.route_weights() is None
     assert world.replicas(STABLE) == 4
     assert world.replicas(CANARY) == 0
     assert world.revision(STABLE) == REV1
@@ -110,6 +107,9 @@ def test_initial_deploy_is_initializing_until_the_stable_deployment_is_rolled_ou
     assert plan.status.canary_revision is None
     assert plan.status.current_step_index is None
     assert plan.events == []
+    world.set_ready(STABLE, 1)
+    world.reconcile()
+    assert world.route_weights() == (100, 0), "the route comes with the first ready pod"
     assert conditions(plan.status) == {
         "Ready": "False",
         "Reconciling": "True",
@@ -277,9 +277,15 @@ def test_less_traffic_to_the_canary_never_waits_for_pods() -> None:
     plan = world.settle()
     assert plan.status.current_step_index == 2
     assert plan.status.canary_weight == 20
-    assert world.route_weights() == (80, 20)
     assert world.replicas(CANARY) == 1
     assert plan.status.phase == Phase.PAUSED
+    # ... and a canary with no ready pod gets no traffic meanwhile (the traffic invariant).
+    assert world.route_weights() == (100, 0)
+    assert plan.status.routed_canary_weight == 0
+    world.release(CANARY)
+    plan = world.reconcile()
+    assert world.route_weights() == (80, 20)
+    assert plan.status.routed_canary_weight is None
 
 
 # --- pauses ---------------------------------------------------------------------------------------
@@ -906,13 +912,14 @@ def test_promotion_rolls_out_stable_before_traffic_returns_to_it(last_weight: in
     assert (world.image(STABLE), world.revision(STABLE)) == (V2, REV2)
     assert world.stable["spec"]["template"]["metadata"]["labels"][REVISION_LABEL] == REV2
     assert world.replicas(STABLE) == 4
-    assert world.route_weights() == (100 - last_weight, last_weight)
+    # Held, the stable Deployment reports no ready pod at all: no share for it meanwhile.
+    assert world.route_weights() == (0, 100)
     for ready in (0, 2, 3):
         world.set_ready(STABLE, ready)
         plan = world.reconcile()
         assert plan.status.phase == Phase.PROGRESSING
         assert f"stable {ready}/4 updated and ready" in plan.status.message
-        assert world.route_weights() == (100 - last_weight, last_weight)
+        assert world.route_weights() == ((0, 100) if ready == 0 else (100 - last_weight, last_weight))
         assert world.replicas(CANARY) == canary_pods
         assert plan.status.canary_revision == REV2
         assert plan.events == []
@@ -1509,3 +1516,109 @@ def test_weights_the_engine_itself_moves_are_no_drift() -> None:
     world.settle()
     assert world.route_weights() == (40, 60)
     assert "TrafficDrift" not in world.reasons()
+
+
+# --- commands and failed checks -------------------------------------------------------------------
+
+
+def paused_after(outcome: Outcome) -> World:
+    """At an indefinite pause after weight 20, the last check `outcome` (failureLimit 2: no rollback)."""
+    spec = make_spec([{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}], analysis={"failureLimit": 2})
+    world = at_weight(spec, 20)
+    world.metrics = Outcome.PASSED
+    world.run_until(lambda w: w.status.phase == Phase.PAUSED)
+    world.advance(30)
+    world.reconcile(outcome=outcome)
+    assert world.status.analysis.last_check is not None
+    assert world.status.analysis.last_check.outcome == outcome
+    return world
+
+
+def test_promote_at_a_pause_never_overrides_a_failed_check() -> None:
+    world = paused_after(Outcome.FAILED)
+    world.annotate(Command.PROMOTE, "1")
+    plan = world.reconcile()
+    assert (plan.status.phase, plan.status.current_step_index, plan.status.canary_weight) == (
+        Phase.PAUSED,
+        1,
+        20,
+    )
+    [told] = [e for e in plan.events if e.reason == "CommandIgnored"]
+    assert told.type == "Normal"
+    assert told.message.startswith("sluice.dev/promote=1 ignored: the last analysis check failed (error-rate")
+    assert plan.status.history[0].message.startswith("ignored: the last analysis check failed")
+
+
+@pytest.mark.parametrize("outcome", [Outcome.PASSED, Outcome.INCONCLUSIVE, Outcome.ERROR])
+def test_promote_at_a_pause_goes_on_after_any_other_check(outcome: Outcome) -> None:
+    world = paused_after(outcome)
+    world.annotate(Command.PROMOTE, "1")
+    assert world.reconcile().status.current_step_index == 2
+
+
+def test_an_abort_during_promotion_is_refused_with_a_warning() -> None:
+    world = at_weight(make_spec([{"setWeight": 50}]), 50)
+    world.hold(STABLE)
+    world.run_until(lambda w: w.status.message.startswith("promoting revision"), follow_requeue=False)
+    world.annotate(Command.ABORT, "now")
+    plan = world.reconcile()
+    assert plan.status.phase == Phase.PROGRESSING
+    [told] = [e for e in plan.events if e.reason == "CommandIgnored"]
+    assert told.type == "Warning"
+    assert told.message.startswith("sluice.dev/abort=now ignored: promotion is under way")
+
+
+def test_a_check_that_started_before_the_weight_changed_is_not_counted() -> None:
+    world = at_weight(make_spec([{"setWeight": 20}, {"setWeight": 50}, {"pause": {}}], analysis={}), 20)
+    stale = make_check(Outcome.FAILED, world.now - timedelta(seconds=5))
+    plan = world.reconcile(stale)
+    assert (plan.status.analysis.failed, plan.status.phase) == (0, Phase.PROGRESSING)
+
+
+# --- the traffic invariant: no share for a track without ready pods ------------------------------
+
+
+def test_a_deleted_stable_comes_back_as_the_stable_revision_and_the_canary_serves_meanwhile() -> None:
+    world = at_weight(make_spec([{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}]), 20)
+    assert set(world.history) == {REV1, REV2}, "both revisions recorded when the release started"
+    world.hold(STABLE)
+    world.delete(STABLE)
+    plan = world.reconcile()
+    # Recreated from the stable revision's template, never the unchecked canary's.
+    assert (world.image(STABLE), world.revision(STABLE), world.replicas(STABLE)) == (V1, REV1, 4)
+    # The release stays where it was: same step, same weight, the canary keeps its pods ...
+    status = plan.status
+    assert (status.phase, status.current_step_index, status.canary_weight) == (Phase.PAUSED, 1, 20)
+    assert (status.stable_revision, status.canary_revision) == (REV1, REV2)
+    assert world.replicas(CANARY) == 1
+    # ... and, the stable having no ready pod, the canary takes all traffic until it has.
+    assert world.route_weights() == (0, 100)
+    reasons = [e.reason for e in plan.events]
+    assert "StableRecreated" in reasons and "TrafficRerouted" in reasons
+    world.release(STABLE)
+    plan = world.reconcile()
+    assert world.route_weights() == (80, 20)
+    assert plan.status.routed_canary_weight is None
+    assert world.image(STABLE) == V1
+
+
+def test_a_deleted_canary_loses_its_share_in_the_same_pass_and_gets_it_back_when_ready() -> None:
+    world = at_weight(make_spec([{"setWeight": 20}, {"pause": {}}]), 20)
+    world.hold(CANARY)
+    world.delete(CANARY)
+    plan = world.reconcile()
+    assert world.route_weights() == (100, 0)
+    assert (plan.status.canary_weight, plan.status.routed_canary_weight) == (20, 0)
+    assert world.replicas(CANARY) == 1, "recreated at once"
+    world.release(CANARY)
+    world.reconcile()
+    assert world.route_weights() == (80, 20)
+
+
+def test_a_deleted_stable_without_a_release_is_recreated_as_it_was() -> None:
+    world = healthy(make_spec([{"setWeight": 20}]))
+    world.delete(STABLE)
+    plan = world.reconcile()
+    assert (world.image(STABLE), world.revision(STABLE)) == (V1, REV1)
+    assert plan.status.canary_revision is None
+    assert world.settle().status.phase == Phase.HEALTHY

@@ -44,6 +44,16 @@ NEEDED = [("sluice.dev", "rollouts", verb) for verb in ("get", "list", "watch", 
     ("gateway.networking.k8s.io", "httproutes", "get"),
     ("gateway.networking.k8s.io", "httproutes", "create"),
     ("gateway.networking.k8s.io", "httproutes", "update"),
+    # Watched so that a change by anyone else wakes the Rollout (kopf lists, then watches).
+    ("", "services", "list"),
+    ("", "services", "watch"),
+    ("gateway.networking.k8s.io", "httproutes", "list"),
+    ("gateway.networking.k8s.io", "httproutes", "watch"),
+    # The revision history.
+    ("apps", "controllerrevisions", "get"),
+    ("apps", "controllerrevisions", "list"),
+    ("apps", "controllerrevisions", "create"),
+    ("apps", "controllerrevisions", "delete"),
     ("", "events", "create"),
 ]
 
@@ -81,11 +91,13 @@ def test_rbac_is_least_privilege() -> None:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"], (
             rule
         )
-        # Owned objects are deleted by the garbage collector through owner references. The one
-        # exception: an Application deletes the Rollout of a component removed from its spec.
+        # Owned objects are deleted by the garbage collector through owner references. The two
+        # exceptions: an Application deletes the Rollout of a component removed from its spec, and a
+        # Rollout prunes its oldest revision records.
         assert "deletecollection" not in rule["verbs"], rule
         if "delete" in rule["verbs"]:
-            assert (rule["apiGroups"], rule["resources"]) == (["sluice.dev"], ["rollouts"]), rule
+            deletable = [(["sluice.dev"], ["rollouts"]), (["apps"], ["controllerrevisions"])]
+            assert (rule["apiGroups"], rule["resources"]) in deletable, rule
     for secret_like in ("secrets", "configmaps", "pods/exec"):
         assert not any(secret_like in rule["resources"] for rule in role["rules"])
 

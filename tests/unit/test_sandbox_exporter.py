@@ -18,6 +18,7 @@ from sluice_sandbox.exporter import (
     TrafficCounters,
     TrafficSetting,
     advance,
+    advance_codes,
     integrate,
 )
 
@@ -96,3 +97,59 @@ def test_integrate_is_piecewise() -> None:
 def test_invalid_settings_are_refused(setting: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         TrafficSetting(**setting)
+
+
+# ----- The gateway's counters: per route and status code -----
+
+
+def test_gateway_counters_integrate_by_code_and_never_decrease() -> None:
+    now = [100.0]
+    with MetricsExporter(clock=lambda: now[0]) as exporter:
+        exporter.set_route_rates("ns", "web", {"200": 8, "503": 2})
+        now[0] = 110.0
+        assert exporter.gateway_totals("ns", "web") == {"200": 80, "500": 0, "503": 20}
+        exporter.set_route_rates("ns", "web", {"200": 9, "500": 1})  # 503 left out: no more of them
+        now[0] = 120.0
+        assert exporter.gateway_totals("ns", "web") == {"200": 170, "500": 10, "503": 20}
+        exporter.set_route_rates("ns", "web", {"404": 1})  # another code joins the route's series
+        now[0] = 121.0
+        assert exporter.gateway_totals("ns", "web") == {"200": 170, "500": 10, "503": 20, "404": 1}
+        with pytest.raises(KeyError):
+            exporter.gateway_totals("ns", "other")  # never simulated
+        exporter.remove_route("ns", "web")
+        with pytest.raises(KeyError):
+            exporter.gateway_totals("ns", "web")
+
+
+def test_a_new_route_has_every_gateway_code_from_the_start() -> None:
+    """So that increase() counts a code's first requests: a series born non-zero loses them."""
+    with MetricsExporter() as exporter:
+        exporter.set_route_rates("ns", "web", {})
+        assert exporter.gateway_totals("ns", "web") == {"200": 0, "500": 0, "503": 0}
+        body = exporter.render()
+    assert "# TYPE gateway_http_requests_total counter" in body
+    for code in ("200", "500", "503"):
+        assert f'gateway_http_requests_total{{namespace="ns",route="web",code="{code}"}} 0.0' in body
+    assert "# TYPE http_requests_total" not in body  # no Service: no per-Service family
+
+
+def test_advance_codes_is_piecewise() -> None:
+    counts = advance_codes({"200": 1.0, "503": 0.0}, {"503": 2.0}, 3)
+    assert counts == {"200": 1.0, "503": 6.0}
+    assert advance_codes(counts, {"200": 5.0}, 0) == counts
+
+
+@pytest.mark.parametrize("rates", [{"ok": 1.0}, {"99": 1.0}, {"200": -1.0}, {"503": math.nan}])
+def test_invalid_gateway_rates_are_refused(rates: dict[str, float]) -> None:
+    with MetricsExporter() as exporter, pytest.raises(ValueError):
+        exporter.set_route_rates("ns", "web", rates)
+
+
+def test_reset_forgets_routes_and_the_gateway_name_is_reserved() -> None:
+    with MetricsExporter() as exporter:
+        exporter.set_route_rates("ns", "web", {"200": 1})
+        exporter.reset()
+        with pytest.raises(KeyError):
+            exporter.gateway_totals("ns", "web")
+        with pytest.raises(ValueError):
+            exporter.set_gauge("gateway_http_requests_total", {}, 1)

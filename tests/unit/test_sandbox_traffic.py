@@ -15,9 +15,11 @@ from sluice_sandbox.gateway import HTTPROUTE_CRD
 from sluice_sandbox.traffic import (
     ServingRecord,
     TrafficSimulator,
+    gateway_traffic,
     never_stopped_serving,
     outages,
     route_split,
+    selected_ready_pods,
     service_traffic,
 )
 
@@ -278,6 +280,105 @@ def test_problems_are_reported_once_per_service() -> None:
     assert traffic["ns", "web-canary"].streams == (settings(5),)  # the default behaviour
 
 
+# ----- The gateway: what users see of each route -----
+
+BOTH_READY = [serving_pod("s1", track="stable"), serving_pod("c1", track="canary")]
+STABLE_ONLY = [serving_pod("s1", track="stable"), serving_pod("c1", ready=False, track="canary")]
+
+
+def codes(ok: float = 0.0, errors: float = 0.0, unavailable: float = 0.0) -> dict[str, float]:
+    return {"200": pytest.approx(ok), "500": pytest.approx(errors), "503": pytest.approx(unavailable)}
+
+
+GATEWAY = {
+    "canary without ready pods: its share answered 503": (sluice_route(20), STABLE_ONLY, codes(80, 0, 20)),
+    "in proportion to its weight": (sluice_route(50), STABLE_ONLY, codes(50, 0, 50)),
+    "both ready: no 503": (sluice_route(20), BOTH_READY, codes(100)),
+    "weight 0 on an unready canary: no 503": (sluice_route(0), STABLE_ONLY, codes(100)),
+    "all weights 0: nothing sent": (route([("web", 0), ("web-canary", 0)]), STABLE_ONLY, codes()),
+    "a bad canary answers 500s, as its Service counts them": (
+        sluice_route(10),
+        [serving_pod("s1", track="stable"), serving_pod("c1", track="canary", error_rate="0.3")],
+        codes(97, 3),
+    ),
+    "a backend Service that does not exist: 503": (
+        route([("web", 1), ("ghost", 1)]),
+        BOTH_READY,
+        codes(50, 0, 50),
+    ),
+    "nobody ready at all": (sluice_route(50), [], codes(0, 0, 100)),
+}
+
+
+@pytest.mark.parametrize(("the_route", "pods", "expected"), GATEWAY.values(), ids=GATEWAY.keys())
+def test_gateway_traffic(
+    the_route: dict[str, Any], pods: list[dict[str, Any]], expected: dict[str, Any]
+) -> None:
+    assert gateway_traffic([the_route], SERVICES, pods, rps=100) == {
+        ("ns", the_route["metadata"]["name"]): expected
+    }
+
+
+# ----- Terminating pods (KEP-1669): they serve only when a Service has no other ready pod -----
+
+
+def leaving(pod: dict[str, Any]) -> dict[str, Any]:
+    """The pod, deleted: terminating, its readiness as it was."""
+    pod["metadata"].update(deletionTimestamp="2030-01-01T00:00:30.000000Z", deletionGracePeriodSeconds=30)
+    return pod
+
+
+ENDPOINTS = {
+    "ready pods only": ([serving_pod("s1", track="stable"), serving_pod("s2", track="stable")], ["s1", "s2"]),
+    "terminating pods are left out while another is ready": (
+        [leaving(serving_pod("s1", track="stable")), serving_pod("s2", track="stable")],
+        ["s2"],
+    ),
+    "unready pods are no help: terminating pods still ready serve": (
+        [leaving(serving_pod("s1", track="stable")), serving_pod("s2", ready=False, track="stable")],
+        ["s1"],
+    ),
+    "only terminating pods: those still ready serve": (
+        [leaving(serving_pod("s1", track="stable")), leaving(serving_pod("s2", ready=False, track="stable"))],
+        ["s1"],
+    ),
+    "terminating and no longer ready: nothing": (
+        [leaving(serving_pod("s1", ready=False, track="stable"))],
+        [],
+    ),
+}
+
+
+@pytest.mark.parametrize(("pods", "expected"), ENDPOINTS.values(), ids=ENDPOINTS.keys())
+def test_selected_ready_pods(pods: list[dict[str, Any]], expected: list[str]) -> None:
+    assert [pod["metadata"]["name"] for pod in selected_ready_pods(SERVICES[0], pods)] == expected
+
+
+def test_a_deleted_deployment_serves_from_its_terminating_pods() -> None:
+    # Its pods terminating, the canary still answers, with its own behaviour: no 503.
+    pods = [serving_pod("s1", track="stable"), leaving(serving_pod("c1", track="canary", error_rate="0.3"))]
+    assert gateway_traffic([sluice_route(10)], SERVICES, pods, rps=100) == {("ns", "web"): codes(97, 3)}
+    traffic = service_traffic([sluice_route(10)], SERVICES, pods, rps=100)
+    assert (traffic["ns", "web-canary"].ready_pods, traffic["ns", "web-canary"].streams) == (
+        1,
+        (settings(10, 0.3),),
+    )
+    # A ready pod of the new version takes it all from the terminating one.
+    pods.append(serving_pod("c2", track="canary"))
+    assert gateway_traffic([sluice_route(10)], SERVICES, pods, rps=100) == {("ns", "web"): codes(100)}
+    # Once its pods stop being ready (or are gone), the gateway answers 503.
+    pods = [serving_pod("s1", track="stable"), leaving(serving_pod("c1", ready=False, track="canary"))]
+    assert gateway_traffic([sluice_route(10)], SERVICES, pods, rps=100) == {("ns", "web"): codes(90, 0, 10)}
+
+
+def test_gateway_traffic_is_per_route_and_skips_other_kinds() -> None:
+    other = route([("web-canary", 1)], name="other")
+    bucket = {"group": "example.com", "kind": "Bucket", "name": "b", "weight": 1}
+    other["spec"]["rules"][0]["backendRefs"].append(bucket)  # half of `other`, unsimulated
+    gateway = gateway_traffic([sluice_route(0), other], SERVICES, STABLE_ONLY, rps=10)
+    assert gateway == {("ns", "web"): codes(10), ("ns", "other"): codes(0, 0, 5)}
+
+
 # ----- The serving history -----
 
 
@@ -369,4 +470,48 @@ async def _ticks(caplog: pytest.LogCaptureFixture) -> None:
             (0.0, "web-canary", 20, 1),
         ]
         assert simulator.stable_outages() == []
+    store.close()
+
+
+def test_ticks_count_503s_at_the_gateway_for_backends_without_ready_pods() -> None:
+    asyncio.run(_gateway_ticks())
+
+
+async def _gateway_ticks() -> None:
+    store = SandboxAPIServer().store
+    await store.create("namespaces", {"metadata": {"name": "ns"}})
+    await store.install_crd(HTTPROUTE_CRD)
+    now = [0.0]
+    with MetricsExporter(clock=lambda: now[0]) as exporter:
+        simulator = TrafficSimulator(store, exporter, rps=100, clock=lambda: now[0])
+        for body in [*SERVICES, service("api", app="api")]:
+            await store.create("services", body)
+        for pod in [*STABLE_ONLY, serving_pod("a1", app="api")]:
+            await store.create("pods", pod)
+            await store.patch_status("pods", "ns", pod["metadata"]["name"], {"status": pod["status"]})
+        await store.create("httproutes", sluice_route(20))  # 20% to a canary with no ready pod
+        await store.create("httproutes", route([("web", 0), ("web-canary", 0)], name="idle"))
+        await store.create("httproutes", route([("api", 1), ("web-canary", 0)], name="api"))
+
+        await simulator.tick()
+        now[0] = 10.0
+        await simulator.tick()
+        assert exporter.gateway_totals("ns", "web") == codes(800, 0, 200)
+        assert exporter.gateway_totals("ns", "idle") == codes()  # all weights 0: sends nothing
+        assert exporter.gateway_totals("ns", "api") == codes(1000)  # weight 0 on the unready canary
+        # The Services' own counters are as before: an unready Service counts nothing.
+        assert exporter.counters("ns", "web").count == pytest.approx(800)
+        assert exporter.counters("ns", "web-canary").count == 0
+
+        # The canary gets ready: no more 503s, the counts kept.
+        await store.patch_status("pods", "ns", "c1", {"status": serving_pod("c1")["status"]})
+        await simulator.tick()
+        now[0] = 20.0
+        await simulator.tick()
+        assert exporter.gateway_totals("ns", "web") == codes(1800, 0, 200)
+
+        await store.delete("httproutes", "ns", "web")
+        await simulator.tick()
+        with pytest.raises(KeyError):
+            exporter.gateway_totals("ns", "web")  # the route is gone: so are its series
     store.close()

@@ -20,10 +20,12 @@ from sluice_sandbox.workloads import (
     deployment_status,
     format_time,
     is_ready,
+    is_terminating,
     kubelet_status,
     plan_pods,
     pod_template_hash,
     status_differs,
+    stop_time,
 )
 
 NOW = 1_900_000_000.0
@@ -351,7 +353,7 @@ def test_the_simulator_runs_and_replaces_pods() -> None:
 async def _run_simulator() -> None:
     store = SandboxAPIServer().store  # the built-in resources, as the sandbox serves them
     await store.create("namespaces", {"metadata": {"name": "shop"}})
-    simulator = WorkloadSimulator(store, ready_delay=0.05)
+    simulator = WorkloadSimulator(store, ready_delay=0.05, stop_delay=0.1)
     await simulator.start()
     try:
         body = deployment(3)
@@ -371,12 +373,19 @@ async def _run_simulator() -> None:
             {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "web:2"}]}}}},
         )
         await store.wait_for("deployments", "shop", "web", _rolled_out(3, generation=2), timeout=5)
+        for name in first:  # the old pods terminate, then go
+            await store.wait_for_deletion("pods", "shop", name, timeout=5)
         replaced = (await store.list("pods", "shop"))["items"]
         assert len(replaced) == 3 and not first & {p["metadata"]["name"] for p in replaced}
         assert {p["spec"]["containers"][0]["image"] for p in replaced} == {"web:2"}
 
         await store.delete("deployments", "shop", "web")
-        assert (await store.list("pods", "shop"))["items"] == []  # garbage-collected with their owner
+        # Garbage-collected with their owner, gracefully: terminating, still serving, then gone.
+        terminating = (await store.list("pods", "shop"))["items"]
+        assert {p["metadata"]["name"] for p in terminating} == {p["metadata"]["name"] for p in replaced}
+        assert all(is_terminating(p) and is_ready(p) for p in terminating)
+        for pod_ in terminating:
+            await store.wait_for_deletion("pods", "shop", pod_["metadata"]["name"], timeout=5)
     finally:
         await simulator.stop()
         store.close()
@@ -394,3 +403,121 @@ def _rolled_out(replicas: int, generation: int = 1) -> Any:
         )
 
     return check
+
+
+# ----- Termination: deleted pods stay, still serving, until their containers have stopped -----
+
+
+def terminating(grace: Any, *, deleted_at: float = NOW) -> dict[str, Any]:
+    """A pod deleted at `deleted_at` with a grace period: the store's deletionTimestamp is its end."""
+    subject = pod(V1)
+    subject["metadata"]["deletionGracePeriodSeconds"] = grace
+    subject["metadata"]["deletionTimestamp"] = format_time(deleted_at + (grace or 0))
+    return subject
+
+
+@pytest.mark.parametrize(
+    ("subject", "expected"),
+    [
+        pytest.param(terminating(30), NOW + 1.0, id="the stop delay, within the grace period"),
+        pytest.param(terminating(1), NOW + 1.0, id="the stop delay, equal to the grace period"),
+        pytest.param(terminating(30, deleted_at=NOW - 5), NOW - 4.0, id="overdue: at once"),
+        pytest.param(terminating(0), None, id="grace 0: nothing to wait for (finalizers)"),
+        pytest.param(pod(V1), None, id="not terminating"),
+    ],
+)
+def test_stop_time(subject: dict[str, Any], expected: float | None) -> None:
+    at = stop_time(subject, stop_delay=1.0)
+    assert at == pytest.approx(expected) if expected is not None else at is None
+
+
+def test_a_grace_period_shorter_than_the_stop_delay_wins() -> None:
+    assert stop_time(terminating(2), stop_delay=10.0) == pytest.approx(NOW + 2)
+
+
+def test_a_terminating_pod_is_not_counted_and_gets_a_replacement() -> None:
+    leaving = pod(V1)
+    leaving["metadata"]["deletionTimestamp"] = format_time(NOW + 30)
+    changes = plan(deployment(2), [leaving, pod(V1)])
+    assert len(changes.create) == 1 and not changes.delete  # never deleted twice
+    assert changes.counts == ReplicaCounts(replicas=2, updated=2, ready=1)  # the new pod is pending
+    assert leaving["metadata"]["name"] not in dict(changes.statuses)  # the kubelet leaves it be
+
+
+def test_a_deleted_pod_terminates_then_goes_after_the_stop_delay() -> None:
+    asyncio.run(_deleted_pod_terminates())
+
+
+async def _deleted_pod_terminates() -> None:
+    store = SandboxAPIServer().store
+    await store.create("namespaces", {"metadata": {"name": "shop"}})
+    stop_delay = 0.3
+    simulator = WorkloadSimulator(store, ready_delay=0.05, stop_delay=stop_delay)
+    await simulator.start()
+    loop = asyncio.get_running_loop()
+    try:
+        body = deployment(2)
+        del body["metadata"]["uid"]
+        await store.create("deployments", body)
+        await store.wait_for("deployments", "shop", "web", _rolled_out(2), timeout=5)
+        [victim, _] = (await store.list("pods", "shop"))["items"]
+        name = victim["metadata"]["name"]
+
+        async with store.watch("pods", "shop", field_selector=f"metadata.name={name}") as events:
+            assert await _next_types(events, 1) == ["ADDED"]  # the pod as it is
+            deleted_at = loop.time()
+            marked = await store.delete("pods", "shop", name)
+            assert marked["metadata"]["deletionGracePeriodSeconds"] == 30  # the default
+            still = await store.get("pods", "shop", name)  # still there, Running and ready
+            assert is_terminating(still) and is_ready(still) and still["status"]["phase"] == "Running"
+            types = await _next_types(events, 2)
+            gone_at = loop.time()
+        assert types == ["MODIFIED", "DELETED"]
+        assert gone_at - deleted_at >= stop_delay * 0.9  # not before its containers have stopped
+
+        # The Deployment replaced it at once: one new pod, nothing else.
+        await store.wait_for("deployments", "shop", "web", _rolled_out(2), timeout=5)
+        names = {p["metadata"]["name"] for p in (await store.list("pods", "shop"))["items"]}
+        assert len(names) == 2 and name not in names
+
+        # Pods that no Deployment owns are stopped by the kubelet all the same.
+        await store.create("pods", {"metadata": {"name": "loner"}, "spec": {"containers": []}}, "shop")
+        await store.delete("pods", "shop", "loner")
+        assert is_terminating(await store.get("pods", "shop", "loner"))
+        await store.wait_for_deletion("pods", "shop", "loner", timeout=5)
+    finally:
+        await simulator.stop()
+        store.close()
+
+
+async def _next_types(events: Any, count: int, *, timeout: float = 5) -> list[str]:
+    """The types of a watch's next `count` events, within a deadline."""
+    async with asyncio.timeout(timeout):
+        return [(await anext(events))["type"] for _ in range(count)]
+
+
+def test_readiness_in_the_status_excludes_terminating_pods() -> None:
+    asyncio.run(_scale_down_while_terminating())
+
+
+async def _scale_down_while_terminating() -> None:
+    store = SandboxAPIServer().store
+    await store.create("namespaces", {"metadata": {"name": "shop"}})
+    simulator = WorkloadSimulator(store, ready_delay=0.05, stop_delay=60)  # they outlive the test
+    await simulator.start()
+    try:
+        body = deployment(3)
+        del body["metadata"]["uid"]
+        await store.create("deployments", body)
+        await store.wait_for("deployments", "shop", "web", _rolled_out(3), timeout=5)
+        await store.patch("deployments", "shop", "web", {"spec": {"replicas": 1}})
+        scaled = await store.wait_for("deployments", "shop", "web", _rolled_out(1, generation=2), timeout=5)
+        assert scaled["status"]["availableReplicas"] == 1
+        listed = (await store.list("pods", "shop"))["items"]
+        leaving = [p for p in listed if is_terminating(p)]
+        # Two pods still serve while they terminate, yet the Deployment counts one, and has
+        # created no pod to make up for them.
+        assert len(listed) == 3 and len(leaving) == 2 and all(is_ready(p) for p in listed)
+    finally:
+        await simulator.stop()
+        store.close()

@@ -188,6 +188,42 @@ def test_a_runaway_query_template_is_refused_while_another_rollout_releases(shel
     release(shell_world, analysed({"name": "errors", "query": 'up{service="{{ canary.service }}"}'}))
 
 
+def test_a_deleted_stable_deployment_comes_back_from_the_revision_history(shell_world: World) -> None:
+    body = web_rollout(steps=[{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}])
+    body["spec"]["progressDeadlineSeconds"] = 3600
+    create_rollout(shell_world, body)
+    shell = shell_world.rollouts()
+    stable = ObjectKey("apps/v1", "Deployment", NS, "web")
+    shell_world.drive(
+        lambda: shell.reconcile(NS, "web"),
+        lambda: rollout(shell_world),
+        lambda r: status(r).get("phase") == "Healthy",
+        "first deploy",
+    )
+    template = copy.deepcopy(rollout(shell_world)["spec"]["template"])
+    template["spec"]["containers"][0]["image"] = IMAGE_V2
+    shell_world.cluster.merge_patch(rollout_key(NS, "web"), {"spec": {"template": template}})
+    shell_world.drive(
+        lambda: shell.reconcile(NS, "web"),
+        lambda: rollout(shell_world),
+        lambda r: status(r).get("phase") == "Paused",
+        "the release to pause at 20%",
+    )
+    shell_world.cluster.delete(stable)
+    shell_world.drive(
+        lambda: shell.reconcile(NS, "web"),
+        lambda: shell_world.cluster.get(stable),
+        lambda d: d is not None and (d.get("status") or {}).get("readyReplicas") == 4,
+        "the stable Deployment to be back and ready",
+    )
+    back = shell_world.cluster.get(stable)
+    assert back is not None
+    assert back["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/acme/web:1.0.0"
+    after = status(rollout(shell_world))
+    assert (after["phase"], after["currentStepIndex"], after["canaryWeight"]) == ("Paused", 1, 20)
+    assert events(shell_world, "web", "StableRecreated")
+
+
 # --- Application and SidecarSet -----------------------------------------------------------------
 
 
