@@ -65,6 +65,9 @@ DEFAULT_CACHE_CHARS = 8 * MIB
 START_TIMEOUT = 15.0
 # Beyond the render timeout: how long a caller waits for a free worker.
 BUSY_MARGIN = 1.0
+# A template that ran out of time is tried again after this long: on an operator starved of CPU
+# for a while, an honest template may time out once, and must not stay refused for good.
+RETRY_TIMEOUTS_AFTER = 300.0
 
 # Where this `operators` package lives: a worker imports the same code as its parent.
 _SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
@@ -97,6 +100,11 @@ class TemplateKind:
 class _Outcome:
     text: str
     problem: bool
+    # For a cached outcome that may be worth trying again (a timeout): when, on time.monotonic().
+    expires: float | None = None
+
+    def expired(self) -> bool:
+        return self.expires is not None and time.monotonic() >= self.expires
 
     def result(self) -> str:
         if self.problem:
@@ -195,6 +203,7 @@ class Renderer:
         cache_entries: int = DEFAULT_CACHE_ENTRIES,
         cache_chars: int = DEFAULT_CACHE_CHARS,
         start_timeout: float = START_TIMEOUT,
+        retry_timeouts_after: float = RETRY_TIMEOUTS_AFTER,
     ) -> None:
         if workers < 1:
             raise ValueError("a renderer needs at least one worker")
@@ -205,6 +214,7 @@ class Renderer:
         self.cache_entries = cache_entries
         self.cache_chars = cache_chars
         self.start_timeout = start_timeout
+        self.retry_timeouts_after = retry_timeouts_after
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(workers)
         self._idle: list[_Worker] = []
@@ -244,7 +254,9 @@ class Renderer:
         future: Future[_Outcome] = Future()
         with self._lock:
             cached = self._cache.get(key)
-            if cached is not None:
+            if cached is not None and cached.expired():
+                self._forget(key)
+            elif cached is not None:
                 self._cache.move_to_end(key)
                 return cached.result()
             pending = self._pending.setdefault(key, future)
@@ -367,6 +379,7 @@ class Renderer:
                     f"{template} took longer than {self.timeout:g}s to render; "
                     "it was stopped (look for a loop that runs too long)",
                     problem=True,
+                    expires=time.monotonic() + self.retry_timeouts_after,
                 ), False
             reply = json.loads(worker.connection.recv_bytes(max_reply))
         except (EOFError, OSError, ValueError):
@@ -391,8 +404,12 @@ class Renderer:
             while self._cache and (
                 len(self._cache) > self.cache_entries or self._cached_chars > self.cache_chars
             ):
-                _, dropped = self._cache.popitem(last=False)
-                self._cached_chars -= len(dropped.text)
+                self._forget(next(iter(self._cache)))
+
+    def _forget(self, key: bytes) -> None:
+        """Drop a cached outcome; the caller holds the lock."""
+        dropped = self._cache.pop(key)
+        self._cached_chars -= len(dropped.text)
 
 
 _default: Renderer | None = None

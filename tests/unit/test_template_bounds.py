@@ -94,6 +94,15 @@ def test_a_runaway_loop_is_stopped_once_and_the_renderer_goes_on() -> None:
     assert render_query(metric("up{namespace='{{ namespace }}'}"), CONTEXT) == "up{namespace='shop'}"
 
 
+def test_a_timed_out_template_is_tried_again_after_a_while() -> None:
+    # An honest template on a CPU-starved operator may time out once: it is not refused for good.
+    with Renderer(workers=1, timeout=0.5, retry_timeouts_after=0.0) as renderer:
+        for attempt in (1, 2):
+            with pytest.raises(TemplateProblem, match=r"took longer than 0\.5s"):
+                renderer.render(QUERY, NESTED_LOOPS, (), {})
+            assert renderer.timeouts == attempt, "rendered again, not answered from the cache"
+
+
 @pytest.mark.parametrize("source", [CENTER, DOUBLING], ids=["center", "doubling"])
 def test_a_memory_bomb_is_a_memory_problem(renderer: Renderer, source: str) -> None:
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
