@@ -152,6 +152,8 @@ class _Reconciliation:
         self.ref = observed.ref
         self.steps: list[Step] = spec.strategy.canary.effective_steps()
         self.analysis = spec.strategy.canary.analysis
+        # The traffic provider bound to this Rollout's Services; None without `traffic`.
+        self.routing = routing_of(self.ref, spec)
         self.events: list[EventNote] = []
         self.took_step = False
         self.reason = "Reconciled"
@@ -234,14 +236,14 @@ class _Reconciliation:
         name = self.ref.name
         if self.obs.stable_record is not None:
             self.stable_template = self.obs.stable_record
-        elif known == self.obs.template_revision():
+        elif known == self.revision:
             self.stable_template = self.obs.effective_template
         else:
             self._event(
                 "Warning",
                 "StableTemplateUnknown",
                 f"Deployment {name} was deleted and the template of stable revision {known} is not in "
-                f"the revision history: deploying revision {self.obs.template_revision()} as stable",
+                f"the revision history: deploying revision {self.revision} as stable",
             )
             return None
         self._event(
@@ -618,7 +620,7 @@ class _Reconciliation:
         again. With neither track ready there is nothing better to route to.
         """
         weight = self.s.canary_weight
-        if routing_of(self.ref, self.spec) is None:
+        if self.routing is None:
             return weight  # no route: the canary's share is its replica count
         canary_ready = ready_replicas(self.canary_obj) > 0
         stable_ready = ready_replicas(self.stable_obj) > 0
@@ -643,7 +645,7 @@ class _Reconciliation:
         What the route should send is the weight before this pass or, if a pass
         wrote the route and stopped before its status, the weight it set.
         """
-        routing = routing_of(self.ref, self.spec)
+        routing = self.routing
         if routing is None:
             return
         live = routing.observed(self.obs.objects)
@@ -667,7 +669,7 @@ class _Reconciliation:
         return self.s.canary_weight if routed is None else routed
 
     def _desired_objects(self, routed: int) -> list[dict[str, Any]]:
-        routing = routing_of(self.ref, self.spec)
+        routing = self.routing
         by_key: dict[ObjectKey, dict[str, Any]] = {
             deployment_key(self.ref, self.ref.name): render_deployment(
                 self.ref, self.spec, "stable", self.stable_template, self.stable_revision, self.spec.replicas
