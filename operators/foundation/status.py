@@ -74,19 +74,15 @@ def status_document(status: BaseModel) -> dict[str, Any]:
     return status.model_dump(by_alias=True, mode="json")
 
 
-def write_status(
-    cluster: Cluster, key: ObjectKey, before: ReadStatus[Status] | Status, after: BaseModel
-) -> bool:
+def write_status(cluster: Cluster, key: ObjectKey, before: ReadStatus[Status], after: BaseModel) -> bool:
     """Patch the status subresource with `after` unless it equals what was read; True when written.
 
     The whole status is sent as a merge patch with explicit nulls, so a field
     the shell cleared does not linger. A repaired status is always written: the
     live one still holds what could not be read.
     """
-    previous = before.status if isinstance(before, ReadStatus) else before
-    repaired = isinstance(before, ReadStatus) and before.repaired
     new = status_document(after)
-    if not repaired and new == status_document(previous):
+    if not before.repaired and new == status_document(before.status):
         return False
     cluster.merge_patch(key, {"status": new}, subresource="status")
     return True
