@@ -246,8 +246,13 @@ def failing_metric_rolls_back(scene: Scene) -> None:
     assert stable["spec"]["replicas"] == 4
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions["Degraded"] == "True" and conditions["Ready"] == "False"
-    reasons = {e["reason"] for e in h.events(ns, "web")}
-    assert "RolledBack" in reasons
+    # The Event is posted right after the status is written: wait for it, do not race it.
+    h.wait(
+        lambda: {e["reason"] for e in h.events(ns, "web")},
+        lambda reasons: "RolledBack" in reasons,
+        RELEASE_TIMEOUT,
+        "a RolledBack event",
+    )
 
 
 def unreachable_prometheus_holds_then_rolls_back(scene: Scene, dead_address: str) -> None:
