@@ -7,19 +7,35 @@ real operator in a thread against the sandbox API server.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from importlib.metadata import version as package_version
 from typing import Any
 
 import kopf
 from kubernetes import client as k8s
 
 from operators.analysis.check import MetricSources
+from operators.analysis.fanin import QueryFanIn
 from operators.application.reconciler import ApplicationReconciler
 from operators.application.types import ComponentTypes
+from operators.foundation.cache import CachedCluster, WatchCache, Watched
 from operators.foundation.cluster import Cluster, load_api_client
+from operators.foundation.leadership import (
+    ALWAYS_LEADING,
+    FencedApiClient,
+    LeaderElector,
+    Leadership,
+    LeaseApiClient,
+    LeaseSettings,
+    default_identity,
+)
+from operators.foundation.loop import GATE_KEY, Gate
+from operators.foundation.shard import Shard
 from operators.handlers import applications as application_handlers
 from operators.handlers import rollouts as handlers
 from operators.handlers import sidecarsets as sidecarset_handlers
@@ -31,7 +47,12 @@ from operators.sidecarset.rollouts import RolloutSidecars
 from operators.sidecarset.webhook import PodInjector
 from operators.webhook.server import WebhookOptions, build_server
 
+logger = logging.getLogger(__name__)
+
 PROMETHEUS_URL_ENV = "SLUICE_PROMETHEUS_URL"
+USER_AGENT = f"sluice-operator/{package_version('sluice')}"
+# Reconciliation passes in flight at once (each in a thread; see run_operator).
+PASS_THREADS = 32
 DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
 
 
@@ -49,6 +70,13 @@ class OperatorOptions:
     component_types: str | None = None
     # The SidecarSet pod webhook's server; None: no webhook (Rollouts still get their sidecars).
     webhook: WebhookOptions | None = None
+    # Leader election through a Lease (`sluice run`'s default): every replica watches and serves
+    # the webhook, only the leader reconciles. None: this process writes alone (tests, the sandbox).
+    leader_election: LeaseSettings | None = None
+    # The Rollouts, Applications and SidecarSets this operator reconciles (`--shard I/N`).
+    shard: Shard = field(default_factory=Shard)
+    # This process in the Lease and in its requests' User-Agent; None: host (or pod), pid, random.
+    identity: str | None = None
 
     def resolved_prometheus_url(self) -> str | None:
         return self.prometheus_url or os.environ.get(PROMETHEUS_URL_ENV) or None
@@ -58,7 +86,10 @@ def build_context(
     options: OperatorOptions, api: k8s.ApiClient, types: ComponentTypes | None = None
 ) -> OperatorContext:
     """Clients and reconcilers; raises ComponentTypeError for an unusable --component-types directory."""
-    cluster = Cluster(api)
+    # Our own requests say who sent them (audit logs, the sandbox's request log, benchmarks).
+    api.user_agent = USER_AGENT
+    cache = WatchCache(watched_kinds(), namespaces=() if options.all_namespaces else options.namespaces)
+    cluster = CachedCluster(api, cache)
     reconciler = RolloutReconciler(
         cluster=cluster, metrics=metric_sources(options), sidecars=RolloutSidecars(cluster)
     )
@@ -69,7 +100,29 @@ def build_context(
         applications=applications,
         sidecarsets=SidecarSetReconciler(cluster),
         pod_injector=PodInjector(cluster),
+        cache=cache,
     )
+
+
+def watched_kinds() -> list[Watched]:
+    """Every kind the handlers watch, with the label selector of its watch."""
+    return [
+        *handlers.ROLLOUTS.watched(),
+        *application_handlers.APPLICATIONS.watched(),
+        *sidecarset_handlers.WATCHED,
+    ]
+
+
+def server_side_selectors() -> dict[tuple[str, str], str]:
+    """(group, plural) -> label selector, for the kinds of which Sluice watches only its own objects."""
+    selectors = {
+        (owned.group, owned.plural): owned.selector
+        for kind in (handlers.ROLLOUTS, application_handlers.APPLICATIONS)
+        for owned in kind.owned
+        if owned.server_side
+    }
+    selectors[("", "pods")] = sidecarset_handlers.POD_SELECTOR
+    return selectors
 
 
 def metric_sources(options: OperatorOptions) -> MetricSources:
@@ -78,6 +131,9 @@ def metric_sources(options: OperatorOptions) -> MetricSources:
     return MetricSources(
         allowed=AllowedHosts.of([prometheus_url], options.metric_hosts),
         default_addresses={"prometheus": prometheus_url} if prometheus_url else {},
+        # One per operator: the checks of Rollouts using the same built-in template against
+        # the same Prometheus share one query per gather window.
+        fanin=QueryFanIn(),
     )
 
 
@@ -108,6 +164,9 @@ def operator_settings(webhook_server: kopf.WebhookServer | None = None) -> kopf.
     # The MutatingWebhookConfiguration is a manifest (manifests/webhook.yaml), not managed by kopf.
     settings.admission.server = webhook_server
     settings.posting.level = logging.WARNING  # our own Events say what matters; kopf's are noise
+    for (group, plural), selector in server_side_selectors().items():
+        # A core kind is named by its plural alone ("services"); others by (group, plural).
+        settings.watching.label_selectors[(group, plural) if group else plural] = selector
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
@@ -119,29 +178,59 @@ async def run_operator(
     stop_flag: Any = None,
     ready_flag: Any = None,
 ) -> None:
-    """Run until ``stop_flag`` is set (or forever). Blocks; call from an event loop."""
+    """Run until ``stop_flag`` is set (or forever). Blocks; call from an event loop.
+
+    Raises ValueError for leader election settings that cannot work, before connecting.
+    """
     types = ComponentTypes(options.component_types)  # first: a bad directory fails before connecting
+    identity = options.identity or default_identity()
+    election = options.leader_election.config(identity, options.shard) if options.leader_election else None
     api = load_api_client(options.kubeconfig, options.context)
-    context = build_context(options, api, types)
-    info = connection_info(api.configuration)
+    user_agent = f"{USER_AGENT} ({identity})"
+    elector: LeaderElector | None = None
+    leadership: Leadership = ALWAYS_LEADING
+    writer = api
+    if election is not None:
+        lease_api = LeaseApiClient(api.configuration, timeout=election.renew_deadline)
+        lease_api.user_agent = user_agent
+        elector = LeaderElector(Cluster(lease_api), election)
+        leadership = elector
+        # The reconcilers' writes go through the fence: none while this process does not lead.
+        writer = FencedApiClient(api.configuration, elector.leading)
+    context = build_context(options, writer, types)
+    writer.user_agent = api.user_agent = user_agent  # each replica's requests say which it is
+    kopf_agent = f"{user_agent} kopf/{package_version('kopf')}"
+    info = _with_user_agent(connection_info(api.configuration), kopf_agent)
     registry = kopf.OperatorRegistry()
     handlers.register(registry)
     application_handlers.register(registry)
     sidecarset_handlers.register(registry, webhook=options.webhook is not None)
-    webhook_server = build_server(options.webhook, context.reconciler.cluster) if options.webhook else None
+    # Every replica serves the webhook and publishes its CA, leader or not: not through the fence.
+    webhook_server = build_server(options.webhook, Cluster(api)) if options.webhook else None
 
     def login(**_: Any) -> kopf.ConnectionInfo:
         return info
 
+    def leading(**_: Any) -> bool:
+        return leadership.leading()
+
     kopf.on.login(registry=registry)(login)
+    # The liveness endpoint's JSON says whether this replica leads ({"leading": true}).
+    kopf.on.probe(id="leading", registry=registry)(leading)
     # A finished analysis check wakes its Rollout's loop (checks run in their own threads).
     loop = asyncio.get_running_loop()
+    # Passes run in threads (the kubernetes client blocks). asyncio's default pool has cpus + 4
+    # threads: a few slow writes would then hold every other Rollout's pass back.
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=PASS_THREADS, thread_name_prefix="sluice-pass"))
     checks = context.reconciler.checks
 
     def wake(namespace: str, name: str) -> None:
         loop.call_soon_threadsafe(context.wakeups.wake, namespace, name)
 
     checks.on_done = wake
+    if options.shard.sharded:
+        logger.info("reconciling shard %s of the Rollouts, Applications and SidecarSets", options.shard)
+    election_task = asyncio.create_task(elector.run(), name="sluice-leader-election") if elector else None
     try:
         await kopf.operator(
             registry=registry,
@@ -152,7 +241,32 @@ async def run_operator(
             liveness_endpoint=options.liveness_endpoint,
             stop_flag=stop_flag,
             ready_flag=ready_flag,
-            memo=kopf.Memo(context=context),
+            memo=kopf.Memo({"context": context, GATE_KEY: Gate(leadership, options.shard)}),
         )
     finally:
+        if elector is not None and election_task is not None:
+            # After kopf stopped the loops: stop leading (the fence closes) and release the Lease,
+            # so that another replica takes over at once rather than after the lease duration.
+            elector.stop()
+            await election_task
         checks.close()
+        if context.reconciler.metrics.fanin is not None:
+            context.reconciler.metrics.fanin.close()
+
+
+@dataclass(frozen=True)
+class _NamedConnection(kopf.ConnectionInfo):
+    """kopf's credentials, with our User-Agent on kopf's own requests (watches, finalizers)."""
+
+    user_agent: str | None = None
+
+    def as_http_headers(self) -> dict[str, str]:
+        headers = dict(super().as_http_headers())
+        if self.user_agent:
+            headers["User-Agent"] = self.user_agent
+        return headers
+
+
+def _with_user_agent(info: kopf.ConnectionInfo, user_agent: str) -> kopf.ConnectionInfo:
+    fields = {f.name: getattr(info, f.name) for f in dataclasses.fields(info)}
+    return _NamedConnection(**fields, user_agent=user_agent)

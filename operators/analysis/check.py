@@ -1,19 +1,30 @@
-"""One analysis check: every metric rendered, queried and judged, combined into a `Check`."""
+"""One analysis check: every metric rendered, queried and judged, combined into a `Check`.
+
+`start_check` returns a future and holds no thread while it waits: a metric
+with a grouped form (a built-in template, on a provider that can group) goes to
+the operator's query fan-in (`fanin.QueryFanIn`), any other is one query in the
+analysis' query pool (`pool.query_pool`). So a thousand checks in flight cost
+the pool's threads, not a thousand. `run_check` is the same check, waited for.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from operators.analysis.templates import QueryContext, QueryTemplateError, render_query
+from operators.analysis.fanin import QueryFanIn
+from operators.analysis.pool import query_pool
+from operators.analysis.templates import QueryContext, QueryTemplateError, grouped_query, render_query
 from operators.analysis.thresholds import combine, evaluate
 from operators.api.base import parse_duration
 from operators.api.rollout import Check, Metric, MetricResult, Outcome, ThresholdRange
-from operators.metrics.base import MetricProvider, ProviderError
+from operators.foundation.clock import format_time
+from operators.metrics.base import GroupingProvider, MetricProvider, ProviderError
 from operators.metrics.hosts import AllowedHosts
 from operators.metrics.registry import PROVIDERS
 
@@ -21,10 +32,7 @@ logger = logging.getLogger(__name__)
 
 NO_ADDRESS = "no address: set {field}.address on the metric or run the operator with --prometheus-url"
 NO_DATA = "no data"
-
-# Metrics are queried in parallel so that one slow Prometheus (up to its
-# timeout) does not add up across metrics and delay the whole check.
-_MAX_PARALLEL_QUERIES = 8
+STOPPED = "analysis stopped before the query was answered"
 
 
 def format_value(value: float) -> str:
@@ -43,10 +51,14 @@ def _verdict(value: float, threshold: ThresholdRange) -> str:
 
 
 def rfc3339(moment: datetime) -> str:
-    """``2026-01-01T00:00:00Z``; a naive datetime is taken to be UTC already."""
+    """``2026-01-01T00:00:00Z``, with milliseconds when there are any; naive is taken as UTC.
+
+    Milliseconds matter: the next check is due one interval after this time, and
+    a time truncated to the second would make it due up to a second early.
+    """
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(moment)
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,9 @@ class MetricSources:
     # A provider's address when the metric names none, e.g. {"prometheus": --prometheus-url}.
     default_addresses: Mapping[str, str] = field(default_factory=dict)
     providers: Mapping[str, MetricProvider] = field(default_factory=lambda: PROVIDERS)
+    # Gathers the grouped queries of many Rollouts into one (the operator has one);
+    # None: every metric is one query per Rollout.
+    fanin: QueryFanIn | None = None
 
     def resolve(self, metric: Metric) -> tuple[MetricProvider, object, str]:
         """The metric's provider, its block and the address to ask; ProviderError when there is none.
@@ -99,30 +114,11 @@ def query_timeout(configured: float, context: QueryContext) -> float:
     return min(configured, interval, MAX_QUERY_SECONDS)
 
 
-def run_metric(metric: Metric, context: QueryContext, sources: MetricSources) -> MetricResult:
-    """One metric's result. Never raises: every problem becomes an Error result with its reason."""
+def _error(metric: Metric, message: str) -> MetricResult:
+    return MetricResult(name=metric.name, outcome=Outcome.ERROR, message=message)
 
-    def error(message: str) -> MetricResult:
-        return MetricResult(name=metric.name, outcome=Outcome.ERROR, message=message)
 
-    try:
-        query = render_query(metric, context)
-        provider, config, address = sources.resolve(metric)
-    except QueryTemplateError as err:
-        return error(str(err))
-    except ProviderError as err:
-        return error(str(err))
-    if not sources.allowed.allows(address):  # checked at validation too; never send one regardless
-        return error(sources.allowed.refusal(address))
-    try:
-        value = provider.query(
-            config, address, query, query_timeout(provider.timeout_seconds(config), context)
-        )
-    except ProviderError as err:
-        return error(str(err))
-    except Exception as err:  # a provider bug must not take the whole check (or the operator) down
-        logger.exception("metrics provider failed on metric %r", metric.name)
-        return error(f"metrics provider failed: {type(err).__name__}")
+def _judge(metric: Metric, value: float | None) -> MetricResult:
     outcome = evaluate(value, metric.threshold_range, metric.no_data)
     if value is None or math.isnan(value):
         # NaN cannot be stored in a Kubernetes status (JSON has no NaN): no data is None.
@@ -132,16 +128,104 @@ def run_metric(metric: Metric, context: QueryContext, sources: MetricSources) ->
     )
 
 
+def _judged(metric: Metric, answer: Future[float | None]) -> Future[MetricResult]:
+    """The metric's result once `answer` is in: a value judged, or the reason there is none."""
+    result: Future[MetricResult] = Future()
+
+    def done(answered: Future[float | None]) -> None:
+        if answered.cancelled():
+            result.set_result(_error(metric, STOPPED))
+            return
+        err = answered.exception()
+        if err is None:
+            result.set_result(_judge(metric, answered.result()))
+        elif isinstance(err, ProviderError):
+            result.set_result(_error(metric, str(err)))
+        else:  # a provider bug must not take the whole check (or the operator) down
+            logger.error("metrics provider failed on metric %r", metric.name, exc_info=err)
+            result.set_result(_error(metric, f"metrics provider failed: {type(err).__name__}"))
+
+    answer.add_done_callback(done)
+    return result
+
+
+def _finished(result: MetricResult) -> Future[MetricResult]:
+    future: Future[MetricResult] = Future()
+    future.set_result(result)
+    return future
+
+
+def _unix(moment: datetime) -> float:
+    """Seconds since the epoch; a naive datetime is taken to be UTC already (as `rfc3339` does)."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def start_metric(
+    metric: Metric, context: QueryContext, sources: MetricSources, now: datetime
+) -> Future[MetricResult]:
+    """One metric's result, to come. Never fails: every problem becomes an Error result with its reason.
+
+    Rendering (cached, in the template workers) and the address checks happen
+    here, in the caller's thread; only the query itself is waited for.
+    """
+    try:
+        query = render_query(metric, context)
+        provider, config, address = sources.resolve(metric)
+    except (QueryTemplateError, ProviderError) as err:
+        return _finished(_error(metric, str(err)))
+    if not sources.allowed.allows(address):  # checked at validation too; never send one regardless
+        return _finished(_error(metric, sources.allowed.refusal(address)))
+    try:
+        timeout = query_timeout(provider.timeout_seconds(config), context)
+        answer: Future[float | None] | None = None
+        if sources.fanin is not None and isinstance(provider, GroupingProvider):
+            grouped = grouped_query(metric, context)  # None: no grouped form, one query of its own
+            if grouped is not None:
+                answer = sources.fanin.request(provider, config, address, grouped, timeout, _unix(now))
+        if answer is None:
+            answer = query_pool().submit(provider.query, config, address, query, timeout)
+    except Exception as err:  # a provider's or the pool's failure is this metric's Error, never a crash
+        logger.exception("could not start the query of metric %r", metric.name)
+        return _finished(_error(metric, f"metrics provider failed: {type(err).__name__}"))
+    return _judged(metric, answer)
+
+
+def start_check(
+    metrics: Sequence[Metric], context: QueryContext, sources: MetricSources, now: datetime
+) -> Future[Check]:
+    """Start querying every metric (at once); the future is the check at time `now`, once all answered.
+
+    Never fails: a metric that cannot be queried is an Error result in the check.
+    """
+    check: Future[Check] = Future()
+    results = [start_metric(metric, context, sources, now) for metric in metrics]
+    remaining = len(results)
+    lock = threading.Lock()
+
+    def finish() -> None:
+        done = [future.result() for future in results]  # in spec order, whatever answered first
+        check.set_result(Check(time=rfc3339(now), outcome=combine(r.outcome for r in done), metrics=done))
+
+    def one_done(_: Future[MetricResult]) -> None:
+        nonlocal remaining
+        with lock:
+            remaining -= 1
+            last = remaining == 0
+        if last:
+            finish()
+
+    if not results:
+        finish()
+    for future in results:
+        future.add_done_callback(one_done)
+    return check
+
+
 def run_check(
     metrics: Sequence[Metric], context: QueryContext, sources: MetricSources, now: datetime
 ) -> Check:
-    """Query every metric (in parallel) and combine their outcomes into one check at time `now`."""
-    if len(metrics) <= 1:
-        results = [run_metric(metric, context, sources) for metric in metrics]
-    else:
-        with ThreadPoolExecutor(max_workers=min(len(metrics), _MAX_PARALLEL_QUERIES)) as pool:
-            results = list(pool.map(lambda m: run_metric(m, context, sources), metrics))
-    return Check(time=rfc3339(now), outcome=combine(r.outcome for r in results), metrics=results)
+    """`start_check`, waited for (tests and tools; the operator never waits in a thread)."""
+    return start_check(metrics, context, sources, now).result()
 
 
 def validate_metrics(metrics: Sequence[Metric], context: QueryContext, sources: MetricSources) -> list[str]:

@@ -11,7 +11,7 @@ never in the operator itself.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,98 @@ BUILTIN_TEMPLATES: Mapping[str, str] = {
     "request-error-rate": _ERROR_RATE,
     "request-duration-p99": _DURATION_P99,
 }
+
+# --- grouped forms (query fan-in) -------------------------------------------------------------
+#
+# One query answers the same metric for a whole batch of Rollouts: aggregated
+# `by` the labels that tell Rollouts apart, and restricted to the batch's label
+# values (`namespace=~"a|b"`) so that Prometheus only touches the series of the
+# Rollouts asking. Each Rollout's value is then the series with its own label
+# values, and must be exactly what its own query says, edge cases included:
+# - no series at all: no group for it, so no data (its own denominator is empty);
+# - traffic but no 5xx series: `or vector(0)` has no labels to match a group,
+#   so the grouped numerator falls back to the group's own denominator times 0;
+# - no requests in the window: 0/0 = NaN in both;
+# - the histogram's `by (le)` keeps `le` beside the grouping labels.
+# The aggregations sum the same series in the same order (a selector returns
+# them sorted by labels), so the values are equal to the bit.
+
+_GROUP_BY = "namespace, service"
+_BATCH = 'namespace=~"{{ batch.namespace }}",service=~"{{ batch.service }}"'
+
+_GROUPED_ERROR_RATE = f"""\
+(
+  sum by ({_GROUP_BY}) (rate(http_requests_total{{{_BATCH},code=~"5.."}}[{{{{ interval }}}}]))
+  or
+  (sum by ({_GROUP_BY}) (rate(http_requests_total{{{_BATCH}}}[{{{{ interval }}}}])) * 0)
+)
+/
+sum by ({_GROUP_BY}) (rate(http_requests_total{{{_BATCH}}}[{{{{ interval }}}}]))"""
+
+_GROUPED_DURATION_P99 = f"""\
+histogram_quantile(0.99, sum by ({_GROUP_BY}, le) (
+  rate(http_request_duration_seconds_bucket{{{_BATCH}}}[{{{{ interval }}}}])
+))"""
+
+
+@dataclass(frozen=True)
+class GroupedTemplate:
+    """A template's grouped form: its source, and which label picks a Rollout's series.
+
+    `source` may use only `interval`, `args` and `batch.<label>` (the batch's
+    values of that label, as an anchored regular expression): never a Rollout's
+    identity, so that every Rollout with the same interval and args renders the
+    same text and falls in the same group. `pick` maps each grouping label to
+    the variable holding a Rollout's value of it, e.g. ``service: canary.service``.
+    """
+
+    source: str
+    pick: Mapping[str, str]
+
+
+_CANARY_SERIES = {"namespace": "namespace", "service": "canary.service"}
+
+# Only our built-ins have grouped forms. A user's inline `query:` stays one
+# query per Rollout: we cannot know which labels tell its Rollouts apart, nor
+# rewrite its text safely. (Shared metric templates, issue #14, could declare one.)
+GROUPED_TEMPLATES: Mapping[str, GroupedTemplate] = {
+    "request-error-rate": GroupedTemplate(_GROUPED_ERROR_RATE, _CANARY_SERIES),
+    "request-duration-p99": GroupedTemplate(_GROUPED_DURATION_P99, _CANARY_SERIES),
+}
+GROUPED_VARIABLES = ("interval", "args.<name>", "batch.<label>")
+
+
+def _placeholder(label: str) -> str:
+    # Stands for the batch's values of `label` in the rendered text (which is the group's key),
+    # replaced when a batch is sent. Rendered from our own templates, next to an interval.
+    return f"__sluice_batch_{label}__"
+
+
+def _promql_alternatives(values: Iterable[str]) -> str:
+    """An anchored PromQL regex (RE2) matching exactly these values, as the inside of a "..." string."""
+    escaped = (re.sub(r"([\\.+*?()|\[\]{}^$])", r"\\\1", value) for value in sorted(set(values)))
+    regex = "|".join(escaped)
+    return regex.replace("\\", "\\\\").replace('"', '\\"')
+
+
+@dataclass(frozen=True)
+class GroupedQuery:
+    """One Rollout's metric in its grouped form: the group's query and the series that is its own."""
+
+    # Rendered, with a placeholder where each batch's label values go: equal for every Rollout
+    # of the group, so it is (with the provider, address and block) the group's key.
+    text: str
+    labels: tuple[str, ...]
+    series: tuple[str, ...]  # this Rollout's values of `labels`
+
+    def for_batch(self, members: Iterable[tuple[str, ...]]) -> str:
+        """The query for a batch of Rollouts, given each one's `series`."""
+        members = list(members)
+        query = self.text
+        for index, label in enumerate(self.labels):
+            query = query.replace(_placeholder(label), _promql_alternatives(m[index] for m in members))
+        return query
+
 
 # A rendered query longer than this is a template bug (or an attack), not PromQL.
 MAX_QUERY_LENGTH = 64 * 1024
@@ -130,3 +222,34 @@ def render_query(metric: Metric, context: QueryContext) -> str:
     if not query:
         raise QueryTemplateError(f"{prefix}: query renders to an empty string")
     return query
+
+
+def _lookup(variables: Mapping[str, Any], path: str) -> str:
+    value: Any = variables
+    for part in path.split("."):
+        value = value[part]
+    return str(value)
+
+
+def grouped_query(metric: Metric, context: QueryContext) -> GroupedQuery | None:
+    """The metric's grouped form for this canary, or None when it has none (then: one query per Rollout).
+
+    None too when the grouped form does not render (it cannot, for our built-ins:
+    a unit test renders them all); the per-Rollout query then says what is wrong.
+    """
+    grouped = GROUPED_TEMPLATES.get(metric.template or "") if metric.query is None else None
+    if grouped is None:
+        return None
+    variables = _variables(metric, context)
+    labels = tuple(grouped.pick)
+    values = {
+        "interval": variables["interval"],
+        "args": variables["args"],
+        "batch": {label: _placeholder(label) for label in labels},
+    }
+    try:
+        text = renderer.render(QUERY, grouped.source, GROUPED_VARIABLES, values)
+    except TemplateProblem:
+        return None
+    series = tuple(_lookup(variables, grouped.pick[label]) for label in labels)
+    return GroupedQuery(text=text, labels=labels, series=series)

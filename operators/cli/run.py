@@ -9,6 +9,14 @@ from typing import Any
 
 from operators.application.types import ComponentTypeError
 from operators.cli import webhook
+from operators.foundation.leadership import (
+    DEFAULT_LEASE_DURATION,
+    DEFAULT_LEASE_NAME,
+    DEFAULT_RENEW_DEADLINE,
+    DEFAULT_RETRY_PERIOD,
+    LeaseSettings,
+)
+from operators.foundation.shard import Shard, parse_shard
 from operators.metrics.hosts import FLAG, HostPattern, parse_host
 from operators.operator import DEFAULT_LIVENESS, PROMETHEUS_URL_ENV, OperatorOptions, run_operator
 
@@ -55,7 +63,78 @@ def add_parser(commands: Any) -> None:
         "read again whenever its files change",
     )
     webhook.add_arguments(parser)
+    add_scale_arguments(parser)
     parser.set_defaults(handler=handle)
+
+
+def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
+    """Leader election (high availability) and sharding (horizontal scale)."""
+    group = parser.add_argument_group(
+        "high availability and sharding",
+        "Run two or more replicas: every replica watches and serves the webhook, the one holding a "
+        "coordination.k8s.io Lease reconciles, and another takes over within one lease duration if it "
+        "goes. With --shard, each operator Deployment reconciles its share of the objects, with a Lease "
+        "of its own.",
+    )
+    group.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="reconcile only while holding the Lease (default: on; --no-leader-election only when "
+        "exactly one operator process runs per shard)",
+    )
+    group.add_argument(
+        "--lease-name",
+        default=DEFAULT_LEASE_NAME,
+        metavar="NAME",
+        help=f"the Lease (default: {DEFAULT_LEASE_NAME}; sharded: NAME-shard-I-of-N). Operators with the "
+        "same lease name and namespace are one installation: they never reconcile the same object at once",
+    )
+    group.add_argument(
+        "--lease-namespace",
+        metavar="NS",
+        help="the Lease's namespace (default: $POD_NAMESPACE, else the service account's namespace "
+        "in-cluster, else default)",
+    )
+    group.add_argument(
+        "--lease-duration",
+        type=_whole_seconds,
+        default=DEFAULT_LEASE_DURATION,
+        metavar="SECONDS",
+        help="how long others wait, after the Lease was last renewed, before taking it over; whole "
+        f"seconds (default: {DEFAULT_LEASE_DURATION})",
+    )
+    group.add_argument(
+        "--renew-deadline",
+        type=_seconds,
+        default=DEFAULT_RENEW_DEADLINE,
+        metavar="SECONDS",
+        help="the leader stops reconciling when it could not renew the Lease for this long; shorter than "
+        f"--lease-duration (default: {DEFAULT_RENEW_DEADLINE:g})",
+    )
+    group.add_argument(
+        "--retry-period",
+        type=_seconds,
+        default=DEFAULT_RETRY_PERIOD,
+        metavar="SECONDS",
+        help="how often the leader renews and the others try to acquire; 1.2 times it must be shorter "
+        f"than --renew-deadline (default: {DEFAULT_RETRY_PERIOD:g})",
+    )
+    group.add_argument(
+        "--identity",
+        metavar="NAME",
+        help="this process in the Lease and in its requests' User-Agent; unique per process "
+        "(default: $POD_NAME or the host name, the pid and a random suffix)",
+    )
+    group.add_argument(
+        "--shard",
+        type=_shard,
+        default=Shard(),
+        metavar="I/N",
+        help="reconcile only shard I of N (0 <= I < N): the Rollouts, Applications and SidecarSets whose "
+        "namespace/name hashes (SHA-256) to I modulo N; run one operator Deployment per shard "
+        "(default: 0/1, everything)",
+    )
 
 
 def add_metric_hosts_argument(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +158,38 @@ def _metric_host(text: str) -> HostPattern:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0 seconds")
+    return value
+
+
+def _whole_seconds(text: str) -> int:
+    value = _seconds(text)
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"{text!r}: a Lease counts whole seconds (leaseDurationSeconds)")
+    return int(value)
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return parse_shard(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def handle(args: argparse.Namespace) -> int:
+    leases = LeaseSettings(
+        name=args.lease_name,
+        namespace=args.lease_namespace,
+        lease_duration=args.lease_duration,
+        renew_deadline=args.renew_deadline,
+        retry_period=args.retry_period,
+    )
     options = OperatorOptions(
         namespaces=args.namespace,
         all_namespaces=args.all_namespaces or not args.namespace,
@@ -90,10 +200,30 @@ def handle(args: argparse.Namespace) -> int:
         liveness_endpoint=None if args.liveness == "off" else args.liveness,
         component_types=args.component_types,
         webhook=webhook.options(args),
+        leader_election=leases if args.leader_election else None,
+        shard=args.shard,
+        identity=args.identity,
     )
+    problem = _election_problem(options)
+    if problem:
+        print(f"sluice run: error: {problem}", file=sys.stderr)
+        return 2
     try:
         asyncio.run(run_operator(options))
     except ComponentTypeError as error:
         print(f"sluice run: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _election_problem(options: OperatorOptions) -> str | None:
+    """What is wrong with the leader election flags, checked before anything starts."""
+    if options.identity is not None and not options.identity.strip():
+        return "--identity must not be empty"
+    if options.leader_election is None:
+        return None
+    try:
+        options.leader_election.config(options.identity or "check", options.shard)
+    except ValueError as error:
+        return str(error)
+    return None

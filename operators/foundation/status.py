@@ -30,6 +30,8 @@ class ReadStatus(Generic[Status]):
     status: Status
     # Top-level status fields that could not be read and were dropped, with pydantic's reason.
     dropped: Mapping[str, str] = field(default_factory=dict)
+    # The object's resourceVersion when read: the status write is refused (409) if it changed since.
+    resource_version: str | None = None
 
     @property
     def repaired(self) -> bool:
@@ -46,11 +48,12 @@ class ReadStatus(Generic[Status]):
 def read_status(model: type[Status], body: Mapping[str, Any]) -> ReadStatus[Status]:
     """The object's status as `model`, dropping (and naming) the top-level fields it cannot read."""
     raw = body.get("status")
+    version = (body.get("metadata") or {}).get("resourceVersion") or None
     data = dict(raw) if isinstance(raw, Mapping) else {}
     dropped: dict[str, str] = {} if raw is None or isinstance(raw, Mapping) else {"status": "not an object"}
     for _ in range(_MAX_REPAIRS):
         try:
-            return ReadStatus(model.model_validate(data), dropped)
+            return ReadStatus(model.model_validate(data), dropped, version)
         except ValidationError as error:
             bad = {str(item["loc"][0]) if item["loc"] else "" for item in error.errors()}
             for name in sorted(bad):
@@ -58,7 +61,7 @@ def read_status(model: type[Status], body: Mapping[str, Any]) -> ReadStatus[Stat
                 data.pop(name, None)
             if "" in bad:
                 break
-    return ReadStatus(model(), {**dropped, "status": "too many unreadable fields"})
+    return ReadStatus(model(), {**dropped, "status": "too many unreadable fields"}, version)
 
 
 def _reason(error: ValidationError, name: str) -> str:
@@ -79,10 +82,16 @@ def write_status(cluster: Cluster, key: ObjectKey, before: ReadStatus[Status], a
 
     The whole status is sent as a merge patch with explicit nulls, so a field
     the shell cleared does not linger. A repaired status is always written: the
-    live one still holds what could not be read.
+    live one still holds what could not be read. The patch carries the
+    resourceVersion the decision was based on: if the object changed since (a
+    command, a new spec, or a copy read from a watch that was behind), the API
+    server refuses it with 409 and the shell decides again on what is there now.
     """
     new = status_document(after)
     if not before.repaired and new == status_document(before.status):
         return False
-    cluster.merge_patch(key, {"status": new}, subresource="status")
+    patch: dict[str, Any] = {"status": new}
+    if before.resource_version:
+        patch["metadata"] = {"resourceVersion": before.resource_version}
+    cluster.merge_patch(key, patch, subresource="status")
     return True

@@ -20,7 +20,11 @@ APPLICATIONS = Kind(
     kind=KIND,
     plural=PLURAL,
     parts=lambda context: (context.applications.reconcile, context.application_wakeups),
-    owned=(Owned(GROUP, VERSION, rollout.PLURAL, APPLICATION_LABEL, {APPLICATION_LABEL: kopf.PRESENT}),),
+    owned=(
+        Owned(
+            GROUP, VERSION, rollout.PLURAL, rollout.KIND, APPLICATION_LABEL, {APPLICATION_LABEL: kopf.PRESENT}
+        ),
+    ),
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from operators.application.reconciler import ApplicationReconciler
+from operators.foundation.cache import WatchCache
 from operators.foundation.loop import Wakeups
 from operators.rollout.reconciler import RolloutReconciler
 from operators.sidecarset.reconciler import SidecarSetReconciler
@@ -17,6 +18,8 @@ class OperatorContext:
     applications: ApplicationReconciler
     sidecarsets: SidecarSetReconciler
     pod_injector: PodInjector
+    # What the watches delivered: the reconcilers' reads come from here (via CachedCluster).
+    cache: WatchCache = field(default_factory=WatchCache)
     wakeups: Wakeups = field(default_factory=Wakeups)
     sidecarset_wakeups: Wakeups = field(default_factory=Wakeups)
     # Applications and Rollouts may share names: each kind has its own flags.

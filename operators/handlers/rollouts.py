@@ -24,12 +24,23 @@ ROLLOUTS = Kind(
     plural=PLURAL,
     parts=lambda context: (context.reconciler.reconcile, context.wakeups),
     owned=(
-        Owned("apps", "v1", "deployments", ROLLOUT_LABEL, _MANAGED),
-        Owned("", "v1", "services", ROLLOUT_LABEL, _MANAGED),
+        Owned("apps", "v1", "deployments", "Deployment", ROLLOUT_LABEL, _MANAGED, server_side=True),
+        Owned("", "v1", "services", "Service", ROLLOUT_LABEL, _MANAGED, server_side=True),
+        # The revision history: only ever written by the loop itself, so its events wake nothing.
+        Owned(
+            "apps",
+            "v1",
+            "controllerrevisions",
+            "ControllerRevision",
+            ROLLOUT_LABEL,
+            _MANAGED,
+            server_side=True,
+            wakes=False,
+        ),
         *(
-            Owned(group, version, plural, ROLLOUT_LABEL, _MANAGED)
+            Owned(group, version, plural, kind, ROLLOUT_LABEL, _MANAGED, server_side=True)
             for provider in TRAFFIC_PROVIDERS.values()
-            for group, version, plural in provider.resources
+            for group, version, plural, kind in provider.resources
         ),
     ),
 )

@@ -18,7 +18,8 @@ from typing import Any
 import kopf
 
 from operators.api.base import GROUP, VERSION
-from operators.foundation.loop import Reconcile, Wakeups, reconcile_loop
+from operators.foundation.cache import Watched
+from operators.foundation.loop import Reconcile, Wakeups, gate_of, reconcile_loop
 from operators.handlers.context import OperatorContext
 
 # Long enough for a reconciliation under way (its API calls time out) to finish.
@@ -32,9 +33,25 @@ class Owned:
     group: str
     version: str
     plural: str
+    kind: str
     owner_label: str
-    # kopf's label filter for the watch: which of these objects are worth an event at all.
+    # kopf's label filter: which of these objects are worth an event at all.
     labels: Mapping[str, Any] = field(default_factory=dict)
+    # The labels are also the watch's selector, applied by the API server, so that no other
+    # object of the kind is ever sent (a kind Sluice owns only part of: Deployments, Services).
+    # Not for a kind whose other objects are watched too (an Application's Rollouts).
+    server_side: bool = False
+    # False: the events only feed the cache (the owner's own writes, such as its revision history).
+    wakes: bool = True
+
+    @property
+    def watched(self) -> Watched:
+        api_version = f"{self.group}/{self.version}" if self.group else self.version
+        return Watched(api_version, self.kind, self.selector)
+
+    @property
+    def selector(self) -> str:
+        return ",".join(f"{name}={value}" for name, value in sorted(self.labels.items()))
 
 
 @dataclass(frozen=True)
@@ -44,6 +61,18 @@ class Kind:
     # The kind's reconciliation and its wake-up flags (each kind has its own: names may repeat).
     parts: Callable[[OperatorContext], tuple[Reconcile, Wakeups]]
     owned: tuple[Owned, ...] = ()
+
+    def watched(self) -> list[Watched]:
+        """What the kind's watches deliver into the cache: the kind itself and what it owns."""
+        owned = [owned.watched for owned in self.owned if owned.server_side]
+        return [Watched(f"{GROUP}/{VERSION}", self.kind), *owned]
+
+
+def observe(context: OperatorContext, event: Mapping[str, Any]) -> None:
+    """Hand a watch event to the cache the reconcilers read from (kopf's event loop, never blocks)."""
+    body = event.get("object")
+    if isinstance(body, Mapping) and body.get("metadata"):
+        context.cache.observe(body, deleted=event.get("type") == "DELETED")
 
 
 def register_kind(registry: kopf.OperatorRegistry, kind: Kind) -> None:
@@ -56,16 +85,32 @@ def register_kind(registry: kopf.OperatorRegistry, kind: Kind) -> None:
         stopped: kopf.DaemonStopped,
         memo: Any,
         logger: kopf.Logger,
+        body: kopf.Body,
         **_: Any,
     ) -> None:
         assert namespace is not None  # Sluice's daemon kinds are namespaced
         context: OperatorContext = memo["context"]
+        # kopf may start the daemon before its event handlers saw the object: the first pass
+        # reads what kopf already has rather than asking the API server for it.
+        context.cache.observe({key: body[key] for key in body})
         reconcile, wakeups = kind.parts(context)
+        # The gate: this process's shard, and whether it leads (foundation.leadership).
         await reconcile_loop(
-            kind.kind, reconcile, wakeups, namespace, name, stopped, logger, context.error_backoff
+            kind.kind,
+            reconcile,
+            wakeups,
+            namespace,
+            name,
+            stopped,
+            logger,
+            context.error_backoff,
+            gate=gate_of(memo),
         )
 
-    async def changed(*, name: str, namespace: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    async def changed(
+        *, name: str, namespace: str | None, body: kopf.Body, event: Any, memo: Any, **_: Any
+    ) -> None:
+        observe(memo["context"], event)
         # `memo` here is this object's own: it remembers what the last wake-up saw.
         seen = intent(body)
         if memo.get("intent") == seen:
@@ -114,9 +159,12 @@ _KOPF_ANNOTATIONS = "kopf.zalando.org/"
 
 
 def _owner_waker(kind: Kind, owned: Owned) -> Callable[..., Any]:
-    async def owned_changed(*, labels: kopf.Labels, namespace: str | None, memo: Any, **_: Any) -> None:
+    async def owned_changed(
+        *, labels: kopf.Labels, namespace: str | None, event: Any, memo: Any, **_: Any
+    ) -> None:
+        observe(memo["context"], event)
         owner = labels.get(owned.owner_label)
-        if owner:
+        if owner and owned.wakes:
             kind.parts(memo["context"])[1].wake(namespace or "", owner)
 
     return owned_changed

@@ -9,7 +9,8 @@ the block owns the provider's address, timeout and credentials.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 from operators.foundation.model import ApiModel
 
@@ -46,6 +47,30 @@ class MetricProvider(Protocol):
         """The query's single value; None when it selects no data.
 
         Raises ProviderError with a one-line message when there is no answer.
+        """
+        ...
+
+
+# One series of a grouped query's answer: its labels and its value (NaN and ±Inf included).
+Series = tuple[Mapping[str, str], float]
+
+
+@runtime_checkable
+class GroupingProvider(MetricProvider, Protocol):
+    """A provider that can also answer a grouped query with every series it selects.
+
+    An optional capability: the analysis fans the checks of many Rollouts into
+    one grouped query (`operators.analysis.fanin`) only when a metric's provider
+    has it; any other provider is simply queried once per Rollout.
+    """
+
+    def query_series(
+        self, config: Any, address: str, query: str, timeout_seconds: float, at: float
+    ) -> list[Series]:
+        """Every series of `query` evaluated at `at` (Unix seconds); empty when it selects none.
+
+        Raises ProviderError with a one-line message when there is no answer, or
+        when the answer is not a list of series (a scalar, a range vector).
         """
         ...
 

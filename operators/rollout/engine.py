@@ -425,6 +425,12 @@ class _Reconciliation:
             self._promote()
         else:
             self._set_phase(Phase.PROGRESSING, "Progressing", self._at_step("step started"))
+            step = self.steps[index]
+            if step.set_weight is None:
+                # A pause is decided as it is entered: one status write for the step, rather than
+                # "step started" now and "paused" on the pass after. (A weight step keeps a pass of
+                # its own, so that every weight is really routed before the next.)
+                self._pause_step(step)
 
     def _promote(self) -> None:
         """Every step passed: the stable Deployment takes the canary's template, then traffic returns."""

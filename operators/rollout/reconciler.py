@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from operators.analysis.background import BackgroundChecks
-from operators.analysis.check import MetricSources, run_check, validate_metrics
+from operators.analysis.check import MetricSources, start_check, validate_metrics
 from operators.analysis.templates import QueryContext
 from operators.api.base import describe_validation_error
 from operators.api.refs import RolloutRef
@@ -102,7 +102,7 @@ class RolloutReconciler:
             due = engine.analysis_due(spec, status, now)
             metrics = analysis.metrics
             check = self.checks.collect_or_start(
-                (namespace, name), due, lambda: run_check(metrics, context, self.metrics, now)
+                (namespace, name), due, lambda: start_check(metrics, context, self.metrics, now)
             )
         observed = engine.Observed(
             ref=ref,
@@ -119,14 +119,16 @@ class RolloutReconciler:
         try:
             self._record_revisions(ref, plan, now)
             self._apply(plan.objects, objects)
+            write_status(self.cluster, key_of(body), read, plan.status)
         except KubeError as error:
             if error.status == 409:
+                # Decided on a copy that is out of date (or lost a race): decide again on what is there.
                 return RETRY_AFTER_CONFLICT
             message = f"could not apply the plan: {error.message}"
             return self._report_blocked(body, read, generation, "ApplyFailed", message, now)
-        write_status(self.cluster, key_of(body), read, plan.status)
         for note in plan.events:
             self._event(body, note.type, note.reason, note.message, now)
+        logger.debug("Rollout %s/%s: pass done, next in %ss", namespace, name, plan.requeue_after)
         return plan.requeue_after
 
     def _stable_record(
@@ -141,7 +143,15 @@ class RolloutReconciler:
         """Keep the revisions the plan names in the history (before the objects that use them)."""
         if not plan.records:
             return
-        for revision, template in plan.records.items():
+        new = {
+            revision: template
+            for revision, template in plan.records.items()
+            # Recorded before (the watch delivered it), and a revision never changes.
+            if self.cluster.get(revision_key(ref, revision)) is None
+        }
+        if not new:
+            return
+        for revision, template in new.items():
             try:
                 self.cluster.create(revision_record(ref, revision, template, int(now.timestamp())))
             except KubeError as error:
@@ -186,9 +196,14 @@ class RolloutReconciler:
         now: datetime,
     ) -> float:
         blocked = engine.blocked_status(read.status, generation, reason, message, now)
+        try:
+            write_status(self.cluster, key_of(body), read, blocked)
+        except KubeError as error:
+            if error.status == 409:
+                return RETRY_AFTER_CONFLICT
+            raise
         if read.status.message != message:
             self._event(body, "Warning", reason, message, now)
-        write_status(self.cluster, key_of(body), read, blocked)
         return engine.RESYNC_SECONDS
 
     def _event(self, body: dict[str, Any], kind: str, reason: str, message: str, now: datetime) -> None:

@@ -24,6 +24,10 @@ logger = logging.getLogger(__name__)
 
 # The handler id is the URL path the MutatingWebhookConfiguration calls: /sidecarset-inject.
 WEBHOOK_ID = "sidecarset-inject"
+# Set on the pods the webhook injects: the operator watches only these pods (a server-side
+# selector), not every pod in the cluster. Rollouts' pods are never labelled: their template,
+# hence their revision, stays exactly as rendered.
+INJECTED_LABEL = "sidecarset.sluice.dev/injected"
 
 
 def pod_injection(
@@ -66,7 +70,9 @@ class PodInjector:
 def _take_over(injected: Mapping[str, Any], body: MutableMapping[str, Any]) -> None:
     """kopf diffs the body before and after this to build the JSON patch it returns."""
     body["spec"] = injected["spec"]
-    body.setdefault("metadata", {})["annotations"] = injected["metadata"]["annotations"]
+    metadata = body.setdefault("metadata", {})
+    metadata["annotations"] = injected["metadata"]["annotations"]
+    metadata["labels"] = {**(metadata.get("labels") or {}), INJECTED_LABEL: "true"}
 
 
 async def mutate_pod(body: Mapping[str, Any], patch: Any, memo: Any, **_: Any) -> None:

@@ -90,8 +90,8 @@ class TrafficProvider(Protocol):
     def config_model(self) -> type[ApiModel]: ...
 
     @property
-    def resources(self) -> tuple[tuple[str, str, str], ...]:
-        """(group, version, plural) of the kinds it manages: the operator watches them for changes."""
+    def resources(self) -> tuple[tuple[str, str, str, str], ...]:
+        """(group, version, plural, kind) of the kinds it manages: the operator watches them for changes."""
         ...
 
     def object_keys(self, target: TrafficTarget, config: Any) -> list[ObjectKey]:

@@ -56,7 +56,7 @@ class GatewayAPIProvider:
 
     field = "gatewayAPI"
     config_model = GatewayAPITraffic
-    resources = (("gateway.networking.k8s.io", "v1", "httproutes"),)
+    resources = (("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute"),)
 
     def route_name(self, target: TrafficTarget, config: GatewayAPITraffic) -> str:
         """`traffic.gatewayAPI.httpRoute`, defaulting to the release's name."""

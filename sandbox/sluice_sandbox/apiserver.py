@@ -14,6 +14,9 @@ Two kmock behaviours are deliberately bypassed:
   request (O(n) per request), too slow for an operator making thousands of requests. So resource
   requests go straight to the store unless a test registered reactions of its own; only the
   requests that go through the DSL are recorded in kmock's request log.
+
+Every request, whichever way it is served, is recorded in the sandbox's own request log
+(:mod:`sluice_sandbox.requestlog`): :attr:`SandboxAPIServer.requests`.
 """
 
 import asyncio
@@ -24,6 +27,7 @@ import pathlib
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
@@ -38,7 +42,8 @@ from sluice_sandbox import discovery
 from sluice_sandbox.builtin_resources import BUILTIN_RESOURCES
 from sluice_sandbox.errors import ApiError
 from sluice_sandbox.openapi import OpenApiDocuments
-from sluice_sandbox.resource_api import ResourceApi
+from sluice_sandbox.requestlog import CLIENT_GONE, RequestLog, RequestRecord
+from sluice_sandbox.resource_api import ResourceApi, StreamStarted
 from sluice_sandbox.resources import JsonObject, ResourceSpec
 from sluice_sandbox.routing import parse_request
 from sluice_sandbox.store import Store
@@ -64,6 +69,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
     """
 
     store: Store
+    request_log: RequestLog = attrs.field(factory=RequestLog)
     _api: ResourceApi = attrs.field(init=False)
     _openapi: OpenApiDocuments = attrs.field(init=False, factory=OpenApiDocuments)
 
@@ -79,18 +85,49 @@ class SandboxEmulator(kmock.KubernetesEmulator):
         (self.fallback**1)[_is_resource_request] << _ServeFromStore
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        arrived = time.monotonic()
+        recorded = False
+
+        def record(status: int) -> None:
+            # Once per request: when a watch-stream starts (it may last minutes), else at the end.
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                user_agent = raw_request.headers.get("User-Agent", "")
+                self.request_log.record(
+                    RequestRecord(
+                        arrived,
+                        raw_request.method,
+                        raw_request.path,
+                        raw_request.query_string,
+                        user_agent,
+                        status,
+                    )
+                )
+
+        try:
+            response = await self._respond(raw_request, record)
+        except asyncio.CancelledError:
+            record(CLIENT_GONE)
+            raise
+        record(response.status)
+        return response
+
+    async def _respond(
+        self, raw_request: aiohttp.web.BaseRequest, stream_started: StreamStarted
+    ) -> aiohttp.web.StreamResponse:
         body = await raw_request.read()
         try:
             if raw_request.path.startswith("/openapi/"):
                 return self._serve_openapi(raw_request)  # not through kmock: no test fakes it
             request = parse_request(raw_request, body, id=len(self._requests))
             if _is_resource_request(request) and not self._has_reactions():
-                return await self._api.serve(request, raw_request)  # the fast path
+                return await self._api.serve(request, raw_request, stream_started)  # the fast path
             self._requests.append(request)  # kmock's views only see the requests in the log
             try:
                 return await self._handle(request)
             except _ServeFromStore:
-                return await self._api.serve(request, raw_request)
+                return await self._api.serve(request, raw_request, stream_started)
         except kmock.KubernetesError as e:  # API answers such as 404 or 409: not worth logging
             return await self._render_error(e)
         except Exception as e:
@@ -195,12 +232,20 @@ ControllerFactory = Callable[[Store], Controller]
 
 
 class _AccessLogger(aiohttp.abc.AbstractAccessLogger):
-    """Requests at DEBUG level: aiohttp's INFO-level access log floods the operators' logs."""
+    """
+    Requests at DEBUG level: aiohttp's INFO-level access log floods the operators' logs.
+    ``GET /api/v1/pods?watch=true -> 200 (12.003s) "kopf/1.45.2"``: the user agent last, so
+    that readers matching the start of the line (bench/release_bench.py) still do.
+    """
 
     def log(
         self, request: aiohttp.web.BaseRequest, response: aiohttp.web.StreamResponse, time: float
     ) -> None:
-        self.logger.debug(f"{request.method} {request.path_qs} -> {response.status} ({time:.3f}s)")
+        if self.logger.isEnabledFor(logging.DEBUG):  # not even formatted otherwise: one per request
+            user_agent = request.headers.get("User-Agent", "")
+            self.logger.debug(
+                f'{request.method} {request.path_qs} -> {response.status} ({time:.3f}s) "{user_agent}"'
+            )
 
 
 class SandboxAPIServer:
@@ -218,9 +263,10 @@ class SandboxAPIServer:
         resources: Iterable[ResourceSpec] = BUILTIN_RESOURCES,
         controllers: Iterable[ControllerFactory] = (),
         history: int = 100_000,
+        request_log_limit: int = 100_000,
     ) -> None:
         self.store = Store(resources, history=history)  # history: how far back watches can resume
-        self.emulator = SandboxEmulator(store=self.store)
+        self.emulator = SandboxEmulator(store=self.store, request_log=RequestLog(request_log_limit))
         self._controller_factories = tuple(controllers)
         self._controllers: list[Controller] = []
         self._runner: aiohttp.web.ServerRunner | None = None
@@ -232,6 +278,11 @@ class SandboxAPIServer:
         if self._url is None:
             raise RuntimeError("The sandbox API server is not started.")
         return self._url
+
+    @property
+    def requests(self) -> RequestLog:
+        """Every HTTP request answered (see :mod:`sluice_sandbox.requestlog`); readable from any thread."""
+        return self.emulator.request_log
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         if self._runner is not None or self._stopped:
@@ -354,6 +405,11 @@ class SandboxThread:
     @property
     def store(self) -> Store:
         return self.server.store
+
+    @property
+    def requests(self) -> RequestLog:
+        """The server's request log (see :attr:`SandboxAPIServer.requests`)."""
+        return self.server.requests
 
     @property
     def url(self) -> str:

@@ -1,9 +1,11 @@
 """
 The built-in resources the sandbox serves, with the few defaults of the API server that
-operators and kubectl read back (the rest of a built-in object is stored as written), and the
-graceful deletion of pods.
+operators and kubectl read back (the rest of a built-in object is stored as written), the
+graceful deletion of pods, and Leases typed and validated as leader election needs them
+(see :mod:`sluice_sandbox.leases`).
 """
 
+from sluice_sandbox.leases import prepare_lease
 from sluice_sandbox.resources import ALL_VERBS, Admission, JsonObject, ResourceSpec, ScaleSpec
 
 
@@ -109,7 +111,10 @@ BUILTIN_RESOURCES: tuple[ResourceSpec, ...] = (
     # What StatefulSets and DaemonSets keep their history in; Sluice keeps Rollouts' revisions there.
     ResourceSpec("apps", "v1", "controllerrevisions", "ControllerRevision"),
     ResourceSpec("events.k8s.io", "v1", "events", "Event", short_names=("ev",)),
-    ResourceSpec("coordination.k8s.io", "v1", "leases", "Lease"),
+    # Leader election's: typed and validated, and only updated at a known resourceVersion.
+    ResourceSpec(
+        "coordination.k8s.io", "v1", "leases", "Lease", prepare=prepare_lease, unconditional_update=False
+    ),
     ResourceSpec(
         "admissionregistration.k8s.io",
         "v1",

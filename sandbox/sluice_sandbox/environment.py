@@ -24,6 +24,7 @@ from sluice_sandbox.apiserver import SandboxThread, with_controllers
 from sluice_sandbox.exporter import MetricsExporter
 from sluice_sandbox.gateway import HTTPROUTE_CRD
 from sluice_sandbox.prometheus import PrometheusServer
+from sluice_sandbox.requestlog import RequestLog
 from sluice_sandbox.traffic import TrafficSimulator
 from sluice_sandbox.workloads import WorkloadSimulator
 
@@ -56,6 +57,15 @@ class Sandbox:
     prometheus: PrometheusServer | None = None
     operator: OperatorThread | None = None
     traffic: TrafficSimulator | None = None
+
+    @property
+    def requests(self) -> RequestLog:
+        """
+        Every HTTP request the sandbox API server answered (see :mod:`sluice_sandbox.requestlog`),
+        e.g. ``sandbox.requests.snapshot(user_agent="sluice-operator")``.
+        """
+        assert self.api is not None, "the sandbox is not started"
+        return self.api.requests
 
     @property
     def prometheus_url(self) -> str:

@@ -79,8 +79,17 @@ class FieldError:
         return f"{self.field}: {self.body()}"
 
 
+@dataclasses.dataclass(frozen=True)
+class GoValue:
+    """A bad value shown exactly as Go prints it, e.g. a uint64 with ``%#v``: ``0x0``."""
+
+    text: str
+
+
 def format_value(value: Any) -> str:
     """A bad value as Go's ``%v``/``%q`` prints it in field errors (composites as compact JSON)."""
+    if isinstance(value, GoValue):
+        return value.text
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

@@ -5,11 +5,15 @@ Beyond CRUD, patches, watches and subresources, this is where the API server's H
 behaviours live: ``fieldValidation`` (and the ``Warning`` headers of ``Warn``), server-side
 printing (``Accept: application/json;as=Table;v=v1;g=meta.k8s.io``, for lists, single objects and
 watch events), DeleteOptions from the body or the query, and the 415 for unsupported bodies.
+
+Everything read from the store here is only serialised, so it is read ``shared`` (the store's own
+objects, uncopied), and watch-streams send the store's encoded events (one encoding per change for
+all watchers, see :meth:`Watch.chunks`).
 """
 
 import json
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, TypedDict
 
 import aiohttp.web
@@ -23,6 +27,9 @@ from sluice_sandbox.resources import FieldValidation, JsonObject, ResourceSpec
 from sluice_sandbox.routing import Route, is_watch, parse_route
 from sluice_sandbox.store import Store, Watch
 
+# Told the status of a watch-stream's response once its headers are sent (the request log's cue).
+StreamStarted = Callable[[int], None]
+
 
 class ResourceApi:
     """Serves the resource endpoints (CRUD, patch, watch, subresources) from the store."""
@@ -31,7 +38,10 @@ class ResourceApi:
         self.store = store
 
     async def serve(
-        self, request: kmock.Request, raw_request: aiohttp.web.BaseRequest
+        self,
+        request: kmock.Request,
+        raw_request: aiohttp.web.BaseRequest,
+        stream_started: StreamStarted | None = None,
     ) -> aiohttp.web.StreamResponse:
         route = parse_route(raw_request.path)
         assert route is not None and route.version is not None and route.plural is not None  # by the caller
@@ -44,14 +54,16 @@ class ResourceApi:
         namespace, name = route.namespace, route.name
         printer = _Printer.negotiate(spec, request) if request.method == "GET" and sub is None else None
         if request.method == "GET" and is_watch(params, route):
-            return await self._stream(raw_request, self._watch(spec, route, params), printer)
+            return await self._stream(raw_request, self._watch(spec, route, params), printer, stream_started)
         dry_run = "dryRun" in params
         warnings: list[str] = []
-        write = _Write(dry_run=dry_run, field_validation=_field_validation(params), warnings=warnings)
+        write = _Write(
+            dry_run=dry_run, field_validation=_field_validation(params), warnings=warnings, shared=True
+        )
         match request.method, name:
             case "GET", None:
                 listed = await self.store.list(
-                    spec, namespace, params.get("labelSelector"), params.get("fieldSelector")
+                    spec, namespace, params.get("labelSelector"), params.get("fieldSelector"), shared=True
                 )
                 return _json(
                     listed
@@ -59,7 +71,7 @@ class ResourceApi:
                     else printer.table(listed["items"], listed["metadata"]["resourceVersion"])
                 )
             case "GET", str():
-                obj = await self.store.get(spec, namespace, name, subresource=sub)
+                obj = await self.store.get(spec, namespace, name, subresource=sub, shared=True)
                 return _json(obj if printer is None else printer.table([obj]))
             case "POST", None:
                 created = await self.store.create(spec, _read_body(request), namespace, **write)
@@ -82,7 +94,9 @@ class ResourceApi:
                 return _json(patched, warnings=warnings)
             case "DELETE", str():
                 options = _delete_options(request)
-                deleted = await self.store.delete(spec, namespace, name, dry_run=dry_run, **options)
+                deleted = await self.store.delete(
+                    spec, namespace, name, dry_run=dry_run, shared=True, **options
+                )
                 return _json(_deletion_result(spec, deleted))
             case "DELETE", None:
                 options = _delete_options(request)
@@ -133,15 +147,25 @@ class ResourceApi:
         )
 
     async def _stream(
-        self, raw_request: aiohttp.web.BaseRequest, watch: Watch, printer: "_Printer | None"
+        self,
+        raw_request: aiohttp.web.BaseRequest,
+        watch: Watch,
+        printer: "_Printer | None",
+        stream_started: StreamStarted | None,
     ) -> aiohttp.web.StreamResponse:
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(raw_request)  # send the headers now: clients wait for them
+        if stream_started is not None:
+            stream_started(response.status)
         try:
             try:
                 async with watch as events:
-                    async for event in _printed(events, printer):
-                        await response.write(json.dumps(event).encode() + b"\n")
+                    if printer is None:
+                        async for chunk in events.chunks():
+                            await response.write(chunk)
+                    else:
+                        async for event in _printed(events, printer):
+                            await response.write(json.dumps(event).encode() + b"\n")
             except ApiError as e:
                 # E.g. 410 Gone for a too old resourceVersion: in-stream, as real servers do it,
                 # so that clients (kopf, the kubernetes client) re-list and re-watch.
@@ -158,6 +182,7 @@ class _Write(TypedDict):
     dry_run: bool
     field_validation: FieldValidation
     warnings: list[str]
+    shared: bool  # always True: the result is only serialised
 
 
 class _Printer:

@@ -100,6 +100,9 @@ class ResourceSpec:
     status: bool = False  # has the /status subresource
     scale: ScaleSpec | None = None  # has the /scale subresource
     builtin: bool = True  # built-ins accept strategic merge patches; custom resources do not
+    # Whether an update may leave out metadata.resourceVersion (a 422 otherwise): the resource's
+    # AllowUnconditionalUpdate() in the API server, false for Leases (leader election relies on it).
+    unconditional_update: bool = True
     prepare: Prepare | None = dataclasses.field(default=None, compare=False)
     # Resources deleted gracefully (pods): a deletion with a grace period only marks the object
     # (deletionTimestamp), and whoever plays its controller deletes it again when done. None:

@@ -15,6 +15,16 @@ it again with ``gracePeriodSeconds: 0`` once its containers have stopped, which 
 DELETED event). A later deletion may only shorten the grace period; 0 removes it at once. The
 garbage collector deletes dependent pods the same graceful way.
 
+Stored objects are never changed in place once committed: every write stores a new dict. So the
+store hands its own objects out wherever the receiver only reads them (``shared=True`` reads,
+:meth:`Store.subscribe`, watch-streams encoded once for all their HTTP watchers) and copies them
+only for callers that may change what they get (the default of every public read and write).
+
+Indexes keep each request's cost to what it asks for: objects by namespace and by label value
+(lists and the replay of new watches), dependents by owner uid (garbage collection), watches by
+resource (fan-out, with namespace, label and field selectors applied before anything is queued
+or encoded).
+
 All methods must be called on one event loop; one ``asyncio.Lock`` serialises the writes.
 """
 
@@ -23,11 +33,13 @@ import builtins  # Store.list() shadows the builtin in the class body's annotati
 import collections
 import copy
 import dataclasses
+import json
+import logging
 import random
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -35,7 +47,7 @@ import kmock
 
 from sluice_sandbox import patching, selectors
 from sluice_sandbox.crds import CUSTOM_RESOURCE_DEFINITIONS, resources_from_crd
-from sluice_sandbox.errors import ApiError, FieldError
+from sluice_sandbox.errors import ApiError, FieldError, GoValue
 from sluice_sandbox.resources import (
     ALL_VERBS,
     SUBRESOURCE_VERBS,
@@ -49,6 +61,8 @@ from sluice_sandbox.resources import (
     parse_time,
     version_priority,
 )
+
+logger = logging.getLogger(__name__)
 
 # What other modules import from here, from before the store was split into modules.
 __all__ = [
@@ -106,22 +120,44 @@ def bumps_generation(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     return desired(old) != desired(new)
 
 
+StorageKey = tuple[str, str]  # (group, plural): all served versions of a resource share its objects
+ObjectKey = tuple[str | None, str]  # (namespace, name)
+
+
 @dataclasses.dataclass(frozen=True)
 class Change:
-    """One entry of the event log. ``old`` lets watches with selectors see objects leave."""
+    """
+    One entry of the event log. ``old`` lets watches with selectors see objects leave. Both are
+    the store's own objects: read them, never change them.
+    """
 
     resource_version: int
-    key: tuple[str, str]
+    key: StorageKey
     type: str
     obj: JsonObject
     old: JsonObject | None = None
+    # Made up for one new watch (the current state, a bookmark) rather than logged: such changes
+    # share a resourceVersion, so their encodings are not cached under it.
+    replayed: bool = False
+
+
+# An in-process follower of a resource (see Store.subscribe).
+ChangeHandler = Callable[[Change], None]
+
+# How many events one write of a watch-stream carries at most (a replay can be thousands).
+_CHUNK_EVENTS = 100
+# How many encoded events the store keeps for watchers that have not sent them yet.
+_ENCODED_CACHE = 4096
 
 
 class Watch:
     """
     A watch-stream: ``async with store.watch(...) as events: async for event in events: ...``.
 
-    Events are dicts ``{'type': ..., 'object': ...}`` exactly as sent in HTTP watch-streams.
+    Events are dicts ``{'type': ..., 'object': ...}`` exactly as sent in HTTP watch-streams (deep
+    copies: the caller owns them); :meth:`chunks` gives them encoded, as the HTTP server sends them.
+    The selectors are applied as changes are offered, so changes that a watch does not select
+    cost it nothing more.
     """
 
     def __init__(
@@ -138,21 +174,28 @@ class Watch:
     ) -> None:
         self._store = store
         self._spec = spec
-        self._namespace = namespace
+        self._namespace = namespace if spec.namespaced else None
         self._since = resource_version
         self._label_selector = label_selector
         self._field_selector = field_selector
         self._send_initial_events = send_initial_events
         self._timeout = timeout
         self._deadline: float | None = None
-        self._backlog: collections.deque[Change] = collections.deque()
-        self._queue: asyncio.Queue[Change | None] = asyncio.Queue()
+        # Events as (type, change): the type this watch sees, e.g. ADDED for an object that
+        # entered its selection by a MODIFIED change.
+        self._backlog: collections.deque[tuple[str, Change]] = collections.deque()
+        self._queue: asyncio.Queue[tuple[str, Change] | None] = asyncio.Queue()
 
     async def __aenter__(self) -> Self:
         if self._timeout is not None:
             self._deadline = asyncio.get_running_loop().time() + self._timeout
-        backlog = await self._store._subscribe(self, self._spec, self._since, self._send_initial_events)
-        self._backlog.extend(backlog)
+        backlog = await self._store._subscribe(
+            self, self._spec, self._since, self._send_initial_events, self._namespace, self._label_selector
+        )
+        for change in backlog:
+            event_type = self._classify(change)
+            if event_type is not None:
+                self._backlog.append((event_type, change))
         return self
 
     async def __aexit__(
@@ -167,27 +210,60 @@ class Watch:
         return self
 
     async def __anext__(self) -> JsonObject:
-        while True:
-            change = self._backlog.popleft() if self._backlog else await self._next_live()
-            if change is None:
-                raise StopAsyncIteration
-            event = self._render(change)
-            if event is not None:
-                return event
+        event = await self._next()
+        if event is None:
+            raise StopAsyncIteration
+        event_type, change = event
+        obj = copy.deepcopy(change.obj)
+        if event_type != BOOKMARK:
+            obj["apiVersion"] = self._spec.api_version
+        return {"type": event_type, "object": obj}
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """
+        The events as JSON lines, as an HTTP watch-stream sends them: all those ready at once in
+        one chunk (up to a bound), each encoded once for all the watchers of its change.
+        """
+        ended = False
+        while not ended:
+            first = await self._next()
+            if first is None:
+                return
+            events = [first]
+            while len(events) < _CHUNK_EVENTS:
+                if self._backlog:
+                    events.append(self._backlog.popleft())
+                    continue
+                try:
+                    item = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if item is None:
+                    ended = True
+                    break
+                events.append(item)
+            yield b"".join(
+                self._store._encode(self._spec, event_type, change) for event_type, change in events
+            )
 
     @property
-    def key(self) -> tuple[str, str]:
+    def key(self) -> StorageKey:
         """The storage key of the watched resource."""
         return self._spec.key
 
     def offer(self, change: Change) -> None:
-        if change.key == self._spec.key:
-            self._queue.put_nowait(change)
+        """A change of the watched resource, just committed: queued if the watch selects it."""
+        event_type = self._classify(change)
+        if event_type is not None:
+            self._queue.put_nowait((event_type, change))
 
     def close(self) -> None:
         self._queue.put_nowait(None)
 
-    async def _next_live(self) -> Change | None:
+    async def _next(self) -> tuple[str, Change] | None:
+        return self._backlog.popleft() if self._backlog else await self._next_live()
+
+    async def _next_live(self) -> tuple[str, Change] | None:
         if self._deadline is None:
             return await self._queue.get()
         remaining = self._deadline - asyncio.get_running_loop().time()
@@ -206,20 +282,15 @@ class Watch:
             and self._field_selector.matches(obj)
         )
 
-    def _render(self, change: Change) -> JsonObject | None:
+    def _classify(self, change: Change) -> str | None:
+        """The event type this watch sees of a change, or None if it sees nothing of it."""
         if change.type == BOOKMARK:
-            return {"type": BOOKMARK, "object": copy.deepcopy(change.obj)}
-        matches_now, matched_before = self._matches(change.obj), self._matches(change.old)
-        if change.type == MODIFIED and matches_now != matched_before:
+            return BOOKMARK
+        matches_now = self._matches(change.obj)
+        if change.type == MODIFIED and matches_now != self._matches(change.old):
             # The object entered or left the selection: that is what the watcher sees.
-            event_type = ADDED if matches_now else DELETED
-        elif matches_now:
-            event_type = change.type
-        else:
-            return None
-        obj = copy.deepcopy(change.obj)
-        obj["apiVersion"] = self._spec.api_version
-        return {"type": event_type, "object": obj}
+            return ADDED if matches_now else DELETED
+        return change.type if matches_now else None
 
 
 class Store:
@@ -230,16 +301,30 @@ class Store:
         self._closed = False
         self._resource_version = 0
         self._specs: dict[tuple[str, str, str], ResourceSpec] = {}
-        self._objects: dict[tuple[str, str], dict[tuple[str | None, str], JsonObject]] = (
+        self._objects: dict[StorageKey, dict[ObjectKey, JsonObject]] = collections.defaultdict(dict)
+        # The same objects by namespace then name: a namespaced list or watch reads its namespace only.
+        self._by_namespace: dict[StorageKey, dict[str | None, dict[str, JsonObject]]] = (
             collections.defaultdict(dict)
         )
-        self._uids: dict[str, tuple[tuple[str, str], tuple[str | None, str]]] = {}
+        # The same objects by label (key, value): selectors with `=` or `in` read those only.
+        self._by_label: dict[StorageKey, dict[tuple[str, str], dict[ObjectKey, JsonObject]]] = (
+            collections.defaultdict(dict)
+        )
+        self._uids: dict[str, tuple[StorageKey, ObjectKey]] = {}
+        # Owner uid -> its dependents (insertion-ordered): the garbage collector's lookup.
+        self._dependents: dict[str, dict[tuple[StorageKey, ObjectKey], None]] = {}
         self._log: collections.deque[Change] = collections.deque(maxlen=history)
         self._log_floor = 0  # watches from before this resourceVersion get 410 Gone
-        self._watches: set[Watch] = set()
+        self._watches: dict[StorageKey, set[Watch]] = collections.defaultdict(set)
         self._watches_changed = asyncio.Condition()
+        self._subscribers: dict[StorageKey, builtins.list[ChangeHandler]] = collections.defaultdict(list)
+        # Watch events as sent over HTTP, by (resourceVersion, event type, apiVersion): a change
+        # goes to several watchers (kopf, kubectl, tests), and is encoded once for all of them.
+        self._encoded: dict[tuple[int, str, str], bytes] = {}
         self._crd_resources: dict[str, list[ResourceSpec]] = {}
         self._registry_version = 0
+        self._storage_specs: dict[StorageKey, ResourceSpec] = {}
+        self._storage_specs_version = -1
         for spec in [CUSTOM_RESOURCE_DEFINITIONS, *resources]:
             self.register(spec)
 
@@ -299,20 +384,31 @@ class Store:
             existing = self._objects[CUSTOM_RESOURCE_DEFINITIONS.key].get((None, name))
             spec = CUSTOM_RESOURCE_DEFINITIONS
             if existing is None:
-                return self._create(spec, crd, None, Admission("create"), dry_run=False)
+                return copy.deepcopy(self._create(spec, crd, None, Admission("create"), dry_run=False))
             body = copy.deepcopy(dict(crd))
             body.setdefault("metadata", {}).pop("resourceVersion", None)  # replace unconditionally
-            return self._update(spec, existing, body, Admission("update"), dry_run=False)
+            return copy.deepcopy(self._update(spec, existing, body, Admission("update"), dry_run=False))
 
     # ----- Reading -----
 
+    # Reads take `shared`: True hands out the store's own objects (no copy; the caller must not
+    # change them, e.g. it only serialises them), False (the default) copies that the caller owns.
+
     async def get(
-        self, resource: ResourceRef, namespace: str | None, name: str, *, subresource: str | None = None
+        self,
+        resource: ResourceRef,
+        namespace: str | None,
+        name: str,
+        *,
+        subresource: str | None = None,
+        shared: bool = False,
     ) -> JsonObject:
         spec = self._resolve_subresource(resource, subresource)
         async with self._lock:
             obj = self._find(spec, namespace, name)
-            return self._scale_of(spec, obj) if subresource == "scale" else self._output(spec, obj)
+            if subresource == "scale":
+                return self._scale_of(spec, obj)
+            return self._view(spec, obj) if shared else self._output(spec, obj)
 
     async def list(
         self,
@@ -320,9 +416,12 @@ class Store:
         namespace: str | None = None,
         label_selector: str | selectors.LabelSelector | None = None,
         field_selector: str | selectors.FieldSelector | None = None,
+        *,
+        shared: bool = False,
     ) -> JsonObject:
         """A ``<Kind>List`` object, as the API returns it (``items`` & ``metadata.resourceVersion``)."""
         spec = self.resolve(resource)
+        output = self._view if shared else self._output
         async with self._lock:
             items = self._select(
                 spec, namespace, _label_selector(label_selector), _field_selector(field_selector)
@@ -331,7 +430,7 @@ class Store:
                 "kind": f"{spec.kind}List",
                 "apiVersion": spec.api_version,
                 "metadata": {"resourceVersion": self.resource_version},
-                "items": [self._output(spec, obj) for obj in items],
+                "items": [output(spec, obj) for obj in items],
             }
 
     def watch(
@@ -406,17 +505,43 @@ class Store:
         """
         key = self.resolve(resource).key
         async with asyncio.timeout(timeout), self._watches_changed:
-            await self._watches_changed.wait_for(
-                lambda: sum(1 for watch in self._watches if watch.key == key) >= count
-            )
+            await self._watches_changed.wait_for(lambda: len(self._watches.get(key, ())) >= count)
+
+    def subscribe(self, resource: ResourceRef | StorageKey, handler: ChangeHandler) -> Callable[[], None]:
+        """
+        Follow a resource in-process, as an informer does but never behind the store: ``handler``
+        gets an ``ADDED`` change for each existing object at once, then every change as part of
+        the write that makes it (so an index it keeps is current whenever the store is read).
+
+        The resource is a spec, a name, or a storage key ``(group, plural)``: a key may name a
+        custom resource whose CRD is not installed yet. The changes carry the store's own
+        objects: never change them. A handler must be quick and must not call the store; its
+        exceptions are logged and do not fail the write. Returns a function that unsubscribes.
+        """
+        key = resource if isinstance(resource, tuple) else self.resolve(resource).key
+        for _, obj in sorted(self._objects[key].items(), key=_sort_key):
+            handler(Change(self._resource_version, key, ADDED, obj, replayed=True))
+        self._subscribers[key].append(handler)
+
+        def unsubscribe() -> None:
+            if handler in self._subscribers[key]:
+                self._subscribers[key].remove(handler)
+
+        return unsubscribe
 
     async def _subscribe(
-        self, watch: Watch, spec: ResourceSpec, since: str | None, send_initial_events: bool
+        self,
+        watch: Watch,
+        spec: ResourceSpec,
+        since: str | None,
+        send_initial_events: bool,
+        namespace: str | None,
+        label_selector: selectors.LabelSelector,
     ) -> builtins.list[Change]:
         """Start feeding a watch; atomically with it, get the events it must replay first."""
         async with self._lock:
-            backlog = self._replay(spec, since, send_initial_events)
-            self._watches.add(watch)
+            backlog = self._replay(spec, since, send_initial_events, namespace, label_selector)
+            self._watches[spec.key].add(watch)
             if self._closed:
                 watch.close()
         async with self._watches_changed:
@@ -424,18 +549,20 @@ class Store:
         return backlog
 
     def _unsubscribe(self, watch: Watch) -> None:
-        self._watches.discard(watch)
+        self._watches[watch.key].discard(watch)
 
     def close(self) -> None:
         """End all watch-streams (e.g. on server shutdown) and refuse to hold new ones open."""
         self._closed = True
-        for watch in list(self._watches):
-            watch.close()
+        for watches in self._watches.values():
+            for watch in list(watches):
+                watch.close()
 
     # ----- Writing -----
 
     # Writes take `field_validation` (what to do about fields a CRD's schema does not know, see
-    # FieldValidation) and `warnings` (a list that collects what to tell the client).
+    # FieldValidation), `warnings` (a list that collects what to tell the client), and `shared`
+    # (as reads: whether the result may be the store's own object, for callers that only read it).
 
     async def create(
         self,
@@ -446,6 +573,7 @@ class Store:
         dry_run: bool = False,
         field_validation: FieldValidation = FieldValidation.IGNORE,
         warnings: builtins.list[str] | None = None,
+        shared: bool = False,
     ) -> JsonObject:
         spec = self.resolve(resource)
         admission = Admission("create", field_validation=field_validation)
@@ -453,7 +581,7 @@ class Store:
             created = self._create(spec, body, namespace, admission, dry_run=dry_run)
         if warnings is not None:
             warnings.extend(admission.warnings)
-        return created
+        return _handed(created, shared)
 
     async def replace(
         self,
@@ -466,6 +594,7 @@ class Store:
         dry_run: bool = False,
         field_validation: FieldValidation = FieldValidation.IGNORE,
         warnings: builtins.list[str] | None = None,
+        shared: bool = False,
     ) -> JsonObject:
         """PUT: the body replaces the object (or its status/scale); a stale resourceVersion is a 409."""
         if not isinstance(body, Mapping):
@@ -476,7 +605,7 @@ class Store:
         )
         if warnings is not None:
             warnings.extend(admission.warnings)
-        return replaced
+        return _handed(replaced, shared)
 
     async def patch(
         self,
@@ -490,6 +619,7 @@ class Store:
         dry_run: bool = False,
         field_validation: FieldValidation = FieldValidation.IGNORE,
         warnings: builtins.list[str] | None = None,
+        shared: bool = False,
     ) -> JsonObject:
         spec = self._resolve_subresource(resource, subresource)
         if patch_type is patching.PatchType.STRATEGIC and not spec.builtin:
@@ -504,7 +634,7 @@ class Store:
 
         def apply(current: JsonObject) -> JsonObject:
             try:
-                return patching.apply_patch(patch_type, current, patch)
+                return patching.apply_patch(patch_type, current, patch)  # a new object: `current` is kept
             except patching.UnsupportedPatchError as e:
                 raise ApiError.unsupported_media_type(str(e)) from e
             except patching.PatchError as e:
@@ -514,7 +644,7 @@ class Store:
         patched = await self._modify(spec, namespace, name, apply, admission, dry_run=dry_run)
         if warnings is not None:
             warnings.extend(admission.warnings)
-        return patched
+        return _handed(patched, shared)
 
     async def patch_status(
         self,
@@ -524,13 +654,20 @@ class Store:
         patch: Any,
         *,
         patch_type: patching.PatchType = patching.PatchType.MERGE,
+        shared: bool = False,
     ) -> JsonObject:
         """Patch only the status (through ``/status`` if the resource has that subresource)."""
         spec = self.resolve(resource)
         if not spec.status and isinstance(patch, Mapping):
             patch = {"status": patch["status"]} if "status" in patch else {}
         return await self.patch(
-            spec, namespace, name, patch, patch_type=patch_type, subresource="status" if spec.status else None
+            spec,
+            namespace,
+            name,
+            patch,
+            patch_type=patch_type,
+            subresource="status" if spec.status else None,
+            shared=shared,
         )
 
     async def delete(
@@ -543,6 +680,7 @@ class Store:
         preconditions: Mapping[str, Any] | None = None,
         grace_period: int | None = None,
         dry_run: bool = False,
+        shared: bool = False,
     ) -> JsonObject:
         """
         Delete an object: mark it with ``deletionTimestamp`` if it has finalizers (it goes away
@@ -557,9 +695,10 @@ class Store:
             for field, value in (preconditions or {}).items():
                 if value is not None and obj["metadata"].get(field) != value:
                     raise ApiError.conflict(spec, name)
-            return self._delete(
+            deleted = self._delete(
                 spec, obj, propagation or BACKGROUND, grace_period=grace_period, dry_run=dry_run
             )
+        return _handed(deleted, shared)
 
     async def delete_collection(
         self,
@@ -590,10 +729,12 @@ class Store:
                 "kind": f"{spec.kind}List",
                 "apiVersion": spec.api_version,
                 "metadata": {"resourceVersion": self.resource_version},
-                "items": deleted,
+                "items": [copy.deepcopy(obj) for obj in deleted],
             }
 
     # ----- Internals (called with the lock held) -----
+
+    # They return the objects as stored (see _view): the public methods copy them unless shared.
 
     def _resolve_subresource(self, resource: ResourceRef, subresource: str | None) -> ResourceSpec:
         spec = self.resolve(resource)
@@ -601,9 +742,13 @@ class Store:
             raise ApiError.resource_not_found()
         return spec
 
-    def _storage_spec(self, key: tuple[str, str]) -> ResourceSpec | None:
-        specs = [spec for spec in self._specs.values() if spec.key == key]
-        return min(specs, key=lambda s: version_priority(s.version)) if specs else None
+    def _storage_spec(self, key: StorageKey) -> ResourceSpec | None:
+        if self._storage_specs_version != self._registry_version:
+            self._storage_specs = {}
+            for spec in sorted(self._specs.values(), key=lambda s: version_priority(s.version), reverse=True):
+                self._storage_specs[spec.key] = spec  # the preferred version last: it wins
+            self._storage_specs_version = self._registry_version
+        return self._storage_specs.get(key)
 
     def _find(self, spec: ResourceSpec, namespace: str | None, name: str) -> JsonObject:
         if spec.namespaced and namespace is None:
@@ -622,16 +767,67 @@ class Store:
     ) -> builtins.list[JsonObject]:
         return [
             obj
-            for (obj_namespace, _), obj in sorted(self._objects[spec.key].items(), key=_sort_key)
-            if namespace is None or not spec.namespaced or obj_namespace == namespace
+            for obj in self._in_scope(spec, namespace, label_selector)
             if label_selector.matches(obj["metadata"].get("labels"))
             if field_selector.matches(obj)
         ]
+
+    def _in_scope(
+        self,
+        spec: ResourceSpec,
+        namespace: str | None,
+        label_selector: selectors.LabelSelector | None = None,
+    ) -> builtins.list[JsonObject]:
+        """
+        The objects of a resource that a selection may include, in the API's order (namespace,
+        name): those of the namespace if given, or fewer still, those with the label value (one
+        of the values) that a requirement of the label selector demands. The caller applies the
+        selectors.
+        """
+        namespace = namespace if spec.namespaced else None
+        labelled: dict[ObjectKey, JsonObject] | None = None
+        for requirement in label_selector.requirements if label_selector is not None else ():
+            if requirement.operator in (selectors.Operator.EQUALS, selectors.Operator.IN):
+                index = self._by_label[spec.key]
+                found = {
+                    object_key: obj
+                    for value in requirement.values
+                    for object_key, obj in index.get((requirement.key, value), {}).items()
+                }
+                if labelled is None or len(found) < len(labelled):
+                    labelled = found
+        if labelled is not None:
+            return [
+                obj
+                for object_key, obj in sorted(labelled.items(), key=_sort_key)
+                if namespace is None or object_key[0] == namespace
+            ]
+        if namespace is not None:
+            in_namespace = self._by_namespace[spec.key].get(namespace) or {}
+            return [obj for _, obj in sorted(in_namespace.items())]
+        return [obj for _, obj in sorted(self._objects[spec.key].items(), key=_sort_key)]
 
     def _output(self, spec: ResourceSpec, obj: JsonObject) -> JsonObject:
         result = copy.deepcopy(obj)
         result["apiVersion"] = spec.api_version  # the same objects are served under every version
         return result
+
+    def _view(self, spec: ResourceSpec, obj: JsonObject) -> JsonObject:
+        """The object as served under this spec's version, sharing everything with the stored one."""
+        return obj if obj.get("apiVersion") == spec.api_version else {**obj, "apiVersion": spec.api_version}
+
+    def _encode(self, spec: ResourceSpec, event_type: str, change: Change) -> bytes:
+        """A watch event as a JSON line, encoded once per event type and version (see _encoded)."""
+        cache_key = (change.resource_version, event_type, spec.api_version)
+        if not change.replayed and (cached := self._encoded.get(cache_key)) is not None:
+            return cached
+        obj = change.obj if event_type == BOOKMARK else self._view(spec, change.obj)
+        encoded = json.dumps({"type": event_type, "object": obj}).encode() + b"\n"
+        if not change.replayed:
+            if len(self._encoded) >= _ENCODED_CACHE:
+                del self._encoded[next(iter(self._encoded))]  # the oldest: its watchers have sent it
+            self._encoded[cache_key] = encoded
+        return encoded
 
     async def _modify(
         self,
@@ -648,7 +844,9 @@ class Store:
             old = self._find(spec, namespace, name)
             if admission.subresource == "scale":
                 return self._modify_scale(spec, old, change, dry_run=dry_run)
-            candidate = change(self._output(spec, old))
+            # `change` makes a new object (a patch applied to a copy, or a copy of the body): it is
+            # handed the stored one, uncopied.
+            candidate = change(self._view(spec, old))
             return self._update(spec, old, candidate, admission, dry_run=dry_run)
 
     def _create(
@@ -760,6 +958,12 @@ class Store:
             )
         if new_meta.get("resourceVersion") not in (None, "", old_meta["resourceVersion"]):
             raise ApiError.conflict(spec, name)
+        if not spec.unconditional_update and not new_meta.get("resourceVersion"):
+            # As the API server words it, printing the parsed uint64 0 with Go's %#v.
+            error = FieldError.invalid(
+                "metadata.resourceVersion", GoValue("0x0"), "must be specified for an update"
+            )
+            raise ApiError.invalid(spec, name, [error])
         if "deletionTimestamp" in old_meta and set(new_meta.get("finalizers") or []) - set(
             old_meta.get("finalizers") or []
         ):
@@ -780,7 +984,7 @@ class Store:
         if bumps_generation(old, new):
             new["metadata"]["generation"] = old_meta.get("generation", 0) + 1
         if new == old:
-            return self._output(spec, old)  # a no-op write: no new resourceVersion, no event
+            return self._view(spec, old)  # a no-op write: no new resourceVersion, no event
         if _removable(new):  # the last finalizer removed
             return self._remove(spec, new, BACKGROUND, old=old, dry_run=dry_run)
         return self._commit(spec, MODIFIED, new, old, dry_run=dry_run)
@@ -820,7 +1024,7 @@ class Store:
         period = spec.grace_period(obj, grace_period) if spec.grace_period is not None else 0
         if not period and not meta.get("finalizers"):
             return self._remove(spec, obj, propagation, old=obj, dry_run=dry_run)
-        new = copy.deepcopy(obj)
+        new = _with_own_metadata(obj)
         # The deletionTimestamp is when the object is due to go: the end of its grace period.
         deadline = format_time(time.time() + period) if period else now()
         new["metadata"].update(deletionTimestamp=deadline, deletionGracePeriodSeconds=period)
@@ -839,9 +1043,9 @@ class Store:
         meta = obj["metadata"]
         pending = meta.get("deletionGracePeriodSeconds") or 0
         if not pending or grace_period is None or grace_period >= pending:
-            return self._output(spec, obj)  # waiting for the finalizers or the grace period
+            return self._view(spec, obj)  # waiting for the finalizers or the grace period
         started = (parse_time(meta["deletionTimestamp"]) or time.time() + pending) - pending
-        new = copy.deepcopy(obj)
+        new = _with_own_metadata(obj)
         new["metadata"].update(
             deletionTimestamp=format_time(started + grace_period), deletionGracePeriodSeconds=grace_period
         )
@@ -852,7 +1056,7 @@ class Store:
     def _remove(
         self, spec: ResourceSpec, obj: JsonObject, propagation: str, *, old: JsonObject, dry_run: bool
     ) -> JsonObject:
-        final = self._commit(spec, DELETED, copy.deepcopy(obj), old, dry_run=dry_run)
+        final = self._commit(spec, DELETED, _with_own_metadata(obj), old, dry_run=dry_run)
         if not dry_run:
             self._collect_garbage(spec, final, propagation)
         return final
@@ -867,58 +1071,117 @@ class Store:
         """
         uid = owner["metadata"]["uid"]
         owned_namespace = owner["metadata"]["name"] if owner_spec.key == NAMESPACES_KEY else None
-        for key, objects in list(self._objects.items()):
+        # Who to look at, from the indexes: the owner's dependents, and a namespace's objects.
+        candidates = dict(self._dependents.get(uid, {}))
+        if owned_namespace is not None:
+            for key, namespaces in self._by_namespace.items():
+                candidates.update(
+                    ((key, (owned_namespace, name)), None) for name in namespaces.get(owned_namespace, ())
+                )
+        for key, object_key in candidates:
             spec = self._storage_spec(key)
-            for object_key in list(objects):
-                obj = objects.get(object_key)  # re-read: recursion may have changed or removed it
-                if spec is None or obj is None:
-                    continue
-                refs = obj["metadata"].get("ownerReferences") or []
-                if owned_namespace is not None and object_key[0] == owned_namespace:
+            obj = self._objects[key].get(object_key)  # re-read: recursion may have changed or removed it
+            if spec is None or obj is None:
+                continue
+            refs = obj["metadata"].get("ownerReferences") or []
+            if owned_namespace is not None and object_key[0] == owned_namespace:
+                self._delete(spec, obj, propagation, dry_run=False)
+            elif any(ref.get("uid") == uid for ref in refs):
+                remaining = [ref for ref in refs if ref.get("uid") != uid]
+                if propagation == ORPHAN or any(ref.get("uid") in self._uids for ref in remaining):
+                    new = _with_own_metadata(obj)
+                    _set_or_pop(new["metadata"], "ownerReferences", remaining or None)
+                    self._commit(spec, MODIFIED, new, obj, dry_run=False)
+                else:
                     self._delete(spec, obj, propagation, dry_run=False)
-                elif any(ref.get("uid") == uid for ref in refs):
-                    remaining = [ref for ref in refs if ref.get("uid") != uid]
-                    if propagation == ORPHAN or any(ref.get("uid") in self._uids for ref in remaining):
-                        new = copy.deepcopy(obj)
-                        _set_or_pop(new["metadata"], "ownerReferences", remaining or None)
-                        self._commit(spec, MODIFIED, new, obj, dry_run=False)
-                    else:
-                        self._delete(spec, obj, propagation, dry_run=False)
 
     def _commit(
         self, spec: ResourceSpec, event_type: str, new: JsonObject, old: JsonObject | None, *, dry_run: bool
     ) -> JsonObject:
         """Store a change under the next resourceVersion, log it, and fan it out to watches."""
         if dry_run:
-            return self._output(spec, new)
+            return self._view(spec, new)
         self._resource_version += 1
         new["metadata"]["resourceVersion"] = self.resource_version
-        meta = new["metadata"]
-        object_key = _object_key(new)
-        if event_type == DELETED:
-            self._objects[spec.key].pop(object_key, None)
-            self._uids.pop(meta["uid"], None)
-        else:
-            self._objects[spec.key][object_key] = new
-            self._uids[meta["uid"]] = (spec.key, object_key)
+        self._store_object(spec.key, event_type, new)
         change = Change(self._resource_version, spec.key, event_type, new, old)
         if len(self._log) == self._log.maxlen:
             self._log_floor = self._log[0].resource_version
         self._log.append(change)
-        for watch in list(self._watches):
+        for watch in list(self._watches.get(spec.key, ())):
             watch.offer(change)
+        for handler in list(self._subscribers.get(spec.key, ())):
+            try:
+                handler(change)
+            except Exception:
+                logger.exception(f"A subscriber of {spec.qualified_plural} failed on a change; ignored.")
         if spec.key == CUSTOM_RESOURCE_DEFINITIONS.key:
             self._serve_crd(change)
-        return self._output(spec, new)
+        return self._view(spec, new)
+
+    def _store_object(self, key: StorageKey, event_type: str, obj: JsonObject) -> None:
+        """Store (or remove) an object, and keep the indexes in step."""
+        object_key = _object_key(obj)
+        namespace, name = object_key
+        previous = self._objects[key].get(object_key)
+        if previous is not None:
+            self._index_owners(key, object_key, previous, add=False)
+            self._index_labels(key, object_key, previous, add=False)
+        if event_type == DELETED:
+            self._objects[key].pop(object_key, None)
+            in_namespace = self._by_namespace[key].get(namespace)
+            if in_namespace is not None:
+                in_namespace.pop(name, None)
+                if not in_namespace:
+                    del self._by_namespace[key][namespace]
+            self._uids.pop(obj["metadata"]["uid"], None)
+        else:
+            self._objects[key][object_key] = obj
+            self._by_namespace[key].setdefault(namespace, {})[name] = obj
+            self._uids[obj["metadata"]["uid"]] = (key, object_key)
+            self._index_owners(key, object_key, obj, add=True)
+            self._index_labels(key, object_key, obj, add=True)
+
+    def _index_labels(self, key: StorageKey, object_key: ObjectKey, obj: JsonObject, *, add: bool) -> None:
+        labels = obj["metadata"].get("labels")
+        if not isinstance(labels, Mapping):
+            return
+        index = self._by_label[key]
+        for label, value in labels.items():
+            if not isinstance(value, str):
+                continue  # no selector value (a string) equals it: it is never looked up
+            if add:
+                index.setdefault((label, value), {})[object_key] = obj
+            elif (labelled := index.get((label, value))) is not None:
+                labelled.pop(object_key, None)
+                if not labelled:
+                    del index[label, value]
+
+    def _index_owners(self, key: StorageKey, object_key: ObjectKey, obj: JsonObject, *, add: bool) -> None:
+        for ref in obj["metadata"].get("ownerReferences") or []:
+            owner = ref.get("uid") if isinstance(ref, Mapping) else None
+            if not isinstance(owner, str):
+                continue
+            if add:
+                self._dependents.setdefault(owner, {})[key, object_key] = None
+            elif (dependents := self._dependents.get(owner)) is not None:
+                dependents.pop((key, object_key), None)
+                if not dependents:
+                    del self._dependents[owner]
 
     def _replay(
-        self, spec: ResourceSpec, since: str | None, send_initial_events: bool
+        self,
+        spec: ResourceSpec,
+        since: str | None,
+        send_initial_events: bool,
+        namespace: str | None,
+        label_selector: selectors.LabelSelector,
     ) -> builtins.list[Change]:
         """The events a new watch starts with: either the current state, or the log's tail."""
         if since in (None, "", "0") or send_initial_events:
             changes = [
-                Change(self._resource_version, spec.key, ADDED, obj)
-                for _, obj in sorted(self._objects[spec.key].items(), key=_sort_key)
+                Change(self._resource_version, spec.key, ADDED, obj, replayed=True)
+                for obj in self._in_scope(spec, namespace, label_selector)
             ]
             if send_initial_events:
                 bookmark = {
@@ -929,7 +1192,7 @@ class Store:
                         "annotations": {"k8s.io/initial-events-end": "true"},
                     },
                 }
-                changes.append(Change(self._resource_version, spec.key, BOOKMARK, bookmark))
+                changes.append(Change(self._resource_version, spec.key, BOOKMARK, bookmark, replayed=True))
             return changes
         try:
             since_rv = int(since)
@@ -937,9 +1200,15 @@ class Store:
             raise ApiError.bad_request(f"invalid resourceVersion: {since!r}") from None
         if since_rv < self._log_floor:
             raise ApiError.gone(f"too old resource version: {since_rv} ({self._log_floor})")
-        return [
-            change for change in self._log if change.resource_version > since_rv and change.key == spec.key
-        ]
+        # From the end: a watch resumes from a recent resourceVersion, the log holds many older.
+        tail: builtins.list[Change] = []
+        for change in reversed(self._log):
+            if change.resource_version <= since_rv:
+                break
+            if change.key == spec.key:
+                tail.append(change)
+        tail.reverse()
+        return tail
 
     def _modify_scale(
         self,
@@ -1011,8 +1280,21 @@ def _removable(obj: JsonObject) -> bool:
     )
 
 
-def _object_key(obj: JsonObject) -> tuple[str | None, str]:
+def _object_key(obj: JsonObject) -> ObjectKey:
     return obj["metadata"].get("namespace"), obj["metadata"]["name"]
+
+
+def _with_own_metadata(obj: JsonObject) -> JsonObject:
+    """
+    A new version of a stored object whose metadata the caller will change (and only that): the
+    rest is shared with the stored object, which nothing changes in place.
+    """
+    return {**obj, "metadata": dict(obj["metadata"])}
+
+
+def _handed(obj: JsonObject, shared: bool) -> JsonObject:
+    """What a public method returns: the store's object if the caller only reads it, else a copy."""
+    return obj if shared else copy.deepcopy(obj)
 
 
 def _sort_key(item: tuple[tuple[str | None, str], JsonObject]) -> tuple[str, str]:

@@ -1,11 +1,15 @@
 """The traffic simulator: a steady stream of synthetic requests to every Service behind an HTTPRoute.
 
-Every tick it reads the HTTPRoutes, the Services and the pods, and sets the metrics exporter's
+Every tick it looks at the HTTPRoutes, the Services and the pods, and sets the metrics exporter's
 traffic of each Service a route sends to: the route's requests per second times the Service's
 weight share, served by the Service's ready pods, each behaving as its pod spec says
 (:mod:`sluice_sandbox.behaviour`). Pods of several versions behind one Service serve in
 proportion to their count, each version with its own errors and latency. It also sets what the
 gateway answers on each route (:func:`gateway_traffic`): what users see.
+
+The pure functions (:func:`service_traffic`, :func:`gateway_traffic`) say what the traffic is;
+the simulator gets the same results from a :class:`TrafficIndex` that it keeps current change by
+change, so that a tick costs what changed rather than every Service against every pod.
 
 Decisions, and why:
 
@@ -45,7 +49,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from operators.rollout.ownership import STABLE, TRACK_LABEL
 from operators.traffic.gateway_api import DEFAULT_BACKEND_GROUP, DEFAULT_BACKEND_KIND, DEFAULT_BACKEND_WEIGHT
@@ -58,20 +62,26 @@ from sluice_sandbox.exporter import (
     MetricsExporter,
     TrafficSetting,
 )
-from sluice_sandbox.store import ApiError, JsonObject, Store
+from sluice_sandbox.store import DELETED, Change, StorageKey, Store
 from sluice_sandbox.tasks import cancel_and_wait
-from sluice_sandbox.workloads import PODS, is_ready, is_terminating
+from sluice_sandbox.workloads import is_ready, is_terminating
 
 logger = logging.getLogger(__name__)
 
 HTTPROUTES = "gateway.networking.k8s.io/v1/httproutes"
 SERVICES = "v1/services"
+# What the simulator follows, by storage key: HTTPRoutes may be followed before their CRD exists.
+_ROUTES_KEY: StorageKey = ("gateway.networking.k8s.io", "httproutes")
+_SERVICES_KEY: StorageKey = ("", "services")
+_PODS_KEY: StorageKey = ("", "pods")
 DEFAULT_RPS = 20.0
 DEFAULT_INTERVAL = 0.5
 DEFAULT_HISTORY = 100_000
 
 ServiceKey = tuple[str, str]  # (namespace, name)
 RouteKey = tuple[str, str]  # (namespace, name) of an HTTPRoute
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 # ----- The pure part: who gets which requests -----
@@ -228,6 +238,232 @@ def gateway_traffic(
     return result
 
 
+# ----- The same, kept up to date change by change -----
+
+
+def _selector(service: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (service.get("spec") or {}).get("selector") or {}
+
+
+def _labels(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    return pod.get("metadata", {}).get("labels") or {}
+
+
+def _namespace(obj: Mapping[str, Any]) -> Any:
+    return obj.get("metadata", {}).get("namespace")
+
+
+class TrafficIndex:
+    """
+    :func:`service_traffic` and :func:`gateway_traffic` of everything put in, recomputed only
+    where a change can move them, so that a tick costs what changed since the last one rather
+    than every Service checked against every pod.
+
+    Routes, Services and pods are put in (or taken out, with None) one by one; :meth:`refresh`
+    then updates :attr:`traffic` and :attr:`gateway`, equal to what the pure functions give for
+    everything put in (the unit tests check it on random histories). The objects are kept, not
+    copied: they must not change once put in (the store's never do).
+
+    What a change reaches, through the indexes:
+
+    - a pod: the Services of its namespace whose selector it carries (now or before), found by
+      one label of each selector (:attr:`_by_label`), and the routes sending to them;
+    - a Service: itself (its members recomputed from its namespace's pods only when its selector
+      or namespace changes) and the routes sending to it;
+    - a route: the Services it sends to (their weight and share) and its own gateway rates.
+    """
+
+    def __init__(self, rps: float = DEFAULT_RPS) -> None:
+        self.rps = rps
+        self.routes: dict[RouteKey, Mapping[str, Any]] = {}
+        self.services: dict[ServiceKey, Mapping[str, Any]] = {}
+        self.traffic: dict[ServiceKey, ServiceTraffic] = {}
+        self.gateway: dict[RouteKey, dict[str, float]] = {}
+        self._pods: dict[Any, dict[str, Mapping[str, Any]]] = {}  # namespace -> name -> pod
+        self._shares: dict[RouteKey, list[tuple[ServiceKey, int, float]]] = {}  # each route's backends
+        self._routes_to: dict[ServiceKey, set[RouteKey]] = {}
+        # Each Service with a selector under one (namespace, label, value) of it; those whose
+        # selector has no string value to index by are checked against every pod of their namespace.
+        self._by_label: dict[tuple[Any, str, str], set[ServiceKey]] = {}
+        self._unindexed: dict[Any, set[ServiceKey]] = {}
+        self._members: dict[ServiceKey, dict[str, Mapping[str, Any]]] = {}  # the pods it selects, by name
+        self._endpoints: dict[ServiceKey, list[Mapping[str, Any]]] = {}  # selected_ready_pods, cached
+        self._stale_services: set[ServiceKey] = set()  # whose ServiceTraffic may have moved
+        self._stale_routes: set[RouteKey] = set()  # whose gateway rates may have moved
+
+    def put_route(self, key: RouteKey, route: Mapping[str, Any] | None) -> None:
+        for service, _, _ in self._shares.pop(key, []):
+            self._stale_services.add(service)
+            routes = self._routes_to.get(service)
+            if routes is not None:
+                routes.discard(key)
+                if not routes:
+                    del self._routes_to[service]
+        self._stale_routes.add(key)
+        if route is None:
+            self.routes.pop(key, None)
+            return
+        self.routes[key] = route
+        self._shares[key] = shares = list(_service_shares(route, self.rps))
+        for service, _, _ in shares:
+            self._stale_services.add(service)
+            self._routes_to.setdefault(service, set()).add(key)
+
+    def put_service(self, key: ServiceKey, service: Mapping[str, Any] | None) -> None:
+        old = self.services.get(key)
+        same_members = (
+            old is not None
+            and service is not None
+            and _namespace(old) == _namespace(service)
+            and _selector(old) == _selector(service)
+        )
+        if not same_members:
+            if old is not None:
+                self._unindex_service(key, old)
+            if service is not None:
+                self._index_service(key, service)
+        if service is None:
+            self.services.pop(key, None)
+        else:
+            self.services[key] = service
+        self._touch(key)  # its labels (the track) may have changed, if not its members
+
+    def put_pod(self, namespace: Any, name: str, pod: Mapping[str, Any] | None) -> None:
+        in_namespace = self._pods.setdefault(namespace, {})
+        old = in_namespace.get(name)
+        before = self._selecting(namespace, old) if old is not None else set()
+        if pod is None:
+            in_namespace.pop(name, None)
+            if not in_namespace:
+                del self._pods[namespace]
+        else:
+            in_namespace[name] = pod
+        after = self._selecting(namespace, pod) if pod is not None else set()
+        for key in before - after:
+            self._members.get(key, {}).pop(name, None)
+        if pod is not None:
+            for key in after:
+                self._members.setdefault(key, {})[name] = pod
+        for key in before | after:
+            self._touch(key)
+
+    def refresh(self) -> tuple[set[ServiceKey], set[RouteKey]]:
+        """
+        Bring :attr:`traffic` and :attr:`gateway` up to date with what was put in; return the
+        Services and routes looked at: any other's traffic or rates are as they were.
+        """
+        services, routes = self._stale_services, self._stale_routes
+        for key in services:
+            split = self._split(key)
+            if split is None:
+                self.traffic.pop(key, None)
+                continue
+            weight, share = split
+            ready = self._ready(key)
+            streams, problems = served_streams(share, ready)
+            labels = (self.services.get(key) or {}).get("metadata", {}).get("labels") or {}
+            self.traffic[key] = ServiceTraffic(
+                weight, share, len(ready), streams, labels.get(TRACK_LABEL), problems
+            )
+        for key in routes:
+            if key in self.routes:
+                self.gateway[key] = self._gateway_rates(key)
+            else:
+                self.gateway.pop(key, None)
+        self._stale_services, self._stale_routes = set(), set()
+        return services, routes
+
+    def _touch(self, key: ServiceKey) -> None:
+        """The Service's endpoints may have changed: so may its traffic and its routes' rates."""
+        self._endpoints.pop(key, None)
+        self._stale_services.add(key)
+        self._stale_routes.update(self._routes_to.get(key, ()))
+
+    def _index_service(self, key: ServiceKey, service: Mapping[str, Any]) -> None:
+        selector, namespace = _selector(service), _namespace(service)
+        if not selector:
+            return  # it selects nothing (see selected_ready_pods)
+        pairs = [(label, value) for label, value in selector.items() if isinstance(value, str)]
+        if pairs:
+            label, value = min(pairs)
+            self._by_label.setdefault((namespace, label, value), set()).add(key)
+        else:
+            self._unindexed.setdefault(namespace, set()).add(key)
+        self._members[key] = {
+            name: pod
+            for name, pod in self._pods.get(namespace, {}).items()
+            if selector.items() <= _labels(pod).items()
+        }
+
+    def _unindex_service(self, key: ServiceKey, service: Mapping[str, Any]) -> None:
+        self._members.pop(key, None)
+        namespace = _namespace(service)
+        _discard(self._unindexed, namespace, key)
+        for label, value in _selector(service).items():
+            if isinstance(value, str):
+                _discard(self._by_label, (namespace, label, value), key)
+
+    def _selecting(self, namespace: Any, pod: Mapping[str, Any]) -> set[ServiceKey]:
+        """The Services of the namespace whose selector the pod carries."""
+        labels = _labels(pod)
+        candidates = set(self._unindexed.get(namespace, ()))
+        for label, value in labels.items():
+            if isinstance(value, str):
+                candidates.update(self._by_label.get((namespace, label, value), ()))
+        return {
+            key
+            for key in candidates
+            if (service := self.services.get(key)) is not None
+            and _selector(service).items() <= labels.items()
+        }
+
+    def _split(self, key: ServiceKey) -> tuple[int, float] | None:
+        """As route_split() sums it: routes in the API's order, then rules and backends in theirs."""
+        routes = self._routes_to.get(key)
+        if not routes:
+            return None
+        weight, share = 0, 0.0
+        for route in sorted(routes):
+            for service, backend_weight, backend_share in self._shares[route]:
+                if service == key:
+                    weight, share = weight + backend_weight, share + backend_share
+        return weight, share
+
+    def _ready(self, key: ServiceKey) -> list[Mapping[str, Any]]:
+        ready = self._endpoints.get(key)
+        if ready is None:
+            service = self.services.get(key)
+            members = self._members.get(key, {})
+            # In the API's order (by name), as the pure functions get the store's list.
+            candidates = [members[name] for name in sorted(members)]
+            ready = selected_ready_pods(service, candidates) if service is not None else []
+            self._endpoints[key] = ready
+        return ready
+
+    def _gateway_rates(self, key: RouteKey) -> dict[str, float]:
+        """As gateway_traffic() computes one route's rates."""
+        rates = dict.fromkeys(GATEWAY_CODES, 0.0)
+        for service, _, share in self._shares[key]:
+            if share <= 0:
+                continue
+            streams, _ = served_streams(share, self._ready(service))
+            if not streams:
+                rates[UNAVAILABLE_CODE] += share
+            for stream in streams:
+                errors = stream.rps * stream.error_rate
+                rates[OK_CODE] += stream.rps - errors
+                rates[ERROR_CODE] += errors
+        return rates
+
+
+def _discard(index: dict[K, set[V]], index_key: K, value: V) -> None:
+    values = index.get(index_key)
+    if values is not None:
+        values.discard(value)
+        if not values:
+            del index[index_key]
+
+
 # ----- The serving history: did a Service ever stop serving while it had weight? -----
 
 
@@ -297,7 +533,13 @@ def never_stopped_serving(history: Iterable[ServingRecord], namespace: str, serv
 
 
 class TrafficSimulator:
-    """Sets the exporter's traffic from the store's routes, Services and pods every `interval` seconds."""
+    """
+    Sets the exporter's traffic from the store's routes, Services and pods every `interval` seconds.
+
+    It follows them with :meth:`Store.subscribe` into a :class:`TrafficIndex` (current whenever
+    a tick reads it, and holding the store's objects uncopied): a tick recomputes only what the
+    changes since the last one can have moved.
+    """
 
     def __init__(
         self,
@@ -316,6 +558,11 @@ class TrafficSimulator:
         self._clock = clock
         self._started = clock()
         self._task: asyncio.Task[None] | None = None
+        self._index = TrafficIndex(rps)
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._resynced = False  # a fresh index: the next tick looks at every series exported before
+        # What each tick records of the routed Services (ServingRecord less the time), in order.
+        self._rows: list[tuple[str, str, str | None, int, int]] | None = None
         self._exported: dict[ServiceKey, tuple[TrafficSetting, ...]] = {}
         self._gateway: dict[RouteKey, dict[str, float]] = {}
         self._reported: set[tuple[ServiceKey, str]] = set()
@@ -334,11 +581,38 @@ class TrafficSimulator:
 
     async def start(self) -> None:
         self._started = self._clock()
+        self._follow()
         self._task = asyncio.create_task(self.run(), name="sandbox-traffic-simulator")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
+
+    def _follow(self) -> None:
+        """Follow the store (once; again after a stop, from a fresh index)."""
+        if self._unsubscribe:
+            return
+        self._index = index = TrafficIndex(self._rps)
+        self._resynced = True
+
+        def on_route(change: Change) -> None:
+            index.put_route(_key(change.obj), None if change.type == DELETED else change.obj)
+
+        def on_service(change: Change) -> None:
+            index.put_service(_key(change.obj), None if change.type == DELETED else change.obj)
+
+        def on_pod(change: Change) -> None:
+            meta = change.obj["metadata"]
+            index.put_pod(meta.get("namespace"), meta["name"], None if change.type == DELETED else change.obj)
+
+        self._unsubscribe = [
+            self._store.subscribe(_ROUTES_KEY, on_route),
+            self._store.subscribe(_SERVICES_KEY, on_service),
+            self._store.subscribe(_PODS_KEY, on_pod),
+        ]
 
     async def run(self) -> None:
         while True:
@@ -351,30 +625,33 @@ class TrafficSimulator:
             await asyncio.sleep(self._interval)  # the pace of the simulation, not a wait for a condition
 
     async def tick(self) -> dict[ServiceKey, ServiceTraffic]:
-        """Read the cluster once and set the traffic it implies."""
-        routes = await self._items(HTTPROUTES)
-        services = await self._items(SERVICES)
-        pods = await self._items(PODS)
-        traffic = service_traffic(routes, services, pods, rps=self._rps)
-        existing = {_key(service) for service in services}
-        self._export(traffic, existing)
-        self._export_gateway(gateway_traffic(routes, services, pods, rps=self._rps))
-        self._record(traffic)
-        self._report(traffic)
+        """Set the traffic that the cluster implies now (as service_traffic() and gateway_traffic())."""
+        self._follow()
+        services, routes = self._index.refresh()  # what may have changed since the last tick
+        if self._resynced:
+            services |= set(self._exported)
+            routes |= set(self._gateway)
+            self._resynced = False
+        traffic = dict(self._index.traffic)
+        self._export(traffic, self._index.services, services)
+        self._export_gateway(self._index.gateway, routes)
+        self._record(traffic, services)
+        self._report(traffic, services)
         return traffic
 
-    async def _items(self, resource: str) -> list[JsonObject]:
-        try:
-            items: list[JsonObject] = (await self._store.list(resource))["items"]
-        except ApiError as e:
-            if e.status == 404:  # the HTTPRoute CRD is not installed: no routes
-                return []
-            raise
-        return items
-
-    def _export(self, traffic: Mapping[ServiceKey, ServiceTraffic], existing: set[ServiceKey]) -> None:
-        """Series for the existing Services routed now or before (see the module docs), and no others."""
-        for key in sorted(set(self._exported) | set(traffic)):
+    def _export(
+        self,
+        traffic: Mapping[ServiceKey, ServiceTraffic],
+        existing: Mapping[ServiceKey, object],
+        changed: Iterable[ServiceKey],
+    ) -> None:
+        """
+        Series for the existing Services routed now or before (see the module docs), and no others;
+        looking only at the Services whose traffic or existence may have changed.
+        """
+        for key in sorted(changed):
+            if key not in self._exported and key not in traffic:
+                continue  # never routed
             if key in existing:
                 self._set(key, traffic[key].streams if key in traffic else ())
             elif self._exported.pop(key, None) is not None:
@@ -385,29 +662,35 @@ class TrafficSimulator:
             self._exporter.set_service_mix(*key, streams)
             self._exported[key] = streams
 
-    def _export_gateway(self, gateway: Mapping[RouteKey, dict[str, float]]) -> None:
-        """Series for the existing routes (see the module docs), and no others."""
-        for key in sorted(set(self._gateway) - set(gateway)):
-            del self._gateway[key]
-            self._exporter.remove_route(*key)
-        for key, rates in sorted(gateway.items()):
-            if self._gateway.get(key) != rates:
+    def _export_gateway(
+        self, gateway: Mapping[RouteKey, dict[str, float]], changed: Iterable[RouteKey]
+    ) -> None:
+        """Series for the existing routes (see the module docs), and no others; of those that changed."""
+        for key in sorted(changed):
+            rates = gateway.get(key)
+            if rates is None:
+                if self._gateway.pop(key, None) is not None:
+                    self._exporter.remove_route(*key)
+            elif self._gateway.get(key) != rates:
                 self._exporter.set_route_rates(*key, rates)
                 self._gateway[key] = rates
 
-    def _record(self, traffic: Mapping[ServiceKey, ServiceTraffic]) -> None:
+    def _record(self, traffic: Mapping[ServiceKey, ServiceTraffic], changed: set[ServiceKey]) -> None:
+        if changed or self._rows is None:  # else every Service is as it was at the last tick
+            self._rows = [
+                (namespace, name, service.track, service.weight, service.ready_pods)
+                for (namespace, name), service in sorted(traffic.items())
+            ]
         at = self._clock() - self._started
-        records = [
-            ServingRecord(at, namespace, name, service.track, service.weight, service.ready_pods)
-            for (namespace, name), service in sorted(traffic.items())
-        ]
+        records = [ServingRecord(at, *row) for row in self._rows]
         with self._history_lock:
             self._history.extend(records)
 
-    def _report(self, traffic: Mapping[ServiceKey, ServiceTraffic]) -> None:
-        """Warn once about each bad setting, not at every tick."""
-        for key, service in traffic.items():
-            for problem in service.problems:
+    def _report(self, traffic: Mapping[ServiceKey, ServiceTraffic], changed: Iterable[ServiceKey]) -> None:
+        """Warn once about each bad setting, not at every tick (a Service's only change with its traffic)."""
+        for key in sorted(changed):
+            service = traffic.get(key)
+            for problem in service.problems if service is not None else ():
                 if (key, problem) not in self._reported:
                     self._reported.add((key, problem))
                     logger.warning(f"Pods of Service {key[0]}/{key[1]}: {problem}; the default is used.")

@@ -28,8 +28,9 @@ counts for its Deployment: not in its status, and not among the replicas it keep
 is created at once, as the ReplicaSet controller does).
 
 The decisions are pure (:func:`plan_pods`, :func:`stop_time`); :class:`WorkloadSimulator` only reads
-the store, applies the plan, writes the status, and plans again on any change to a Deployment or
-its pods, or when a pod is due to become ready; and removes terminating pods when they are due.
+the store (through indexes the store keeps current, see the class), applies the plan, writes the
+status, and plans again on any change to a Deployment or its pods, or when a pod is due to become
+ready; and removes terminating pods when they are due.
 Other pods that no Deployment owns are left as they were written.
 """
 
@@ -47,7 +48,7 @@ from typing import Any, Self
 
 from sluice_sandbox.resources import format_time as format_time
 from sluice_sandbox.resources import parse_time as parse_time
-from sluice_sandbox.store import DELETED, ApiError, JsonObject, Store, now
+from sluice_sandbox.store import DELETED, ApiError, Change, JsonObject, Store, now
 from sluice_sandbox.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ DEFAULT_MAX_UNAVAILABLE = "25%"  # the API server's default for RollingUpdate
 
 DeploymentKey = tuple[str, str]  # (namespace, name)
 PodKey = tuple[str, str]  # (namespace, name)
+OwnerKey = tuple[str, str]  # (namespace, uid) of a pod's controller
 
 
 # ----- Reading a Deployment and its pods -----
@@ -440,6 +442,10 @@ class WorkloadSimulator:
     Runs the pods of every Deployment in the store and keeps the Deployments' status; removes
     every terminating pod ``min(grace period, stop_delay)`` seconds after its deletion.
     The clock must be the wall clock's (as the store's timestamps).
+
+    It follows Deployments and pods with :meth:`Store.subscribe`, into indexes that are current
+    whenever it plans: the Deployments by key, and the pods by namespace and controller uid. So a
+    Deployment's pass reads only its own pods, whatever else the namespace holds, and copies none.
     """
 
     def __init__(
@@ -461,8 +467,14 @@ class WorkloadSimulator:
         # Terminating pods: the timer that makes them due, then the uid of those due for removal.
         self._stopping: dict[PodKey, asyncio.TimerHandle] = {}
         self._stopped: dict[PodKey, str] = {}
+        # The store's own objects (never changed in place): what the simulator reads.
+        self._deployments: dict[DeploymentKey, JsonObject] = {}
+        self._pods: dict[OwnerKey, dict[str, JsonObject]] = {}  # by (namespace, controller uid), name
+        self._pod_owners: dict[PodKey, tuple[OwnerKey, ...]] = {}  # where each pod is in _pods
+        self._unsubscribe: list[Callable[[], None]] = []
 
     async def start(self) -> None:
+        self._follow()
         self._task = asyncio.create_task(self.run(), name="sandbox-workload-simulator")
 
     async def stop(self) -> None:
@@ -472,46 +484,78 @@ class WorkloadSimulator:
         self._stopping.clear()
         await cancel_and_wait(self._task)
         self._task = None
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
 
     async def run(self) -> None:
         """Simulate until cancelled."""
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._follow(DEPLOYMENTS, self._on_deployment))
-            tasks.create_task(self._follow(PODS, self._on_pod))
-            tasks.create_task(self._work())
+        self._follow()
+        await self._work()
 
-    def _on_deployment(self, event: JsonObject) -> None:
-        meta = event["object"]["metadata"]
-        self._mark((meta["namespace"], meta["name"]))
+    def _follow(self) -> None:
+        """Follow the store (once; again after a stop, into fresh indexes)."""
+        if not self._unsubscribe:
+            self._deployments, self._pods, self._pod_owners = {}, {}, {}
+            self._unsubscribe = [
+                self._store.subscribe(DEPLOYMENTS, self._on_deployment),
+                self._store.subscribe(PODS, self._on_pod),
+            ]
 
-    def _on_pod(self, event: JsonObject) -> None:
-        pod = event["object"]
+    def _on_deployment(self, change: Change) -> None:
+        meta = change.obj["metadata"]
+        key = (meta["namespace"], meta["name"])
+        if change.type == DELETED:
+            self._deployments.pop(key, None)
+        else:
+            self._deployments[key] = change.obj
+        self._mark(key)
+
+    def _on_pod(self, change: Change) -> None:
+        pod = change.obj
+        meta = pod["metadata"]
+        pod_key = (meta.get("namespace", ""), meta["name"])
+        self._index_pod(pod_key, None if change.type == DELETED else pod)
         key = owner_key(pod)
         if key is not None:
             self._mark(key)
-        meta = pod["metadata"]
-        pod_key = (meta.get("namespace", ""), meta["name"])
         timer = self._stopping.pop(pod_key, None)
         if timer is not None:
             timer.cancel()
         self._stopped.pop(pod_key, None)
-        at = None if event["type"] == DELETED else stop_time(pod, self._stop_delay)
+        at = None if change.type == DELETED else stop_time(pod, self._stop_delay)
         if at is not None:
             self._schedule_removal(pod_key, meta["uid"], at)
 
-    async def _follow(self, resource: str, handle: Callable[[JsonObject], None]) -> None:
-        """Hand every change to ``handle``; a failure restarts the watch (a full resync)."""
-        while True:
-            try:
-                async with self._store.watch(resource) as events:
-                    async for event in events:
-                        handle(event)
-                return  # the store is closed: the server is stopping
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception(f"Watching {resource} failed; restarting the watch.")
-                await asyncio.sleep(self._ready_delay)
+    def _index_pod(self, pod_key: PodKey, pod: JsonObject | None) -> None:
+        """File the pod (None: gone) under each controller it names, as plan_pods matches them."""
+        namespace, name = pod_key
+        for owner in self._pod_owners.pop(pod_key, ()):
+            owned = self._pods.get(owner)
+            if owned is not None:
+                owned.pop(name, None)
+                if not owned:
+                    del self._pods[owner]
+        if pod is None:
+            return
+        owners = tuple(
+            (namespace, ref["uid"])
+            for ref in pod["metadata"].get("ownerReferences") or []
+            if ref.get("controller") and isinstance(ref.get("uid"), str)
+        )
+        for owner in owners:
+            self._pods.setdefault(owner, {})[name] = pod
+        if owners:
+            self._pod_owners[pod_key] = owners
+
+    def pods_of(self, deployment: Mapping[str, Any]) -> list[JsonObject]:
+        """
+        The pods of the Deployment's namespace that name it as their controller, terminating or
+        not, in the API's order (by name): all the pods :func:`plan_pods` would count of the namespace.
+        """
+        meta = deployment["metadata"]
+        owned = self._pods.get((meta.get("namespace", ""), meta.get("uid")), {})
+        return [pod for _, pod in sorted(owned.items())]
 
     def _mark(self, key: DeploymentKey) -> None:
         self._dirty.add(key)
@@ -542,7 +586,9 @@ class WorkloadSimulator:
         """The kubelet, once a terminating pod's containers have stopped: the pod goes."""
         namespace, name = key
         try:
-            await self._store.delete(PODS, namespace, name, grace_period=0, preconditions={"uid": uid})
+            await self._store.delete(
+                PODS, namespace, name, grace_period=0, preconditions={"uid": uid}, shared=True
+            )
         except Exception as e:
             if isinstance(e, ApiError) and e.status in (404, 409):  # gone already, or another pod's name
                 return
@@ -574,31 +620,41 @@ class WorkloadSimulator:
 
     async def reconcile(self, namespace: str, name: str) -> float | None:
         """Plan and apply one Deployment's pods and status; return when to look again."""
-        deployment = await self._store.get(DEPLOYMENTS, namespace, name)
-        pods = (await self._store.list(PODS, namespace))["items"]
-        changes = plan_pods(deployment, pods, self._clock(), ready_delay=self._ready_delay)
+        self._follow()
+        deployment = self._deployments.get((namespace, name))
+        if deployment is None:
+            return None  # gone: its pods terminate with it (the store's garbage collector)
+        changes = plan_pods(
+            deployment, self.pods_of(deployment), self._clock(), ready_delay=self._ready_delay
+        )
         await self._apply(namespace, changes)
         status = deployment_status(deployment, changes.counts)
         if not changes.starting and status_differs(deployment.get("status"), status):
             # A replace of the whole status (stale fields go away), conditional on the
             # resourceVersion we planned from: a 409 means "plan again".
             await self._store.replace(
-                DEPLOYMENTS, namespace, name, {**deployment, "status": status}, subresource="status"
+                DEPLOYMENTS,
+                namespace,
+                name,
+                {**deployment, "status": status},
+                subresource="status",
+                shared=True,
             )
         return changes.wake_at
 
     async def _apply(self, namespace: str, changes: PodChanges) -> None:
+        # The results are only read (a name): `shared` spares the store a copy of each.
         for body in changes.create:
-            created = await self._store.create(PODS, body, namespace)
+            created = await self._store.create(PODS, body, namespace, shared=True)
             await self._store.patch_status(
-                PODS, namespace, created["metadata"]["name"], {"status": body["status"]}
+                PODS, namespace, created["metadata"]["name"], {"status": body["status"]}, shared=True
             )
         for name in changes.delete:
             with _unless_gone():
-                await self._store.delete(PODS, namespace, name)
+                await self._store.delete(PODS, namespace, name, shared=True)
         for name, status in changes.statuses:
             with _unless_gone():
-                await self._store.patch_status(PODS, namespace, name, {"status": status})
+                await self._store.patch_status(PODS, namespace, name, {"status": status}, shared=True)
 
 
 @contextlib.contextmanager

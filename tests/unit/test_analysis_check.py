@@ -190,7 +190,10 @@ def test_no_metrics_pass() -> None:
     ("now", "expected"),
     [
         (datetime(2026, 1, 1, tzinfo=UTC), "2026-01-01T00:00:00Z"),
-        (datetime(2026, 1, 1, 2, 30, 5, 999999, tzinfo=timezone(timedelta(hours=2))), "2026-01-01T00:30:05Z"),
+        (
+            datetime(2026, 1, 1, 2, 30, 5, 999999, tzinfo=timezone(timedelta(hours=2))),
+            "2026-01-01T00:30:05.999Z",
+        ),
         (datetime(2026, 1, 1, 12, 0, 0), "2026-01-01T12:00:00Z"),  # naive: taken as UTC
     ],
 )

@@ -317,6 +317,17 @@ def test_a_timed_pause_holds_until_its_duration_is_over(
         assert plan.status.canary_weight == 10
 
 
+@pytest.mark.parametrize("pause", [{"duration": "20s"}, {}])
+def test_entering_a_pause_is_decided_in_the_pass_that_leaves_the_step_before(pause: dict[str, Any]) -> None:
+    """One status write per decision: not "step started" now and "paused" on the next pass."""
+    # Without analysis, the pass that routes 10% also leaves that step and begins the pause.
+    world = at_weight(make_spec([{"setWeight": 10}, {"pause": pause}, {"setWeight": 50}]), 10)
+    decided = world.status
+    assert (decided.current_step_index, decided.phase) == (1, Phase.PAUSED)
+    again = world.reconcile()
+    assert again.status == decided, "the pass after it has nothing to write"
+
+
 def test_a_long_timed_pause_still_looks_again_at_resync() -> None:
     world = at_weight(make_spec([{"setWeight": 10}, {"pause": {"duration": "1h"}}]), 10)
     plan = world.settle()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,12 @@ from operators.sidecarset.webhook import WEBHOOK_ID
 from operators.webhook.server import DEFAULT_CONFIGURATION, DEFAULT_PORT, DEFAULT_SERVICE_HOSTS
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
+SHARDED = Path(__file__).resolve().parents[2] / "examples" / "sharded"
+
+# Leader election, in the operator's own namespace (a Role): the Lease read and renewed or taken over
+# (get, update), created the first time, and the Leases of the installation listed to find another
+# shard count's. tests/unit/test_leadership.py checks these are exactly the elector's requests.
+LEASE_VERBS = ["get", "list", "create", "update"]
 
 # Every request the operator makes: (API group, resource, verb). kopf watches
 # Rollouts, Applications and Deployments, patches Rollouts and Applications
@@ -52,6 +59,7 @@ NEEDED = [("sluice.dev", "rollouts", verb) for verb in ("get", "list", "watch", 
     # The revision history.
     ("apps", "controllerrevisions", "get"),
     ("apps", "controllerrevisions", "list"),
+    ("apps", "controllerrevisions", "watch"),
     ("apps", "controllerrevisions", "create"),
     ("apps", "controllerrevisions", "delete"),
     ("", "events", "create"),
@@ -69,6 +77,17 @@ def cluster_role() -> dict[str, Any]:
     roles = [d for d in documents() if d["kind"] == "ClusterRole"]
     assert len(roles) == 1
     return roles[0]
+
+
+def lease_role() -> dict[str, Any]:
+    roles = [d for d in documents() if d["kind"] == "Role"]
+    assert len(roles) == 1
+    return roles[0]
+
+
+def operator_deployment(docs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    (deployment,) = [d for d in (docs or documents()) if d["kind"] == "Deployment"]
+    return deployment
 
 
 def allows(role: dict[str, Any], group: str, resource: str, verb: str) -> bool:
@@ -169,3 +188,95 @@ def test_component_types_come_from_an_optional_configmap() -> None:
     assert volume["configMap"] == {"name": "sluice-component-types", "optional": True}
     # Mounted whole (not with subPath), so the kubelet updates the files and the types are read again.
     assert "subPath" not in mount and mount["readOnly"] is True
+
+
+# ----- high availability: two replicas, one Lease -----
+
+
+def test_the_lease_role_grants_exactly_what_leader_election_uses() -> None:
+    role = lease_role()
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": LEASE_VERBS}
+    ]
+    # Namespaced: the operator touches no Lease outside its own namespace (the node heartbeats in
+    # kube-node-lease, other controllers' elections), and none through the ClusterRole.
+    assert not any("leases" in rule["resources"] for rule in cluster_role()["rules"])
+    deployment = operator_deployment()
+    assert role["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    (binding,) = [d for d in documents() if d["kind"] == "RoleBinding"]
+    assert binding["metadata"]["namespace"] == role["metadata"]["namespace"]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": deployment["spec"]["template"]["spec"]["serviceAccountName"],
+            "namespace": deployment["metadata"]["namespace"],
+        }
+    ]
+
+
+def test_the_operator_runs_two_replicas_with_leader_election() -> None:
+    deployment = operator_deployment()
+    assert deployment["spec"]["replicas"] >= 2
+    # Two replicas never write at once (only the Lease's holder does), so a rolling update is safe.
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert "--no-leader-election" not in container["args"], "leader election is on (the default)"
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in container["env"]}
+    # The Lease goes in the pod's namespace (the Role's); the pod's name starts its identity.
+    assert env["POD_NAMESPACE"] == "metadata.namespace" and env["POD_NAME"] == "metadata.name"
+    # A replica is ready (gets webhook requests) once it serves the webhook, leader or not.
+    assert container["readinessProbe"]["tcpSocket"]["port"] == "webhook"
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    (budget,) = [d for d in documents() if d["kind"] == "PodDisruptionBudget"]
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_the_sharded_example_is_the_operator_once_per_shard() -> None:
+    """examples/sharded/: one Deployment per shard, each the base operator but for --shard and a label."""
+    docs = [d for d in yaml.safe_load_all((SHARDED / "shards.yaml").read_text()) if d]
+    base = operator_deployment()
+    shards = [d for d in docs if d["kind"] == "Deployment"]
+    indices = []
+    selectors = []
+    for shard in shards:
+        pod = shard["spec"]["template"]["spec"]
+        args = pod["containers"][0]["args"]
+        spec = args[args.index("--shard") + 1]
+        index, count = (int(part) for part in spec.split("/"))
+        indices.append(index)
+        assert count == len(shards), f"{spec}: every shard is of the same N, the number of Deployments"
+        assert args[: args.index("--shard")] == base["spec"]["template"]["spec"]["containers"][0]["args"]
+        # Apart from the flag and the shard label, the pod is exactly the base operator's.
+        expected = copy.deepcopy(base)
+        expected["spec"]["template"]["spec"]["containers"][0]["args"] = args
+        for labels in (
+            expected["metadata"]["labels"],
+            expected["spec"]["selector"]["matchLabels"],
+            expected["spec"]["template"]["metadata"]["labels"],
+            expected["spec"]["template"]["spec"]["topologySpreadConstraints"][0]["labelSelector"][
+                "matchLabels"
+            ],
+        ):
+            labels["sluice.dev/shard"] = str(index)
+        expected["metadata"]["name"] = f"sluice-operator-shard-{index}"
+        assert shard == expected
+        selectors.append(shard["spec"]["selector"]["matchLabels"])
+    assert sorted(indices) == list(range(len(shards))) and len(shards) >= 2
+    assert len({tuple(sorted(s.items())) for s in selectors}) == len(shards), "no two Deployments share pods"
+    budgets = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    assert sorted(b["spec"]["selector"]["matchLabels"]["sluice.dev/shard"] for b in budgets) == [
+        str(i) for i in range(len(shards))
+    ]
+    kustomization = yaml.safe_load((SHARDED / "kustomization.yaml").read_text())
+    assert kustomization["resources"] == ["../../manifests", "shards.yaml"]
+    deleted = [yaml.safe_load(p["patch"]) for p in kustomization["patches"]]
+    assert {(d["kind"], d["metadata"]["name"]) for d in deleted} == {
+        ("Deployment", "sluice-operator"),
+        ("PodDisruptionBudget", "sluice-operator"),
+    }
