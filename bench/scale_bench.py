@@ -46,11 +46,7 @@ computed with that very function from the status as it was just before (the
 previous check and ``weightChangedAt`` as of then), and compared with:
 
 - the check's own time (``lastCheck.time``, the ``now`` of the pass that
-  started it): *lateness as made*. The operator writes that time truncated to
-  whole seconds; a check after another at the same weight is due on a whole
-  second too, so for those this figure is the lateness rounded down (0 means
-  under a second late); the first check at a weight is due at a fraction of a
-  second and may show up to 1 s early;
+  started it, to the millisecond): *lateness as made*;
 - the moment its result appeared in status (seen by the watch): *lateness as
   recorded*, which adds the query (and the operator's query fan-in window, if
   any) and the pass that records the result.
@@ -595,7 +591,7 @@ class OperatorProcess:
 
 
 class CheckRecord(NamedTuple):
-    made: float  # lastCheck.time - due (whole seconds in status)
+    made: float  # lastCheck.time - due
     recorded: float  # seen in status - due
 
 
@@ -1065,7 +1061,7 @@ def print_result(result: Result, args: argparse.Namespace) -> None:
         f"p95 <= {TARGET_LATENESS_P95:g}s",
         f"{percentile(made, 0.95) / TARGET_LATENESS_P95:.2f}x" if made else "",
     )
-    note(f"({len(made)} checks; lastCheck.time is in whole seconds: this is the lateness rounded down)")
+    note(f"({len(made)} checks)")
     row("check lateness as recorded, p50 / p95 / max", spread(recorded))
     if result.undue_checks:
         row("checks with no due time", str(result.undue_checks))

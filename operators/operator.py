@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import version as package_version
 from typing import Any
 
@@ -106,11 +106,22 @@ def build_context(
 
 def watched_kinds() -> list[Watched]:
     """Every kind the handlers watch, with the label selector of its watch."""
-    return [
-        *handlers.ROLLOUTS.watched(),
-        *application_handlers.APPLICATIONS.watched(),
-        *sidecarset_handlers.WATCHED,
-    ]
+    kinds = {
+        watched.key: watched
+        for watched in (
+            *handlers.ROLLOUTS.watched(),
+            *application_handlers.APPLICATIONS.watched(),
+            *sidecarset_handlers.WATCHED,
+        )
+    }
+    # Objects another kind owns without a watch of their own (an Application's Rollouts) are
+    # listed by their owner's label: index it.
+    for kind in (handlers.ROLLOUTS, application_handlers.APPLICATIONS):
+        for owned in kind.owned:
+            found = kinds.get(owned.watched.key)
+            if not owned.server_side and found is not None:
+                kinds[found.key] = replace(found, index_label=owned.owner_label)
+    return list(kinds.values())
 
 
 def server_side_selectors() -> dict[tuple[str, str], str]:

@@ -47,7 +47,7 @@ class Owned:
     @property
     def watched(self) -> Watched:
         api_version = f"{self.group}/{self.version}" if self.group else self.version
-        return Watched(api_version, self.kind, self.selector)
+        return Watched(api_version, self.kind, self.selector, index_label=self.owner_label)
 
     @property
     def selector(self) -> str:

@@ -114,3 +114,32 @@ def test_equality_selectors_only() -> None:
     assert parse_equality_selector("a!=b") is None
     assert parse_equality_selector("a in (b)") is None
     assert parse_equality_selector("a") is None
+
+
+def owned(name: str, owner: str | None, version: int, namespace: str = "shop") -> dict[str, Any]:
+    body = deployment(name, version, namespace)
+    if owner is not None:
+        body["metadata"]["labels"]["sluice.dev/rollout"] = owner
+    return body
+
+
+def test_lists_by_the_owner_label_follow_every_change() -> None:
+    indexed = Watched("apps/v1", "Deployment", MANAGED, index_label="sluice.dev/rollout")
+    cache = WatchCache([indexed])
+    cache.fill(indexed, [owned("a", "web", 1), owned("b", "web", 1), owned("c", "api", 1)])
+    cache.fill(indexed, [owned("a", "web", 1, namespace="other")])
+
+    def names(owner: str, namespace: str = "shop") -> list[str]:
+        return [
+            b["metadata"]["name"] for b in cache.select(indexed.key, namespace, {"sluice.dev/rollout": owner})
+        ]
+
+    assert names("web") == ["a", "b"]
+    assert names("web", "other") == ["a"]
+    cache.observe(owned("b", "api", 2))  # moved to another owner
+    cache.observe(owned("a", None, 2))  # lost the label
+    cache.observe(owned("c", "api", 3), deleted=True)
+    assert names("web") == []
+    assert names("api") == ["b"]
+    cache.remember(key("d"), owned("d", "web", 1), ours=True)
+    assert names("web") == ["d"]
