@@ -179,6 +179,20 @@ def promoted(status: Mapping[str, Any], stable_before: str | None) -> bool:
     return status.get("phase") == "Healthy" and status.get("stableRevision") != stable_before
 
 
+def looked_at(h: Harness, ns: str, name: str, timeout: float, what: str) -> dict[str, Any]:
+    """The Rollout once an operator has looked at it again (after a restart or a takeover).
+
+    A spec change that alters neither the revision nor the weights makes the
+    operator reconcile and report the generation it saw: then we know it has looked.
+    """
+    generation = h.patch_rollout(ns, name, {"spec": {"progressDeadlineSeconds": 61}})["metadata"][
+        "generation"
+    ]
+    return h.wait_rollout(
+        ns, name, lambda r: status_of(r).get("observedGeneration") == generation, timeout, what
+    )
+
+
 def history_messages(body: dict[str, Any], action: str) -> list[str]:
     """Messages of one kind of history entry, oldest first."""
     entries = reversed(status_of(body).get("history") or [])
@@ -305,18 +319,7 @@ def restart_resumes_at_the_same_step(scene: Scene) -> None:
     assert route_before is not None and canary_before is not None
 
     scene.restart_operator()
-    # A spec change that alters neither the revision nor the weights makes the new
-    # operator reconcile and report the generation it saw: then we know it has looked.
-    generation = h.patch_rollout(ns, "web", {"spec": {"progressDeadlineSeconds": 61}})["metadata"][
-        "generation"
-    ]
-    after = h.wait_rollout(
-        ns,
-        "web",
-        lambda r: status_of(r).get("observedGeneration") == generation,
-        RELEASE_TIMEOUT,
-        "the restarted operator to observe the Rollout",
-    )
+    after = looked_at(h, ns, "web", RELEASE_TIMEOUT, "the restarted operator to observe the Rollout")
     status = status_of(after)
     assert (status["phase"], status["currentStepIndex"], status["canaryWeight"]) == ("Paused", 1, 20)
     route_after = h.get(httproute(ns, "web"))

@@ -202,6 +202,18 @@ def service_traffic(
     return result
 
 
+def add_gateway_rates(rates: dict[str, float], share: float, ready: Sequence[Mapping[str, Any]]) -> None:
+    """Add what the gateway answers for `share` requests/s sent to a Service with these ready pods:
+    503 when none serves, else the pods' 200s and 500s."""
+    streams, _ = served_streams(share, ready)
+    if not streams:
+        rates[UNAVAILABLE_CODE] += share
+    for stream in streams:
+        errors = stream.rps * stream.error_rate
+        rates[OK_CODE] += stream.rps - errors
+        rates[ERROR_CODE] += errors
+
+
 def gateway_traffic(
     routes: Iterable[Mapping[str, Any]],
     services: Iterable[Mapping[str, Any]],
@@ -227,13 +239,7 @@ def gateway_traffic(
             if key not in ready:
                 service = by_key.get(key)
                 ready[key] = selected_ready_pods(service, pods) if service is not None else []
-            streams, _ = served_streams(share, ready[key])
-            if not streams:
-                rates[UNAVAILABLE_CODE] += share
-            for stream in streams:
-                errors = stream.rps * stream.error_rate
-                rates[OK_CODE] += stream.rps - errors
-                rates[ERROR_CODE] += errors
+            add_gateway_rates(rates, share, ready[key])
         result[_key(route)] = rates
     return result
 
@@ -446,13 +452,7 @@ class TrafficIndex:
         for service, _, share in self._shares[key]:
             if share <= 0:
                 continue
-            streams, _ = served_streams(share, self._ready(service))
-            if not streams:
-                rates[UNAVAILABLE_CODE] += share
-            for stream in streams:
-                errors = stream.rps * stream.error_rate
-                rates[OK_CODE] += stream.rps - errors
-                rates[ERROR_CODE] += errors
+            add_gateway_rates(rates, share, self._ready(service))
         return rates
 
 

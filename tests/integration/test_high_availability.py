@@ -36,7 +36,7 @@ from sluice_sandbox.gateway import HTTPROUTE_CRD
 from sluice_sandbox.prometheus import free_port
 from tests.apiproxy import RecordingProxy, Request
 from tests.harness import Harness, httproute, route_weights, sluice_crds, status_of
-from tests.scenarios import IMAGE_V2, history_messages, promoted, web_rollout
+from tests.scenarios import IMAGE_V2, history_messages, looked_at, promoted, web_rollout
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +45,6 @@ LEASE_NS = "default"
 LEASE_DURATION = 2
 RENEW_DEADLINE = 1.5
 RETRY_PERIOD = 0.3
-# A follower polls every retry period plus up to 120% jitter (client-go's JitterFactor).
-TAKEOVER_BOUND = LEASE_DURATION + RETRY_PERIOD * 2.2
 TIMEOUT = 60.0  # a deadline for slow machines, not an expected duration
 _RUN = "import sys; from operators.cli import main; sys.exit(main(sys.argv[1:]))"
 
@@ -344,20 +342,14 @@ def test_the_leader_killed_mid_release_the_other_takes_over_and_the_weights_neve
             )
             takeover = time.monotonic() - killed
             print(f"takeover {takeover:.2f}s after SIGKILL (lease {LEASE_DURATION}s, retry {RETRY_PERIOD}s)")
-            assert takeover <= TAKEOVER_BOUND + 0.5, f"took {takeover:.2f}s"
+            # Never before the Lease expired: the old leader's last renewal was at most one retry
+            # period before the kill. (How soon after is the elector's unit tests' business, on a
+            # fake clock: a wall-clock bound here would only measure the machine's load.)
+            assert takeover >= LEASE_DURATION - RETRY_PERIOD, f"taken over after {takeover:.2f}s"
             assert lease(h, "sluice-operator")["leaseTransitions"] == transitions + 1
 
             # The new leader has looked at the Rollout (it reports a harmless spec change it saw)...
-            generation = h.patch_rollout(NS, "web", {"spec": {"progressDeadlineSeconds": 61}})["metadata"][
-                "generation"
-            ]
-            after = h.wait_rollout(
-                NS,
-                "web",
-                lambda r: status_of(r).get("observedGeneration") == generation,
-                TIMEOUT,
-                "the new leader to observe the Rollout",
-            )
+            after = looked_at(h, NS, "web", TIMEOUT, "the new leader to observe the Rollout")
             # ...and resumed it where it was, the route untouched.
             status = status_of(after)
             assert (status["phase"], status["currentStepIndex"], status["canaryWeight"]) == ("Paused", 1, 20)

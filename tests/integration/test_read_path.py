@@ -72,6 +72,13 @@ def test_a_quiet_pass_makes_no_request(
     h, ns = scene.harness, scene.namespace
     scene.exporter.set_service(ns, "web-canary", rps=50, error_rate=0.0, latency_seconds=0.02)
     scenarios.deploy_stable(scene, scenarios.web_rollout())
+    # The pass that reports Healthy posts its Event after writing the status: let it land first.
+    h.wait(
+        lambda: h.events(ns, "web"),
+        lambda events: any(e.get("reason") == "Healthy" for e in events),
+        scenarios.RELEASE_TIMEOUT,
+        "the Healthy Event",
+    )
 
     # A change a person makes wakes the loop at once; it finds nothing to do.
     woken_at = time.time()

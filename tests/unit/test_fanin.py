@@ -344,7 +344,8 @@ def test_checks_in_flight_hold_no_thread(fanin: QueryFanIn) -> None:
     checks = start(
         fanin, provider, *(context(rollout=f"r{i}") for i in range(1000)), metrics=[ERROR_RATE, P99]
     )
-    assert threading.active_count() == threads
+    # Not more threads than before (one left over from another test may end meanwhile).
+    assert threading.active_count() <= threads
     assert not any(check.done() for check in checks)
     fanin.flush()
     assert len(provider.grouped) == 2  # one per template, whatever the number of Rollouts
