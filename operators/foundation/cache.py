@@ -120,8 +120,8 @@ class WatchCache:
         key = key_of(body)
         with self._lock:
             if deleted:
-                # Forgotten rather than remembered as absent: the next read asks once, and a
-                # re-created object arrives through the watch anyway.
+                # Gone: a kind held in full (listed) knows it from now on; for another, the next
+                # read asks once. A re-created object arrives through the watch anyway.
                 self._drop(key)
                 return
             self._store(key, dict(body))
@@ -190,6 +190,11 @@ class WatchCache:
                 return
             if ours or key not in objects:
                 self._store(key, dict(body))
+
+    def removed(self, key: ObjectKey) -> None:
+        """We deleted it (or found it gone): lists of its kind stay true without it."""
+        with self._lock:
+            self._drop(key)
 
     def forget(self, key: ObjectKey) -> None:
         """A write based on our copy was refused: read the object again next time.
@@ -296,8 +301,8 @@ class CachedCluster(Cluster):
         return self._written(key, lambda: super(CachedCluster, self).merge_patch(key, patch, subresource))
 
     def delete(self, key: ObjectKey) -> None:
-        super().delete(key)
-        self.cache.forget(key)
+        super().delete(key)  # gone already is fine too
+        self.cache.removed(key)
 
     def _written(self, key: ObjectKey, write: Any) -> dict[str, Any]:
         try:

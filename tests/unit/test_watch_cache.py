@@ -100,6 +100,14 @@ def test_forgetting_an_object_of_a_listed_kind_makes_the_next_list_ask() -> None
     assert not cache.listed(DEPLOYMENTS.key)  # a list from here would wrongly miss "a"
 
 
+def test_our_own_delete_keeps_the_kind_listed() -> None:
+    cache = WatchCache([DEPLOYMENTS])
+    cache.fill(DEPLOYMENTS, [deployment("a", 1), deployment("b", 1)])
+    cache.removed(key("a"))
+    assert cache.listed(DEPLOYMENTS.key)  # pruning a revision must not make the next list ask
+    assert [b["metadata"]["name"] for b in cache.select(DEPLOYMENTS.key, "shop", {})] == ["b"]
+
+
 def test_a_fill_keeps_newer_copies() -> None:
     cache = WatchCache([DEPLOYMENTS])
     cache.observe(deployment("a", 9))
