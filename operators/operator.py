@@ -86,8 +86,6 @@ def build_context(
     options: OperatorOptions, api: k8s.ApiClient, types: ComponentTypes | None = None
 ) -> OperatorContext:
     """Clients and reconcilers; raises ComponentTypeError for an unusable --component-types directory."""
-    # Our own requests say who sent them (audit logs, the sandbox's request log, benchmarks).
-    api.user_agent = USER_AGENT
     cache = WatchCache(watched_kinds(), namespaces=() if options.all_namespaces else options.namespaces)
     cluster = CachedCluster(api, cache)
     reconciler = RolloutReconciler(

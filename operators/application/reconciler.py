@@ -71,17 +71,10 @@ class ApplicationReconciler:
         self.clock = clock
 
     def reconcile(self, namespace: str, name: str) -> float | None:
-        """One pass. Returns seconds until the next wanted pass; None once the Application is gone."""
-        try:
-            return self._pass(namespace, name)
-        except KubeError as failure:
-            if failure.status != 409:
-                raise
-            # A write based on an out-of-date copy (or one that lost a race): decide again soon.
-            logger.debug("Application %s/%s: %s", namespace, name, failure)
-            return RETRY_AFTER_CONFLICT
+        """One pass. Returns seconds until the next wanted pass; None once the Application is gone.
 
-    def _pass(self, namespace: str, name: str) -> float | None:
+        A write refused with 409 raises: the loop tries again soon (`reconcile_loop`).
+        """
         body = self.cluster.get_current(application_key(namespace, name))
         if body is None:
             return None

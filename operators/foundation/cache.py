@@ -22,7 +22,7 @@ remembered: it would never be updated.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,18 +143,17 @@ class WatchCache:
         self._of(key)[key] = body
         entry = self._index_entry(key, body)
         if entry is not None:
-            self._index[(key.api_version, key.kind)].setdefault(entry, set()).add(key)
+            self._index.setdefault((key.api_version, key.kind), {}).setdefault(entry, set()).add(key)
 
     def _drop(self, key: ObjectKey) -> None:
         entry = self._index_entry(key, self._of(key).pop(key, None))
         if entry is not None:
-            self._index[(key.api_version, key.kind)].get(entry, set()).discard(key)
+            self._index[(key.api_version, key.kind)][entry].discard(key)
 
     def _index_entry(self, key: ObjectKey, body: Body | None) -> tuple[str, str] | None:
         watched = self.watched.get((key.api_version, key.kind))
         if body is None or watched is None or not watched.index_label:
             return None
-        self._index.setdefault(watched.key, {})
         value = ((body.get("metadata") or {}).get("labels") or {}).get(watched.index_label)
         return (key.namespace, str(value)) if value is not None else None
 
@@ -304,9 +303,9 @@ class CachedCluster(Cluster):
         super().delete(key)  # gone already is fine too
         self.cache.removed(key)
 
-    def _written(self, key: ObjectKey, write: Any) -> dict[str, Any]:
+    def _written(self, key: ObjectKey, write: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         try:
-            result: dict[str, Any] = write()
+            result = write()
         except KubeError as error:
             if error.status in (404, 409):
                 self.cache.forget(key)

@@ -19,6 +19,7 @@ from typing import Any
 
 import kopf
 
+from operators.foundation.cluster import KubeError
 from operators.foundation.leadership import ALWAYS_LEADING, Leadership, NotLeading
 from operators.foundation.shard import Shard
 
@@ -122,6 +123,15 @@ async def reconcile_loop(
             except NotLeading:  # leadership lost mid-pass: the pass stopped at its next write
                 logger.info("%s %s/%s: no longer the leader; this pass stopped", kind, namespace, name)
                 continue
+            except KubeError as error:
+                if error.status != 409:
+                    logger.exception("reconciling %s %s/%s failed: %s", kind, namespace, name, error)
+                    delay = error_backoff
+                else:
+                    # A write decided on an out-of-date copy (or one that lost a race) was refused:
+                    # decide again soon, on what is there now.
+                    logger.debug("%s %s/%s: %s", kind, namespace, name, error)
+                    delay = RETRY_AFTER_CONFLICT
             except Exception as error:  # keep the loop alive; the next pass starts from the cluster again
                 logger.exception("reconciling %s %s/%s failed: %s", kind, namespace, name, error)
                 delay = error_backoff

@@ -92,7 +92,7 @@ def register_kind(registry: kopf.OperatorRegistry, kind: Kind) -> None:
         context: OperatorContext = memo["context"]
         # kopf may start the daemon before its event handlers saw the object: the first pass
         # reads what kopf already has rather than asking the API server for it.
-        context.cache.observe({key: body[key] for key in body})
+        context.cache.observe(dict(body))
         reconcile, wakeups = kind.parts(context)
         # The gate: this process's shard, and whether it leads (foundation.leadership).
         await reconcile_loop(

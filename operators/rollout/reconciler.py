@@ -141,8 +141,6 @@ class RolloutReconciler:
 
     def _record_revisions(self, ref: RolloutRef, plan: engine.Plan, now: datetime) -> None:
         """Keep the revisions the plan names in the history (before the objects that use them)."""
-        if not plan.records:
-            return
         new = {
             revision: template
             for revision, template in plan.records.items()

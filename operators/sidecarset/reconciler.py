@@ -23,7 +23,6 @@ from operators.foundation.cluster import Cluster, KubeError, object_path
 from operators.foundation.conditions import merge_conditions
 from operators.foundation.events import post_event_or_log
 from operators.foundation.keys import ObjectKey
-from operators.foundation.loop import RETRY_AFTER_CONFLICT
 from operators.foundation.status import ReadStatus, read_status, write_status
 from operators.sidecarset.facts import PodFacts, RolloutFacts, pod_active, pod_facts
 from operators.sidecarset.fleet import (
@@ -64,15 +63,7 @@ class SidecarSetReconciler:
         self.clock = clock
 
     def reconcile(self, name: str) -> Pass:
-        try:
-            return self._pass(name)
-        except KubeError as failure:
-            if failure.status != 409:
-                raise
-            # A write based on an out-of-date copy (or one that lost a race): decide again soon.
-            return Pass(RETRY_AFTER_CONFLICT)
-
-    def _pass(self, name: str) -> Pass:
+        """One pass. A write refused with 409 raises: the loop tries again soon (`reconcile_loop`)."""
         body = self.cluster.get(sidecarset_key(name))
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             return Pass(None)
