@@ -133,6 +133,19 @@ class ApiError(kmock.KubernetesError):
         return cls(422, "Invalid", message, details)
 
     @classmethod
+    def invalid_options(cls, kind: str, errors: Sequence[FieldError]) -> Self:
+        """422 for bad request options: ``PatchOptions.meta.k8s.io "" is invalid: fieldManager: …``."""
+        return cls.invalid(ResourceSpec("meta.k8s.io", "v1", kind.lower(), kind), "", errors)
+
+    @classmethod
+    def apply_conflict(cls, message: str, causes: Sequence[JsonObject]) -> Self:
+        """
+        409 of a server-side apply that would change fields other managers own, as
+        ``apierrors.NewApplyConflict()``: one ``FieldManagerConflict`` cause per field.
+        """
+        return cls(409, "Conflict", message, {"causes": list(causes)})
+
+    @classmethod
     def unprocessable(cls, spec: ResourceSpec, name: str, message: str) -> Self:
         return cls(422, "UnprocessableEntity", message, _details(spec, name))
 

@@ -6,7 +6,10 @@ The PATCH flavours of the Kubernetes API, as pure functions over JSON-like objec
 * ``application/strategic-merge-patch+json`` — an approximation of Kubernetes' strategic merge:
   merge-patch semantics, except that lists of objects are merged by their merge key
   (``name`` for containers/env/volumes/…, ``type`` for conditions, and the few exceptions
-  listed in ``_MERGE_KEYS``), with ``$patch: delete|replace`` and ``$deleteFromPrimitiveList``.
+  listed in ``MERGE_KEYS``), with ``$patch: delete|replace`` and ``$deleteFromPrimitiveList``.
+* ``application/apply-patch+yaml`` — server-side apply: it needs the object's field ownership
+  (``metadata.managedFields``), so it is not a function of the object and the patch alone; see
+  :mod:`sluice_sandbox.fieldmanager`. It merges lists of built-ins by the same keys (:func:`merge_key`).
 
 The functions never mutate their arguments and always return a new object.
 """
@@ -46,18 +49,8 @@ def parse_patch_type(content_type: str | None) -> PatchType:
         ) from None
 
 
-def check_supported(patch_type: PatchType) -> None:
-    if patch_type is PatchType.APPLY:
-        # Server-side apply needs field ownership (managedFields) to know what to remove;
-        # approximating it with a merge would silently diverge from a real cluster.
-        raise UnsupportedPatchError(
-            "server-side apply (application/apply-patch+yaml) is not supported by the sandbox "
-            "API server; use a merge, strategic-merge, or JSON patch (or client-side apply)"
-        )
-
-
 def apply_patch(patch_type: PatchType, target: Mapping[str, Any], patch: Any) -> dict[str, Any]:
-    check_supported(patch_type)
+    """A merge, strategic-merge or JSON patch applied to a copy of the target."""
     match patch_type:
         case PatchType.MERGE:
             return _as_object(merge_patch(target, patch))
@@ -66,7 +59,10 @@ def apply_patch(patch_type: PatchType, target: Mapping[str, Any], patch: Any) ->
         case PatchType.JSON:
             return _as_object(json_patch(target, patch))
         case PatchType.APPLY:
-            raise AssertionError("refused by check_supported()")
+            # Which fields an apply removes depends on who owns them: see fieldmanager.apply().
+            raise UnsupportedPatchError(
+                "server-side apply needs the object's managedFields: see fieldmanager"
+            )
 
 
 def _as_object(result: Any) -> dict[str, Any]:
@@ -108,8 +104,9 @@ def json_patch(target: Any, operations: Any) -> Any:
 
 # Strategic merge keys that are not simply `name` (or `type` for conditions), per the
 # `patchMergeKey` tags in k8s.io/api. `ports` differs between containers and services, so it
-# is resolved by which key the items actually carry.
-_MERGE_KEYS: dict[str, tuple[str, ...]] = {
+# is resolved by which key the items actually carry. Server-side apply merges built-ins' lists
+# by the same keys (their `x-kubernetes-list-map-keys`), see fieldsets.py.
+MERGE_KEYS: dict[str, tuple[str, ...]] = {
     "ports": ("containerPort", "port"),
     "volumeMounts": ("mountPath",),
     "volumeDevices": ("devicePath",),
@@ -181,10 +178,17 @@ def _strategic_list(target: list[Any], patch: list[Any], field: str | None) -> l
 
 
 def _find_merge_key(target: Sequence[Any], patch: Sequence[Any], field: str | None) -> str | None:
-    items = [*target, *patch]
+    return merge_key(field, [*target, *patch])
+
+
+def merge_key(field: str | None, items: Sequence[Any]) -> str | None:
+    """
+    The key that a built-in's list of objects (in the field ``field``) is merged by, judged by the
+    items at hand: None for lists of scalars and lists whose items do not all carry the key.
+    """
     if not items or not all(isinstance(item, Mapping) for item in items):
         return None
-    candidates = _MERGE_KEYS.get(field or "", _DEFAULT_MERGE_KEYS)
+    candidates = MERGE_KEYS.get(field or "", _DEFAULT_MERGE_KEYS)
     for key in candidates:
         if all(key in item for item in items):
             return key

@@ -4,7 +4,9 @@ The resource endpoints of the sandbox API server: HTTP requests translated into 
 Beyond CRUD, patches, watches and subresources, this is where the API server's HTTP-level
 behaviours live: ``fieldValidation`` (and the ``Warning`` headers of ``Warn``), server-side
 printing (``Accept: application/json;as=Table;v=v1;g=meta.k8s.io``, for lists, single objects and
-watch events), DeleteOptions from the body or the query, and the 415 for unsupported bodies.
+watch events), DeleteOptions from the body or the query, the 415 for unsupported bodies, and who
+writes: the ``fieldManager`` query parameter, else the first word of the User-Agent (as the API
+server names managers in ``metadata.managedFields``; server-side apply needs the parameter).
 
 Everything read from the store here is only serialised, so it is read ``shared`` (the store's own
 objects, uncopied), and watch-streams send the store's encoded events (one encoding per change for
@@ -21,7 +23,7 @@ import kmock
 import multidict
 import yaml
 
-from sluice_sandbox import patching, protobuf, tables
+from sluice_sandbox import fieldmanager, patching, protobuf, tables
 from sluice_sandbox.errors import ApiError
 from sluice_sandbox.resources import FieldValidation, JsonObject, ResourceSpec
 from sluice_sandbox.routing import Route, is_watch, parse_route
@@ -58,7 +60,12 @@ class ResourceApi:
         dry_run = "dryRun" in params
         warnings: list[str] = []
         write = _Write(
-            dry_run=dry_run, field_validation=_field_validation(params), warnings=warnings, shared=True
+            dry_run=dry_run,
+            field_validation=_field_validation(params),
+            warnings=warnings,
+            shared=True,
+            field_manager=params.get("fieldManager")
+            or fieldmanager.manager_from_user_agent(request.headers.get("User-Agent")),
         )
         match request.method, name:
             case "GET", None:
@@ -82,13 +89,28 @@ class ResourceApi:
                 )
                 return _json(replaced, warnings=warnings)
             case "PATCH", str():
+                patch_type = _patch_type(request)
+                if patch_type is patching.PatchType.APPLY:
+                    # An applier must name itself: no manager is derived from its User-Agent.
+                    write["field_manager"] = params.get("fieldManager")
+                    applied, was_created = await self.store.apply(
+                        spec,
+                        namespace,
+                        name,
+                        _read_body(request),
+                        subresource=sub,
+                        force=_bool_param(params, "force"),
+                        **write,
+                    )
+                    return _json(applied, status=201 if was_created else 200, warnings=warnings)
                 patched = await self.store.patch(
                     spec,
                     namespace,
                     name,
                     _read_body(request),
-                    patch_type=_patch_type(request),
+                    patch_type=patch_type,
                     subresource=sub,
+                    force=_bool_param(params, "force"),
                     **write,
                 )
                 return _json(patched, warnings=warnings)
@@ -183,6 +205,7 @@ class _Write(TypedDict):
     field_validation: FieldValidation
     warnings: list[str]
     shared: bool  # always True: the result is only serialised
+    field_manager: str | None
 
 
 class _Printer:
@@ -237,6 +260,14 @@ def _float_param(params: Mapping[str, str], name: str) -> float | None:
         raise ApiError.bad_request(f"invalid value for {name}: {params[name]!r}") from None
 
 
+def _bool_param(params: Mapping[str, str], name: str) -> bool | None:
+    if name not in params:
+        return None
+    if params[name] not in ("true", "false"):
+        raise ApiError.bad_request(f"invalid value for {name}: {params[name]!r} (true or false)")
+    return params[name] == "true"
+
+
 def _field_validation(params: Mapping[str, str]) -> FieldValidation:
     value = params.get("fieldValidation") or FieldValidation.WARN  # the API server's default
     try:
@@ -255,7 +286,8 @@ def _read_body(request: kmock.Request) -> Any:
         except protobuf.ProtobufError as e:
             raise ApiError.unsupported_media_type(str(e)) from e
     try:
-        if "yaml" in content_type:
+        # Apply bodies are YAML, or JSON (kubectl's): JSON is YAML, but much quicker read as JSON.
+        if "yaml" in content_type and not request.body.lstrip().startswith(b"{"):
             return yaml.safe_load(request.body)
         return json.loads(request.body)
     except (ValueError, yaml.YAMLError) as e:

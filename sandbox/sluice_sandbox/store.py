@@ -45,9 +45,10 @@ from typing import Any, Self
 
 import kmock
 
-from sluice_sandbox import patching, selectors
+from sluice_sandbox import fieldmanager, patching, selectors
 from sluice_sandbox.crds import CUSTOM_RESOURCE_DEFINITIONS, resources_from_crd
 from sluice_sandbox.errors import ApiError, FieldError, GoValue
+from sluice_sandbox.fieldsets import Shape
 from sluice_sandbox.resources import (
     ALL_VERBS,
     SUBRESOURCE_VERBS,
@@ -98,6 +99,9 @@ _SYSTEM_METADATA = (
 )
 
 NAMESPACES_KEY = ("", "namespaces")
+
+# The field manager of in-process writes that name none (simulators, tests' store calls).
+IN_PROCESS_MANAGER = "sluice-sandbox"
 
 # A resource as in-process callers name it: a spec, or any notation that kmock.resource() parses.
 ResourceRef = str | ResourceSpec
@@ -325,6 +329,7 @@ class Store:
         self._registry_version = 0
         self._storage_specs: dict[StorageKey, ResourceSpec] = {}
         self._storage_specs_version = -1
+        self._shapes: dict[tuple[ResourceSpec, int], Shape] = {}
         for spec in [CUSTOM_RESOURCE_DEFINITIONS, *resources]:
             self.register(spec)
 
@@ -384,10 +389,16 @@ class Store:
             existing = self._objects[CUSTOM_RESOURCE_DEFINITIONS.key].get((None, name))
             spec = CUSTOM_RESOURCE_DEFINITIONS
             if existing is None:
-                return copy.deepcopy(self._create(spec, crd, None, Admission("create"), dry_run=False))
+                created = self._create(
+                    spec, crd, None, Admission("create"), dry_run=False, manager=IN_PROCESS_MANAGER
+                )
+                return copy.deepcopy(created)
             body = copy.deepcopy(dict(crd))
             body.setdefault("metadata", {}).pop("resourceVersion", None)  # replace unconditionally
-            return copy.deepcopy(self._update(spec, existing, body, Admission("update"), dry_run=False))
+            updated = self._update(
+                spec, existing, body, Admission("update"), dry_run=False, manager=IN_PROCESS_MANAGER
+            )
+            return copy.deepcopy(updated)
 
     # ----- Reading -----
 
@@ -561,8 +572,9 @@ class Store:
     # ----- Writing -----
 
     # Writes take `field_validation` (what to do about fields a CRD's schema does not know, see
-    # FieldValidation), `warnings` (a list that collects what to tell the client), and `shared`
-    # (as reads: whether the result may be the store's own object, for callers that only read it).
+    # FieldValidation), `warnings` (a list that collects what to tell the client), `shared`
+    # (as reads: whether the result may be the store's own object, for callers that only read it),
+    # and `field_manager` (who writes: the manager that metadata.managedFields records).
 
     async def create(
         self,
@@ -574,11 +586,13 @@ class Store:
         field_validation: FieldValidation = FieldValidation.IGNORE,
         warnings: builtins.list[str] | None = None,
         shared: bool = False,
+        field_manager: str | None = None,
     ) -> JsonObject:
         spec = self.resolve(resource)
         admission = Admission("create", field_validation=field_validation)
+        manager = field_manager or IN_PROCESS_MANAGER
         async with self._lock:
-            created = self._create(spec, body, namespace, admission, dry_run=dry_run)
+            created = self._create(spec, body, namespace, admission, dry_run=dry_run, manager=manager)
         if warnings is not None:
             warnings.extend(admission.warnings)
         return _handed(created, shared)
@@ -595,13 +609,20 @@ class Store:
         field_validation: FieldValidation = FieldValidation.IGNORE,
         warnings: builtins.list[str] | None = None,
         shared: bool = False,
+        field_manager: str | None = None,
     ) -> JsonObject:
         """PUT: the body replaces the object (or its status/scale); a stale resourceVersion is a 409."""
         if not isinstance(body, Mapping):
             raise ApiError.bad_request("the body of the request must be a JSON object")
         admission = Admission("update", subresource, field_validation)
         replaced = await self._modify(
-            resource, namespace, name, lambda _: copy.deepcopy(dict(body)), admission, dry_run=dry_run
+            resource,
+            namespace,
+            name,
+            lambda _: copy.deepcopy(dict(body)),
+            admission,
+            dry_run=dry_run,
+            manager=field_manager or IN_PROCESS_MANAGER,
         )
         if warnings is not None:
             warnings.extend(admission.warnings)
@@ -620,17 +641,39 @@ class Store:
         field_validation: FieldValidation = FieldValidation.IGNORE,
         warnings: builtins.list[str] | None = None,
         shared: bool = False,
+        field_manager: str | None = None,
+        force: bool | None = None,
     ) -> JsonObject:
+        """
+        PATCH in any of its flavours. A server-side apply (``PatchType.APPLY``) needs a
+        ``field_manager`` and may create the object: see :meth:`apply`.
+        """
+        if patch_type is patching.PatchType.APPLY:
+            applied, _ = await self.apply(
+                resource,
+                namespace,
+                name,
+                patch,
+                field_manager=field_manager,
+                force=force,
+                subresource=subresource,
+                dry_run=dry_run,
+                field_validation=field_validation,
+                warnings=warnings,
+                shared=shared,
+            )
+            return applied
+        if force is not None:
+            raise ApiError.invalid_options(
+                "PatchOptions", [FieldError.forbidden("force", "may not be specified for non-apply patch")]
+            )
         spec = self._resolve_subresource(resource, subresource)
         if patch_type is patching.PatchType.STRATEGIC and not spec.builtin:
             raise ApiError.unsupported_media_type(
                 f"the body of the request was in an unknown format - accepted media types include: "
-                f"{patching.PatchType.JSON.value}, {patching.PatchType.MERGE.value}"
+                f"{patching.PatchType.JSON.value}, {patching.PatchType.MERGE.value}, "
+                f"{patching.PatchType.APPLY.value}"
             )
-        try:
-            patching.check_supported(patch_type)  # before a 404 for a missing object could hide why
-        except patching.UnsupportedPatchError as e:
-            raise ApiError.unsupported_media_type(str(e)) from e
 
         def apply(current: JsonObject) -> JsonObject:
             try:
@@ -641,10 +684,66 @@ class Store:
                 raise ApiError.unprocessable(spec, name, str(e)) from e
 
         admission = Admission("update", subresource, field_validation)
-        patched = await self._modify(spec, namespace, name, apply, admission, dry_run=dry_run)
+        manager = field_manager or IN_PROCESS_MANAGER
+        patched = await self._modify(
+            spec, namespace, name, apply, admission, dry_run=dry_run, manager=manager
+        )
         if warnings is not None:
             warnings.extend(admission.warnings)
         return _handed(patched, shared)
+
+    async def apply(
+        self,
+        resource: ResourceRef,
+        namespace: str | None,
+        name: str,
+        config: Any,
+        *,
+        field_manager: str | None,
+        force: bool | None = None,
+        subresource: str | None = None,
+        dry_run: bool = False,
+        field_validation: FieldValidation = FieldValidation.IGNORE,
+        warnings: builtins.list[str] | None = None,
+        shared: bool = False,
+    ) -> tuple[JsonObject, bool]:
+        """
+        Server-side apply (see :mod:`sluice_sandbox.fieldmanager`): merge the configuration into
+        the object, or create it from the configuration. Returns the object and whether it was
+        created. A ``metadata.resourceVersion`` in the configuration is a precondition (409).
+        """
+        spec = self._resolve_subresource(resource, subresource)
+        if not field_manager:
+            raise ApiError.invalid_options(
+                "PatchOptions", [FieldError.required("fieldManager", "is required for apply patch")]
+            )
+        if subresource == "scale":
+            raise ApiError.unsupported_media_type("the sandbox does not apply to the scale subresource")
+        config = _apply_configuration(spec, name, config)
+        manager = fieldmanager.Manager(field_manager, spec.api_version, subresource)
+        part = fieldmanager.config_part(config, subresource, spec.status)
+        shape = self._shape(spec)
+        force = bool(force)
+        async with self._lock:
+            live = self._objects[spec.key].get((namespace if spec.namespaced else None, name))
+            if live is None:
+                if subresource is not None or config["metadata"].get("resourceVersion"):
+                    raise ApiError.not_found(spec, name) if subresource else ApiError.conflict(spec, name)
+                admission = Admission("create", field_validation=field_validation)
+                candidate = fieldmanager.apply(None, part, manager, shape, force=force, time=now())
+                result = self._create(spec, candidate, namespace, admission, dry_run=dry_run, manager=None)
+            else:
+                admission = Admission("update", subresource, field_validation)
+                try:
+                    candidate = fieldmanager.apply(
+                        self._view(spec, live), part, manager, shape, force=force, time=now()
+                    )
+                except fieldmanager.Conflicts as e:
+                    raise ApiError.apply_conflict(e.message, e.causes) from e
+                result = self._update(spec, live, candidate, admission, dry_run=dry_run, manager=None)
+        if warnings is not None:
+            warnings.extend(admission.warnings)
+        return _handed(result, shared), live is None
 
     async def patch_status(
         self,
@@ -655,6 +754,7 @@ class Store:
         *,
         patch_type: patching.PatchType = patching.PatchType.MERGE,
         shared: bool = False,
+        field_manager: str | None = None,
     ) -> JsonObject:
         """Patch only the status (through ``/status`` if the resource has that subresource)."""
         spec = self.resolve(resource)
@@ -668,6 +768,7 @@ class Store:
             patch_type=patch_type,
             subresource="status" if spec.status else None,
             shared=shared,
+            field_manager=field_manager,
         )
 
     async def delete(
@@ -749,6 +850,14 @@ class Store:
                 self._storage_specs[spec.key] = spec  # the preferred version last: it wins
             self._storage_specs_version = self._registry_version
         return self._storage_specs.get(key)
+
+    def _shape(self, spec: ResourceSpec) -> Shape:
+        """How the resource's lists and maps merge, for field management (made once per schema)."""
+        key = (spec, id(spec.schema))
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = self._shapes[key] = Shape.of_resource(spec.schema, spec.builtin)
+        return shape
 
     def _find(self, spec: ResourceSpec, namespace: str | None, name: str) -> JsonObject:
         if spec.namespaced and namespace is None:
@@ -838,16 +947,17 @@ class Store:
         admission: Admission,
         *,
         dry_run: bool,
+        manager: str,
     ) -> JsonObject:
         spec = self._resolve_subresource(resource, admission.subresource)
         async with self._lock:
             old = self._find(spec, namespace, name)
             if admission.subresource == "scale":
-                return self._modify_scale(spec, old, change, dry_run=dry_run)
+                return self._modify_scale(spec, old, change, dry_run=dry_run, manager=manager)
             # `change` makes a new object (a patch applied to a copy, or a copy of the body): it is
             # handed the stored one, uncopied.
             candidate = change(self._view(spec, old))
-            return self._update(spec, old, candidate, admission, dry_run=dry_run)
+            return self._update(spec, old, candidate, admission, dry_run=dry_run, manager=manager)
 
     def _create(
         self,
@@ -857,7 +967,9 @@ class Store:
         admission: Admission,
         *,
         dry_run: bool,
+        manager: str | None,
     ) -> JsonObject:
+        """Create an object; ``manager`` None: the body is an apply's, with its managedFields."""
         if not isinstance(body, Mapping) or not isinstance(body.get("metadata", {}), Mapping):
             raise ApiError.bad_request("the body of the request must be a JSON object with metadata")
         obj = copy.deepcopy(dict(body))
@@ -877,6 +989,10 @@ class Store:
             spec.prepare(spec, obj, admission)
         if _object_key(obj) in self._objects[spec.key]:
             raise ApiError.already_exists(spec, meta["name"])
+        if manager is not None:
+            fieldmanager.record_update(
+                None, obj, fieldmanager.Manager(manager, spec.api_version), self._shape(spec), time=now()
+            )
         return self._commit(spec, ADDED, obj, None, dry_run=dry_run)
 
     def _name_for_create(self, spec: ResourceSpec, meta: JsonObject) -> str:
@@ -929,7 +1045,9 @@ class Store:
         admission: Admission,
         *,
         dry_run: bool,
+        manager: str | None,
     ) -> JsonObject:
+        """Update an object; ``manager`` None: the candidate is an apply's, with its managedFields."""
         old_meta = old["metadata"]
         name = old_meta["name"]
         if not isinstance(candidate.get("metadata"), dict):
@@ -983,6 +1101,11 @@ class Store:
             spec.prepare(spec, new, admission)
         if bumps_generation(old, new):
             new["metadata"]["generation"] = old_meta.get("generation", 0) + 1
+        if manager is not None:
+            writer = fieldmanager.Manager(manager, spec.api_version, admission.subresource)
+            fieldmanager.record_update(old, new, writer, self._shape(spec), time=now())
+        else:  # through /status too, where `new` is otherwise the old object with the new status
+            _set_or_pop(new["metadata"], "managedFields", candidate["metadata"].get("managedFields"))
         if new == old:
             return self._view(spec, old)  # a no-op write: no new resourceVersion, no event
         if _removable(new):  # the last finalizer removed
@@ -1217,6 +1340,7 @@ class Store:
         change: Callable[[JsonObject], JsonObject],
         *,
         dry_run: bool,
+        manager: str,
     ) -> JsonObject:
         assert spec.scale is not None  # guaranteed by _resolve_subresource()
         scale = change(self._scale_of(spec, obj))
@@ -1230,7 +1354,10 @@ class Store:
         candidate = self._output(spec, obj)
         candidate["metadata"]["resourceVersion"] = scale.get("metadata", {}).get("resourceVersion")
         _set_path(candidate, spec.scale.spec_replicas_path, replicas)
-        return self._scale_of(spec, self._update(spec, obj, candidate, Admission("update"), dry_run=dry_run))
+        updated = self._update(
+            spec, obj, candidate, Admission("update", "scale"), dry_run=dry_run, manager=manager
+        )
+        return self._scale_of(spec, updated)
 
     def _scale_of(self, spec: ResourceSpec, obj: JsonObject) -> JsonObject:
         assert spec.scale is not None  # guaranteed by _resolve_subresource()
@@ -1268,6 +1395,27 @@ class Store:
             self._crd_resources[name] = resources_from_crd(change.obj)
             for spec in self._crd_resources[name]:
                 self.register(spec)
+
+
+def _apply_configuration(spec: ResourceSpec, name: str, config: Any) -> JsonObject:
+    """An apply's configuration, checked as the API server checks it: a whole object of the kind."""
+    if not isinstance(config, Mapping) or not isinstance(config.get("metadata", {}), Mapping):
+        raise ApiError.bad_request("the body of the request must be an object with metadata")
+    for field in ("apiVersion", "kind"):
+        if not config.get(field):
+            raise ApiError.bad_request(
+                f"Object '{field[0].upper()}{field[1:]}' is missing in '{json.dumps(config)}'"
+            )
+    if config["kind"] != spec.kind:
+        raise ApiError.bad_request(
+            f"the kind of the object ({config['kind']}) does not match the resource ({spec.kind})"
+        )
+    meta = dict(config.get("metadata") or {})
+    if meta.setdefault("name", name) != name:
+        raise ApiError.bad_request(
+            f"the name of the object ({meta['name']}) does not match the name on the URL ({name})"
+        )
+    return {**config, "metadata": meta}
 
 
 def _removable(obj: JsonObject) -> bool:

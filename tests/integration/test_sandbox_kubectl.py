@@ -353,9 +353,10 @@ def test_invalid_rollouts_are_refused_naming_the_field(
     assert "replica" not in kubectl.json("get", "rollout", "typo", "-n", NS)["spec"]
 
 
-def test_server_side_apply_is_refused_clearly(kubectl: Kubectl, shop: str) -> None:
-    error = kubectl.fails("apply", "--server-side", "-f", str(EXAMPLE), "-n", shop)
-    assert "server-side apply (application/apply-patch+yaml) is not supported by the sandbox" in error
+def test_server_side_apply(kubectl: Kubectl, shop: str) -> None:
+    # More in test_sandbox_server_side_apply.py: conflicts, --force-conflicts, removal.
+    output = kubectl("apply", "--server-side", "-f", str(EXAMPLE), "-n", shop)
+    assert output.strip() == "rollout.sluice.dev/web serverside-applied"
 
 
 def test_status_writes_are_validated_on_their_own(kubectl: Kubectl, web: dict[str, Any]) -> None:
