@@ -33,7 +33,7 @@ from operators.application.render import APPLICATION_LABEL, Rendered, render_app
 from operators.application.types import ComponentTypes
 from operators.foundation.clock import utc_now
 from operators.foundation.cluster import Cluster, KubeError
-from operators.foundation.diff import replacement, same_spec
+from operators.foundation.diff import apply_body, same_spec
 from operators.foundation.events import post_event_or_log
 from operators.foundation.keys import ObjectKey, key_of
 from operators.foundation.loop import RETRY_AFTER_CONFLICT
@@ -134,17 +134,16 @@ class ApplicationReconciler:
     def _apply(
         self, ref: ApplicationRef, desired: dict[str, Any], owned: Mapping[str, dict[str, Any]]
     ) -> dict[str, Any]:
-        """Create the Rollout, or replace it when it differs; a Rollout we do not own is left alone."""
+        """Apply the Rollout when it is missing or differs; a Rollout we do not own is left alone."""
         name = desired["metadata"]["name"]
         live = owned.get(name) or self.cluster.get(rollout_key(ref.namespace, name))
-        if live is None:
-            return self.cluster.create(desired)
-        if not has_owner(live, KIND, ref.uid):
+        if live is not None and not has_owner(live, KIND, ref.uid):
             raise _Conflict(name)
-        if same_spec(live, desired):
+        if live is not None and same_spec(live, desired):
             return live
-        # Annotations others set (sluice.dev/promote, kopf's) survive: replacement keeps them.
-        return self.cluster.replace(replacement(live, desired))
+        # Server-side apply: annotations others set (sluice.dev/promote, kopf's finalizer) are theirs
+        # and survive; a spec field we rendered before and no longer render goes away.
+        return self.cluster.apply(apply_body(desired, live))
 
     def _remove_unlisted(
         self, body: dict[str, Any], owned: Mapping[str, dict[str, Any]], listed: set[str], now: datetime

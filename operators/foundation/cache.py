@@ -28,7 +28,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from operators.foundation.cluster import Cluster, KubeError
+from operators.foundation.cluster import FIELD_MANAGER, Cluster, KubeError
 from operators.foundation.keys import ObjectKey, key_of
 
 Body = dict[str, Any]
@@ -293,11 +293,15 @@ class CachedCluster(Cluster):
     def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         return self._written(key_of(obj), lambda: super(CachedCluster, self).create(obj))
 
-    def replace(self, obj: Mapping[str, Any]) -> dict[str, Any]:
-        return self._written(key_of(obj), lambda: super(CachedCluster, self).replace(obj))
-
     def merge_patch(self, key: ObjectKey, patch: Mapping[str, Any], subresource: str = "") -> dict[str, Any]:
         return self._written(key, lambda: super(CachedCluster, self).merge_patch(key, patch, subresource))
+
+    def apply(
+        self, obj: Mapping[str, Any], subresource: str = "", field_manager: str = FIELD_MANAGER
+    ) -> dict[str, Any]:
+        return self._written(
+            key_of(obj), lambda: super(CachedCluster, self).apply(obj, subresource, field_manager)
+        )
 
     def delete(self, key: ObjectKey) -> None:
         super().delete(key)  # gone already is fine too

@@ -18,6 +18,10 @@ from operators.foundation.keys import ObjectKey, key_of, plural_of
 
 _NO_SUCH_KIND = ("Resource Not Found", "Endpoint Not Found")
 REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read: a hung API server must not hang a release loop
+# The field manager of everything the operator writes with server-side apply: the fields it owns
+# carry this name in managedFields, so a GitOps tool's fields and ours never overwrite each other.
+FIELD_MANAGER = "sluice"
+APPLY_PATCH = "application/apply-patch+yaml"
 
 
 class KubeError(Exception):
@@ -116,12 +120,27 @@ class Cluster:
         key = key_of(obj)
         return self.request("POST", collection_path(key.api_version, key.kind, key.namespace), dict(obj))
 
-    def replace(self, obj: Mapping[str, Any]) -> dict[str, Any]:
-        return self.request("PUT", object_path(key_of(obj)), dict(obj))
-
     def merge_patch(self, key: ObjectKey, patch: Mapping[str, Any], subresource: str = "") -> dict[str, Any]:
         return self.request(
             "PATCH", object_path(key, subresource), dict(patch), "application/merge-patch+json"
+        )
+
+    def apply(
+        self, obj: Mapping[str, Any], subresource: str = "", field_manager: str = FIELD_MANAGER
+    ) -> dict[str, Any]:
+        """Server-side apply `obj` as `field_manager`: create it, or set the fields it names.
+
+        Fields others own (a GitOps tool's labels, an API server default) are left alone; fields
+        we applied before and no longer name are removed. Forced: what Sluice renders is Sluice's
+        to decide (the weights, the replicas), as a controller's own objects are. A
+        metadata.resourceVersion in `obj` is a precondition: a 409 if the object changed since.
+        """
+        return self.request(
+            "PATCH",
+            object_path(key_of(obj), subresource),
+            dict(obj),  # JSON is YAML: the apply content type takes either
+            APPLY_PATCH,
+            query={"fieldManager": field_manager, "force": "true"},
         )
 
     def list_objects(

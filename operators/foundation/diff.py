@@ -92,33 +92,29 @@ def same_spec(live: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     return covers(live, desired) and covers(desired.get("spec"), live.get("spec"))
 
 
-# Fields the API server owns on objects we replace whole: sending them back
-# unchanged keeps a PUT from being refused (clusterIP is immutable) or racing.
-_SERVER_OWNED_SPEC = {"Service": ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy")}
+def apply_body(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The server-side apply body that makes the fields we own what ``desired`` says.
 
-
-def replacement(live: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
-    """The body for a PUT that turns ``live`` into ``desired`` and keeps what others own.
-
-    Labels and annotations others added (kubectl, the Deployment controller)
-    are kept, and so are finalizers (a PUT without them would remove kopf's
-    from a Rollout); resourceVersion makes a concurrent change a 409 instead
-    of a silent overwrite.
+    Only our fields are sent: labels, annotations, finalizers and spec fields
+    others own (kubectl, a GitOps tool, the API server's defaults such as a
+    Service's clusterIP) stay theirs, with no need to copy them back. Nulls are
+    left out: in an apply, absence is how a field we owned goes away. The live
+    object's resourceVersion makes a concurrent change a 409 instead of a
+    silent overwrite (a decision read from a watch that was behind).
     """
-    body = dict(desired)
-    live_meta = live.get("metadata", {})
-    meta = dict(desired.get("metadata", {}))
-    meta["resourceVersion"] = live_meta.get("resourceVersion")
-    meta["labels"] = {**(live_meta.get("labels") or {}), **(meta.get("labels") or {})}
-    meta["annotations"] = {**(live_meta.get("annotations") or {}), **(meta.get("annotations") or {})}
-    if live_meta.get("finalizers") and "finalizers" not in meta:
-        meta["finalizers"] = list(live_meta["finalizers"])
-    body["metadata"] = meta
-    kept = _SERVER_OWNED_SPEC.get(str(desired.get("kind")), ())
-    if kept:
-        spec = dict(body.get("spec") or {})
-        for name in kept:
-            if name in (live.get("spec") or {}) and name not in spec:
-                spec[name] = live["spec"][name]
-        body["spec"] = spec
+    body: dict[str, Any] = without_nulls(desired)
+    if live is not None and live.get("metadata", {}).get("resourceVersion"):
+        body["metadata"] = {
+            **body.get("metadata", {}),
+            "resourceVersion": live["metadata"]["resourceVersion"],
+        }
     return body
+
+
+def without_nulls(value: Any) -> Any:
+    """`value` with every null map entry left out, at any depth."""
+    if isinstance(value, Mapping):
+        return {key: without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [without_nulls(item) for item in value]
+    return value

@@ -5,7 +5,7 @@ cannot read: written by an older or newer operator, or by hand. Such a status
 must never make every pass raise; `read_status` keeps what it can read, drops
 the fields it cannot (they are rebuilt from the cluster, which is the truth),
 and says which, so the shell can report the repair once. `write_status`
-patches only when the status changed, or when it was repaired.
+applies only when the status changed, or when it was repaired.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from operators.foundation.cluster import Cluster
+from operators.foundation.diff import apply_body, without_nulls
 from operators.foundation.keys import ObjectKey
 
 Status = TypeVar("Status", bound=BaseModel)
@@ -78,20 +79,43 @@ def status_document(status: BaseModel) -> dict[str, Any]:
 
 
 def write_status(cluster: Cluster, key: ObjectKey, before: ReadStatus[Status], after: BaseModel) -> bool:
-    """Patch the status subresource with `after` unless it equals what was read; True when written.
+    """Apply `after` to the status subresource unless it equals what was read; True when written.
 
-    The whole status is sent as a merge patch with explicit nulls, so a field
-    the shell cleared does not linger. A repaired status is always written: the
-    live one still holds what could not be read. The patch carries the
+    Server-side apply as the operator's field manager: the status is ours, and
+    a field we stop setting goes away. A repaired status is always written: the
+    live one still holds what could not be read. The apply carries the
     resourceVersion the decision was based on: if the object changed since (a
     command, a new spec, or a copy read from a watch that was behind), the API
     server refuses it with 409 and the shell decides again on what is there now.
+
+    Apply removes only the fields we applied before. A field someone else wrote
+    (by hand, or an operator version that wrote status with merge patches) would
+    linger; when the applied result still differs from ours, one merge patch
+    with explicit nulls clears it, as rare as such statuses are.
     """
     new = status_document(after)
     if not before.repaired and new == status_document(before.status):
         return False
-    patch: dict[str, Any] = {"status": new}
+    metadata: dict[str, Any] = {"name": key.name}
+    if key.namespace:
+        metadata["namespace"] = key.namespace
     if before.resource_version:
-        patch["metadata"] = {"resourceVersion": before.resource_version}
-    cluster.merge_patch(key, patch, subresource="status")
+        metadata["resourceVersion"] = before.resource_version
+    body = {"apiVersion": key.api_version, "kind": key.kind, "metadata": metadata, "status": new}
+    result = cluster.apply(apply_body(body, None), subresource="status")
+    if not _holds(result.get("status") or {}, new):
+        version = (result.get("metadata") or {}).get("resourceVersion")
+        patch: dict[str, Any] = {
+            "status": new,
+            **({"metadata": {"resourceVersion": version}} if version else {}),
+        }
+        cluster.merge_patch(key, patch, subresource="status")
     return True
+
+
+def _holds(live: Mapping[str, Any], document: Mapping[str, Any]) -> bool:
+    """Does the live status say exactly what `document` says (a None field: absent)?"""
+    return all(
+        live.get(name) is None if value is None else live.get(name) == without_nulls(value)
+        for name, value in document.items()
+    )

@@ -23,7 +23,7 @@ from operators.api.refs import RolloutRef
 from operators.api.rollout import KIND, RolloutSpec, RolloutStatus
 from operators.foundation.clock import utc_now
 from operators.foundation.cluster import Cluster, KubeError, ResourceNotInstalled
-from operators.foundation.diff import covers, replacement
+from operators.foundation.diff import apply_body, covers
 from operators.foundation.events import post_event_or_log
 from operators.foundation.keys import ObjectKey, key_of
 from operators.foundation.loop import RETRY_AFTER_CONFLICT
@@ -176,13 +176,11 @@ class RolloutReconciler:
         )
 
     def _apply(self, desired: list[dict[str, Any]], live: dict[ObjectKey, dict[str, Any] | None]) -> None:
-        """Create what is missing, replace what differs, leave the rest alone (no write at all)."""
+        """Apply what is missing or differs (server-side, our fields only); no write for the rest."""
         for obj in desired:
             current = live.get(key_of(obj))
-            if current is None:
-                self.cluster.create(obj)
-            elif not covers(current, obj):
-                self.cluster.replace(replacement(current, obj))
+            if current is None or not covers(current, obj):
+                self.cluster.apply(apply_body(obj, current))
 
     def _report_blocked(
         self,

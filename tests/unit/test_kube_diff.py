@@ -1,4 +1,4 @@
-"""`covers` (is the live object already what we render?) and `replacement` (the body of a PUT)."""
+"""`covers` (is the live object already what we render?) and `apply_body` (the body of an apply)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from operators.foundation.diff import covers, replacement, same_spec
+from operators.foundation.diff import apply_body, covers, same_spec
 
 # ---- covers -------------------------------------------------------------------------------------
 
@@ -117,7 +117,7 @@ def test_covers_a_deployment_the_api_server_defaulted() -> None:
     assert not covers(scaled, desired)
 
 
-# ---- replacement --------------------------------------------------------------------------------
+# ---- apply_body ----------------------------------------------------------------------------------
 
 
 def live_object(kind: str = "Deployment", **spec: Any) -> dict[str, Any]:
@@ -155,96 +155,48 @@ def desired_object(kind: str = "Deployment", **spec: Any) -> dict[str, Any]:
     }
 
 
-def test_replacement_carries_the_resource_version_over() -> None:
-    body = replacement(live_object(replicas=4), desired_object(replicas=2))
+def test_apply_body_carries_the_resource_version_over_as_a_precondition() -> None:
+    body = apply_body(desired_object(replicas=2), live_object(replicas=4))
     assert body["metadata"]["resourceVersion"] == "41"
     assert body["spec"] == {"replicas": 2}
     assert (body["apiVersion"], body["kind"], body["metadata"]["name"]) == ("apps/v1", "Deployment", "web")
 
 
-def test_replacement_keeps_others_labels_and_annotations_and_ours_win() -> None:
-    body = replacement(live_object(), desired_object())
-    assert body["metadata"]["labels"] == {
-        "app.kubernetes.io/managed-by": "sluice",
-        "team": "payments",  # someone else's: kept
-        "tier": "web",  # ours: wins over the live "old"
-    }
-    assert body["metadata"]["annotations"] == {
-        "deployment.kubernetes.io/revision": "3",
-        "kubectl.kubernetes.io/last-applied-configuration": "{}",
-        "sluice.dev/revision": "bbb",
-    }
+def test_apply_body_of_a_new_object_has_no_resource_version() -> None:
+    assert "resourceVersion" not in apply_body(desired_object(replicas=2), None)["metadata"]
 
 
-def test_replacement_without_labels_or_annotations_on_either_side() -> None:
-    live = live_object()
-    del live["metadata"]["labels"], live["metadata"]["annotations"]
-    desired = desired_object()
-    del desired["metadata"]["annotations"]
-    body = replacement(live, desired)
+def test_apply_body_sends_only_our_fields() -> None:
+    # Others' labels, annotations, finalizers and the Service's clusterIP stay theirs: an apply
+    # leaves what it does not name alone, so nothing of theirs is copied back (and then owned by us).
+    live = live_object("Service", clusterIP="10.96.0.12", ports=[{"port": 80}])
+    live["metadata"]["finalizers"] = ["kopf.zalando.org/KopfFinalizerMarker"]
+    body = apply_body(desired_object("Service", ports=[{"port": 8080}]), live)
     assert body["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "sluice", "tier": "web"}
-    assert body["metadata"]["annotations"] == {}
+    assert body["metadata"]["annotations"] == {"sluice.dev/revision": "bbb"}
+    assert "finalizers" not in body["metadata"]
+    assert body["spec"] == {"ports": [{"port": 8080}]}
+    assert "status" not in body and "uid" not in body["metadata"]
 
 
-def test_replacement_does_not_send_back_the_live_status_or_server_fields() -> None:
-    body = replacement(live_object(replicas=1), desired_object(replicas=1))
-    assert "status" not in body
-    assert "uid" not in body["metadata"]
-
-
-def test_replacement_keeps_the_service_cluster_ip() -> None:
-    live = live_object(
-        "Service",
-        type="ClusterIP",
-        clusterIP="10.96.0.12",
-        clusterIPs=["10.96.0.12"],
-        ipFamilies=["IPv4"],
-        ipFamilyPolicy="SingleStack",
-        sessionAffinity="None",
-        ports=[{"port": 80}],
+def test_apply_body_leaves_nulls_out_at_every_depth() -> None:
+    # In an apply, absence is how a field we owned goes away; a null would be a value to set.
+    desired = desired_object(
+        replicas=None, template={"spec": {"containers": [{"name": "app", "command": None}]}}
     )
-    desired = desired_object("Service", type="ClusterIP", ports=[{"port": 8080}])
-    body = replacement(live, desired)
-    assert body["spec"] == {
-        "type": "ClusterIP",
-        "ports": [{"port": 8080}],
-        "clusterIP": "10.96.0.12",
-        "clusterIPs": ["10.96.0.12"],
-        "ipFamilies": ["IPv4"],
-        "ipFamilyPolicy": "SingleStack",
-    }, "only the server-owned fields are carried over (sessionAffinity is defaulted again)"
-
-
-def test_replacement_of_a_service_leaves_what_we_set_and_what_is_absent() -> None:
-    live = live_object("Service", clusterIP="10.96.0.12")
-    desired = desired_object("Service", clusterIP="None", ports=[])
-    assert replacement(live, desired)["spec"] == {"clusterIP": "None", "ports": []}
-    assert replacement(live_object("Service"), desired_object("Service", ports=[]))["spec"] == {"ports": []}
-
-
-def test_replacement_keeps_cluster_ip_only_for_services() -> None:
-    live = live_object(clusterIP="10.96.0.12", replicas=4)
-    assert replacement(live, desired_object(replicas=4))["spec"] == {"replicas": 4}
+    body = apply_body(desired, None)
+    assert body["spec"] == {"template": {"spec": {"containers": [{"name": "app"}]}}}
 
 
 @pytest.mark.parametrize("kind", ["Deployment", "Service"])
-def test_replacement_does_not_mutate_its_arguments(kind: str) -> None:
+def test_apply_body_does_not_mutate_its_arguments(kind: str) -> None:
     live = live_object(kind, clusterIP="10.96.0.12", ports=[{"port": 80}])
     desired = desired_object(kind, ports=[{"port": 8080}])
     live_before, desired_before = copy.deepcopy(live), copy.deepcopy(desired)
-    body = replacement(live, desired)
+    body = apply_body(desired, live)
     assert live == live_before
     assert desired == desired_before
     assert body["metadata"] is not desired["metadata"]
-
-
-def test_replacement_keeps_the_live_finalizers() -> None:
-    # kopf puts a finalizer on every Rollout it runs a daemon for; a PUT without it would remove it.
-    live = live_object()
-    live["metadata"]["finalizers"] = ["kopf.zalando.org/KopfFinalizerMarker"]
-    body = replacement(live, desired_object())
-    assert body["metadata"]["finalizers"] == ["kopf.zalando.org/KopfFinalizerMarker"]
-    assert "finalizers" not in replacement(live_object(), desired_object())["metadata"]
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from operators.foundation.cluster import Cluster, KubeError, load_api_client
-from operators.foundation.keys import ObjectKey
+from operators.foundation.cluster import Cluster, KubeError, load_api_client, object_path
+from operators.foundation.keys import ObjectKey, key_of
 from operators.foundation.leadership import (
     ALWAYS_LEADING,
     ElectionConfig,
@@ -560,7 +560,8 @@ def test_writes_of_the_sandbox_are_conditional(kubeconfig: Path, lease_name: str
     c = cluster(kubeconfig)
     metadata = {"name": lease_name, "namespace": NS}
     created = c.create({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata})
-    c.replace({**created, "spec": {"holderIdentity": "x"}})
+    path = object_path(key_of(created))
+    c.request("PUT", path, {**created, "spec": {"holderIdentity": "x"}})
     with pytest.raises(KubeError) as conflict:
-        c.replace({**created, "spec": {"holderIdentity": "y"}})
+        c.request("PUT", path, {**created, "spec": {"holderIdentity": "y"}})
     assert conflict.value.status == 409
