@@ -73,7 +73,7 @@ def rollout(interval: str) -> dict[str, Any]:
                 },
             },
             "service": {"port": 80, "targetPort": "http"},
-            "traffic": {"gatewayAPI": {"parentRefs": [{"name": "public"}]}},
+            "traffic": {"gatewayAPI": {"parentRefs": [{"name": "public", "namespace": "default"}]}},
             "strategy": {
                 "canary": {
                     "steps": [{"setWeight": 20}, {"setWeight": 50}, {"setWeight": 100}],

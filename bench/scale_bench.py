@@ -137,7 +137,7 @@ def rollout_body(name: str, args: argparse.Namespace, image: str) -> dict[str, A
                 },
             },
             "service": {"port": 80, "targetPort": "http"},
-            "traffic": {"gatewayAPI": {"parentRefs": [{"name": "public"}]}},
+            "traffic": {"gatewayAPI": {"parentRefs": [{"name": "public", "namespace": "default"}]}},
             "strategy": {
                 "canary": {
                     "steps": [{"setWeight": args.weight}, {"pause": {"duration": args.pause}}],

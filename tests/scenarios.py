@@ -130,7 +130,7 @@ def web_rollout(
                 },
             },
             "service": {"port": 80, "targetPort": "http"},
-            "traffic": {"gatewayAPI": {"parentRefs": [{"name": "public", "namespace": "infra"}]}},
+            "traffic": {"gatewayAPI": {"parentRefs": [{"name": "public", "namespace": "default"}]}},
             "progressDeadlineSeconds": 60,
             "strategy": {"canary": canary},
         },

@@ -29,12 +29,13 @@ def plural_of(kind: str) -> str:
     """The resource name of a kind, by the rule client-go's RESTMapper guesses with.
 
     Lower case, then ``-s`` (``HTTPRoute`` -> ``httproutes``), ``-es`` after an
-    ``s`` and ``-ies`` for a final ``y``. Every kind Sluice touches follows it,
-    so a new provider's kind needs no table entry.
+    ``s`` and ``-ies`` for a final ``y`` after a consonant (``Gateway`` ->
+    ``gateways``, where client-go's guess says ``gatewaies``). Every kind Sluice
+    touches follows it, so a new provider's kind needs no table entry.
     """
     lower = kind.lower()
     if lower.endswith("s"):
         return f"{lower}es"
-    if lower.endswith("y"):
+    if lower.endswith("y") and lower[-2:-1] not in ("a", "e", "i", "o", "u"):
         return f"{lower[:-1]}ies"
     return f"{lower}s"

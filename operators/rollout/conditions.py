@@ -2,8 +2,9 @@
 
 ``Ready`` says the Rollout is healthy at the generation observed;
 ``Reconciling`` that work is under way; ``Stalled`` that it cannot go on
-without a person. ``Progressing`` and ``Degraded`` mirror the phase for
-people used to Deployments.
+without a person (a bad spec, a conflict, a rollback, or a route its Gateway
+refuses: the release then holds, and goes on by itself once it is accepted).
+``Progressing`` and ``Degraded`` mirror the phase for people used to Deployments.
 """
 
 from __future__ import annotations

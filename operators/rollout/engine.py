@@ -10,6 +10,10 @@ The life of a release::
 
     new revision -> steps (setWeight / pause, gated by analysis) -> promoting -> Healthy
                           \\-> analysis fails, deadline passes, or abort -> Degraded / Aborted
+
+A release whose traffic object its traffic system explicitly refuses (an HTTPRoute its
+Gateway did not accept, or whose backends it could not resolve) holds where it is, Paused
+and Stalled, until the refusal is gone (see ``_hold_for_traffic``).
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from operators.rollout.render import (
 )
 from operators.rollout.routing import routing_of
 from operators.rollout.workload import is_rolled_out, ready_replicas, revision_of, template_of
-from operators.traffic.base import Weights
+from operators.traffic.base import Refusal, Weights
 
 HISTORY_LIMIT = 20
 # With nothing timed to wait for, look again this often anyway: a safety net
@@ -157,6 +161,8 @@ class _Reconciliation:
         self.events: list[EventNote] = []
         self.took_step = False
         self.reason = "Reconciled"
+        # Set when the release cannot go on without someone fixing something outside the Rollout.
+        self.stalled = False
         pending = pending_commands(observed.annotations, status.handled_commands)
         self.commands = {p.command: p for p in pending}
         self.stable_obj = observed.objects.get(deployment_key(self.ref, self.ref.name))
@@ -336,6 +342,10 @@ class _Reconciliation:
             self._ignore_commands("spec.paused holds the release; set spec.paused to false to go on")
             self._set_phase(Phase.PAUSED, "Paused", self._at_step("paused by spec.paused"))
             return
+        refusals = self.routing.refusals(self.obs.objects) if self.routing is not None else []
+        if refusals:
+            self._hold_for_traffic(refusals)
+            return
         index = self.s.current_step_index or 0
         step = self.steps[index]
         if step.set_weight is not None:
@@ -360,6 +370,17 @@ class _Reconciliation:
             self._advance()
         else:
             self._set_phase(Phase.PROGRESSING, "Analysing", self._at_step("waiting for analysis"))
+
+    def _hold_for_traffic(self, refusals: Sequence[Refusal]) -> None:
+        """The traffic system refuses the route (no such Gateway, a missing backend...): no step and no
+        weight change until it accepts it, while the stable version serves as it did. Held as paused,
+        so that the next weight step's progress deadline starts when the hold ends."""
+        detail = "; ".join(refusal.message for refusal in refusals)
+        self._ignore_commands(f"the release is held until its route is accepted ({detail})")
+        self.stalled = True
+        self._set_phase(Phase.PAUSED, refusals[0].reason, self._at_step(f"held: {detail}"))
+        if detail not in (self.before.message or ""):  # told once, not at every pass of the hold
+            self._event("Warning", refusals[0].reason, f"release of revision {self.revision} held: {detail}")
 
     def _await_canary(self, needed: int) -> None:
         if self.before.phase == Phase.PAUSED:
@@ -605,7 +626,13 @@ class _Reconciliation:
         self.s.replicas.canary = self.canary_count
         self.s.replicas.canary_ready = ready_replicas(self.canary_obj)
         self.s.conditions = rollout_conditions(
-            self.s.phase, self.reason, self.s.message, self.obs.generation, self.before.conditions, self.now
+            self.s.phase,
+            self.reason,
+            self.s.message,
+            self.obs.generation,
+            self.before.conditions,
+            self.now,
+            stalled=self.stalled,
         )
         routed = self._routed_weight()
         self.s.routed_canary_weight = None if routed == self.s.canary_weight else routed

@@ -11,7 +11,7 @@ from operators.api.rollout import RolloutSpec
 from operators.foundation.keys import ObjectKey
 from operators.rollout.ownership import CANARY, STABLE, managed_labels
 from operators.rollout.render import object_name
-from operators.traffic.base import TrafficProvider, TrafficTarget, Weights
+from operators.traffic.base import Refusal, TrafficProvider, TrafficTarget, Weights
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,11 @@ class Routing:
     def observed(self, objects: Mapping[ObjectKey, Mapping[str, Any] | None]) -> Weights | None:
         live = {key: obj for key, obj in objects.items() if obj is not None}
         return self.provider.observed_weights(self.target, self.config, live)
+
+    def refusals(self, objects: Mapping[ObjectKey, Mapping[str, Any] | None]) -> list[Refusal]:
+        """What the traffic system's controller refuses of the live objects (their status says so)."""
+        live = {key: obj for key, obj in objects.items() if obj is not None}
+        return self.provider.refusals(self.target, self.config, live)
 
 
 def routing_of(ref: RolloutRef, spec: RolloutSpec) -> Routing | None:

@@ -66,6 +66,18 @@ class TrafficTarget:
         }
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """The traffic system said no: its controller explicitly refused an object the provider manages.
+
+    `reason` is what the Rollout reports it under (a condition reason, e.g. `RouteNotAccepted`),
+    `message` a sentence naming the object, who refused it and the reason and message it gave.
+    """
+
+    reason: str
+    message: str
+
+
 class TrafficProvider(Protocol):
     """What every traffic provider guarantees.
 
@@ -81,6 +93,10 @@ class TrafficProvider(Protocol):
       100 to stable is the state a healthy, finished release is left in.
     - `observed_weights` never guesses: None when the live objects are missing
       or do not express a stable/canary split this provider understands.
+    - `refusals` never guesses either: only what the traffic system's own
+      controller reported, explicitly, about the objects as they are now (their
+      current generation). No report at all (a cluster without such a
+      controller) is no refusal.
     """
 
     @property
@@ -106,4 +122,10 @@ class TrafficProvider(Protocol):
         self, target: TrafficTarget, config: Any, observed: Mapping[ObjectKey, Mapping[str, Any]]
     ) -> Weights | None:
         """What the live objects (by key, as read from the cluster) route now; None if unknown."""
+        ...
+
+    def refusals(
+        self, target: TrafficTarget, config: Any, observed: Mapping[ObjectKey, Mapping[str, Any]]
+    ) -> list[Refusal]:
+        """What the traffic system refuses of the live objects (read from their status); [] if nothing."""
         ...

@@ -3,6 +3,13 @@
 The route sends to the stable Service `<name>` and the canary Service
 `<name>-canary` with weights that add up to 100. Gateway API weights are
 proportional, so reading a route back normalises them to percent.
+
+A Gateway controller reports on the route in `status.parents[]`: per parent
+(Gateway) its `Accepted` and `ResolvedRefs` conditions. `route_refusals` reads
+them: a parent that explicitly refused the route as it is now (the condition's
+`observedGeneration` is the route's generation, the parent is still one of its
+`parentRefs`) is a refusal; a route no controller reported on (clusters
+without one) has none.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from pydantic import Field
 
 from operators.foundation.keys import ObjectKey
 from operators.foundation.model import ApiModel
-from operators.traffic.base import TrafficTarget, Weights
+from operators.traffic.base import Refusal, TrafficTarget, Weights
 
 API_VERSION = "gateway.networking.k8s.io/v1"
 KIND = "HTTPRoute"
@@ -22,6 +29,11 @@ KIND = "HTTPRoute"
 DEFAULT_BACKEND_GROUP = ""
 DEFAULT_BACKEND_KIND = "Service"
 DEFAULT_BACKEND_WEIGHT = 1
+# What the API server fills in for a parentRef that leaves them out.
+DEFAULT_PARENT_GROUP = "gateway.networking.k8s.io"
+DEFAULT_PARENT_KIND = "Gateway"
+# What Sluice reports a route's refusal under (the Rollout's condition reason), by route condition.
+REFUSAL_REASONS = {"Accepted": "RouteNotAccepted", "ResolvedRefs": "RouteRefsNotResolved"}
 # What an HTTPRoute's name must be (as any object's): a DNS-1123 subdomain of at most 253 characters.
 DNS1123_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
@@ -114,9 +126,71 @@ class GatewayAPIProvider:
             return None
         return Weights.to_canary(round(100 * canary / (stable + canary)))
 
+    def refusals(
+        self,
+        target: TrafficTarget,
+        config: GatewayAPITraffic,
+        observed: Mapping[ObjectKey, Mapping[str, Any]],
+    ) -> list[Refusal]:
+        (key,) = self.object_keys(target, config)
+        route = observed.get(key)
+        return [] if route is None else route_refusals(route)
+
 
 _STABLE = "stable"
 _CANARY = "canary"
+
+
+def route_refusals(route: Mapping[str, Any]) -> list[Refusal]:
+    """Each `Accepted=False` or `ResolvedRefs=False` a controller reported for the route as it is now."""
+    meta = route.get("metadata") or {}
+    namespace = meta.get("namespace") or ""
+    generation = meta.get("generation")
+    current = {_parent_identity(namespace, ref) for ref in (route.get("spec") or {}).get("parentRefs") or []}
+    refusals: list[Refusal] = []
+    for entry in (route.get("status") or {}).get("parents") or []:
+        parent_ref = entry.get("parentRef") or {}
+        if _parent_identity(namespace, parent_ref) not in current:
+            continue  # a parent the route no longer names: what was said of it is history
+        for condition in entry.get("conditions") or []:
+            kind = condition.get("type")
+            if kind not in REFUSAL_REASONS or condition.get("status") != "False":
+                continue
+            observed = condition.get("observedGeneration")
+            if observed is not None and generation is not None and observed != generation:
+                continue  # said of an earlier spec: the controller has yet to look at this one
+            refusals.append(Refusal(REFUSAL_REASONS[kind], _refusal_message(route, parent_ref, condition)))
+    return refusals
+
+
+def _parent_identity(namespace: str, parent_ref: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A parentRef with the API server's defaults, so a status entry matches the spec's ref."""
+    return (
+        parent_ref.get("group", DEFAULT_PARENT_GROUP),
+        parent_ref.get("kind", DEFAULT_PARENT_KIND),
+        parent_ref.get("namespace") or namespace,
+        parent_ref.get("name"),
+        parent_ref.get("sectionName"),
+        parent_ref.get("port"),
+    )
+
+
+def _refusal_message(
+    route: Mapping[str, Any], parent_ref: Mapping[str, Any], condition: Mapping[str, Any]
+) -> str:
+    """`HTTPRoute shop/web is not accepted by Gateway infra/public: NoMatchingParent (...)`."""
+    meta = route.get("metadata") or {}
+    namespace = meta.get("namespace") or ""
+    parent = (
+        f"{parent_ref.get('kind', DEFAULT_PARENT_KIND)} "
+        f"{parent_ref.get('namespace') or namespace}/{parent_ref.get('name')}"
+    )
+    if parent_ref.get("sectionName"):
+        parent += f" (listener {parent_ref['sectionName']})"
+    verdict = "is not accepted by" if condition.get("type") == "Accepted" else "has unresolved references on"
+    reason = condition.get("reason") or "no reason given"
+    detail = f" ({condition['message']})" if condition.get("message") else ""
+    return f"HTTPRoute {namespace}/{meta.get('name')} {verdict} {parent}: {reason}{detail}"
 
 
 def _rule_split(

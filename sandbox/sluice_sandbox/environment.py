@@ -1,8 +1,9 @@
 """Everything a release needs, on loopback: the `sluice sandbox` environment.
 
-The sandbox API server (with Sluice's CRDs and HTTPRoute served), the workload
-simulator (pods and Deployment status), the traffic simulator (synthetic
-requests split by HTTPRoute weights, exported as Prometheus metrics), a real
+The sandbox API server (with Sluice's CRDs and the Gateway API's GatewayClass, Gateway and
+HTTPRoute served, and the Gateway ``public`` in ``default``), the workload simulator (pods and
+Deployment status), the Gateway controller (the status of routes and Gateways), the traffic
+simulator (synthetic requests split by HTTPRoute weights, exported as Prometheus metrics), a real
 Prometheus scraping them, and the Sluice operator itself.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from operators.operator import OperatorOptions
 from operators.operator_thread import OperatorThread
 from sluice_sandbox.apiserver import SandboxThread, with_controllers
 from sluice_sandbox.exporter import MetricsExporter
-from sluice_sandbox.gateway import HTTPROUTE_CRD
+from sluice_sandbox.gateway import install_gateway_api
+from sluice_sandbox.gateway_controller import GatewayController
 from sluice_sandbox.prometheus import PrometheusServer
 from sluice_sandbox.requestlog import RequestLog
 from sluice_sandbox.traffic import TrafficSimulator
@@ -45,6 +47,9 @@ class SandboxOptions:
     run_operator: bool = True
     # The operator's --metric-hosts: hosts beyond the sandbox's Prometheus that metrics may query.
     metric_hosts: Sequence[str] = ()
+    # More CRDs to serve (`sluice sandbox --crds DIR`), installed after the built-in ones, which
+    # they replace when named alike (e.g. the upstream HTTPRoute for the permissive one).
+    crds: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass
@@ -95,6 +100,7 @@ class Sandbox:
             functools.partial(
                 WorkloadSimulator, ready_delay=self.options.ready_delay, stop_delay=self.options.stop_delay
             ),
+            GatewayController,
             functools.partial(self._traffic_simulator, exporter=exporter),
         )
         self.options.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +108,10 @@ class Sandbox:
             kubeconfig=self.options.kubeconfig, port=self.options.api_port, server_factory=factory
         )
         self.api.start()
-        for crd in [*(yaml.safe_load(text) for text in render_crds().values()), HTTPROUTE_CRD]:
+        for crd in (yaml.safe_load(text) for text in render_crds().values()):
+            self.api.run(self.api.server.install_crd(crd))
+        self.api.run(install_gateway_api(self.api.server.store))
+        for crd in self.options.crds:
             self.api.run(self.api.server.install_crd(crd))
         if self.options.run_operator:
             self.operator = OperatorThread(

@@ -13,6 +13,9 @@ change, so that a tick costs what changed rather than every Service against ever
 
 Decisions, and why:
 
+- A route that Gateway controllers reported on (``status.parents``) but none accepted gets no
+  requests: no gateway serves it (:func:`refused`; the sandbox's Gateway controller is
+  :mod:`sluice_sandbox.gateway_controller`). Its gateway series stay, at zero.
 - Each route gets ``rps`` requests per second, split evenly between its rules (real traffic
   depends on the rules' matches; Sluice writes one rule) and within a rule by the backendRefs'
   weights. A backend that is no local Service (another kind) takes its share, unsimulated.
@@ -115,8 +118,25 @@ def _is_service(backend: Mapping[str, Any]) -> bool:
     return kind == (DEFAULT_BACKEND_GROUP, DEFAULT_BACKEND_KIND)
 
 
+def refused(route: Mapping[str, Any]) -> bool:
+    """Whether Gateway controllers reported on the route and none accepted it: no gateway serves it.
+
+    A route that no controller reported on is served (a sandbox without the Gateway controller).
+    """
+    parents = (route.get("status") or {}).get("parents") or []
+    accepted = (
+        condition.get("type") == "Accepted" and condition.get("status") == "True"
+        for parent in parents
+        for condition in parent.get("conditions") or []
+    )
+    return bool(parents) and not any(accepted)
+
+
 def _service_shares(route: Mapping[str, Any], rps: float) -> Iterator[tuple[ServiceKey, int, float]]:
-    """(Service, weight, requests per second) of each Service backendRef of the route's rules."""
+    """(Service, weight, requests per second) of each Service backendRef of the route's rules; none
+    for a route no Gateway accepted."""
+    if refused(route):
+        return
     namespace = route.get("metadata", {}).get("namespace", "")
     rules = (route.get("spec") or {}).get("rules") or []
     for rule in rules:
