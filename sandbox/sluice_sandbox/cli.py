@@ -13,8 +13,11 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from operators.cli.run import add_metric_hosts_argument
 
@@ -36,6 +39,16 @@ def add_sandbox_parser(commands: Any) -> None:
     _common(sandbox)
     sandbox.add_argument("--port", type=int, default=0, help="API server port (default: any free port)")
     sandbox.add_argument("--no-operator", action="store_true", help="do not run the operator (run your own)")
+    sandbox.add_argument(
+        "--crds",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also serve every CustomResourceDefinition in the YAML files under DIR (repeatable); one "
+        "named as a built-in replaces it: --crds ../shared/reference serves the upstream HTTPRoute, "
+        "its schema and CEL rules enforced, instead of a permissive one",
+    )
     sandbox.set_defaults(handler=handle_sandbox)
 
 
@@ -103,6 +116,7 @@ def _quiet(args: argparse.Namespace) -> None:
 
 def _start(options: SandboxOptions) -> Sandbox | None:
     from sluice_sandbox.environment import Sandbox
+    from sluice_sandbox.errors import ApiError
     from sluice_sandbox.prometheus import PrometheusError, PrometheusNotInstalled
 
     try:
@@ -111,12 +125,54 @@ def _start(options: SandboxOptions) -> Sandbox | None:
         print(f"sluice: {error}", file=sys.stderr)
     except PrometheusError as error:
         print(f"sluice: Prometheus did not start: {error}", file=sys.stderr)
+    except ApiError as error:  # a CRD of --crds that the API server refuses, as a cluster would
+        print(f"sluice: --crds: {error.message}", file=sys.stderr)
     return None
+
+
+class CrdFilesError(Exception):
+    """A --crds directory that is missing, holds unreadable YAML, or no CRD at all."""
+
+
+def read_crds(directories: Sequence[Path]) -> list[dict[str, Any]]:
+    """The CustomResourceDefinitions in the YAML files under the directories, in path order."""
+    crds: list[dict[str, Any]] = []
+    for directory in directories:
+        if not directory.is_dir():
+            raise CrdFilesError(f"--crds {directory}: no such directory")
+        found = 0
+        for path in sorted([*directory.rglob("*.yaml"), *directory.rglob("*.yml")]):
+            try:
+                documents = list(yaml.safe_load_all(path.read_text()))
+            except (OSError, yaml.YAMLError) as error:
+                raise CrdFilesError(f"--crds {directory}: {path}: {error}") from None
+            selected = custom_resource_definitions(documents)
+            crds.extend(selected)
+            found += len(selected)
+        if not found:
+            raise CrdFilesError(f"--crds {directory}: no CustomResourceDefinition in its YAML files")
+    return crds
+
+
+def custom_resource_definitions(documents: Sequence[Any]) -> list[dict[str, Any]]:
+    """The documents that are CRDs (of apiextensions.k8s.io/v1, the one version the sandbox serves)."""
+    return [
+        document
+        for document in documents
+        if isinstance(document, dict)
+        and document.get("kind") == "CustomResourceDefinition"
+        and document.get("apiVersion") == "apiextensions.k8s.io/v1"
+    ]
 
 
 def handle_sandbox(args: argparse.Namespace) -> int:
     _quiet(args)
-    sandbox = _start(_options(args, api_port=args.port, run_operator=not args.no_operator))
+    try:
+        crds = read_crds(args.crds)
+    except CrdFilesError as error:
+        print(f"sluice: {error}", file=sys.stderr)
+        return 2
+    sandbox = _start(_options(args, api_port=args.port, run_operator=not args.no_operator, crds=crds))
     if sandbox is None:
         return 2
     stop = threading.Event()
@@ -129,7 +185,8 @@ def handle_sandbox(args: argparse.Namespace) -> int:
             f"  API server:  {sandbox.api.url}\n"
             f"  kubeconfig:  {args.kubeconfig}\n"
             f"  Prometheus:  {sandbox.prometheus_url}\n"
-            f"  operator:    {'running' if sandbox.operator else 'not started (--no-operator)'}\n\n"
+            f"  operator:    {'running' if sandbox.operator else 'not started (--no-operator)'}\n"
+            f"{_served_crds(crds)}\n"
             f"Try:\n"
             f"  export KUBECONFIG={args.kubeconfig}\n"
             f"  kubectl apply -f examples/demo/\n"
@@ -141,6 +198,11 @@ def handle_sandbox(args: argparse.Namespace) -> int:
     finally:
         sandbox.stop()
     return 0
+
+
+def _served_crds(crds: Sequence[Mapping[str, Any]]) -> str:
+    names = ", ".join(crd["spec"]["names"]["kind"] for crd in crds)
+    return f"  --crds:      {names}\n" if crds else ""
 
 
 def handle_demo(args: argparse.Namespace) -> int:

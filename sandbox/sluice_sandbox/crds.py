@@ -6,6 +6,8 @@ every version), and the CRD is reported ``Established`` at once. Each served ver
 :class:`ResourceSpec` whose admission step prunes, defaults and validates custom objects against
 that version's schema (see :mod:`sluice_sandbox.validation`), so a Rollout with
 ``setWeight: 101`` is refused with a 422 that names the field, as a real cluster refuses it.
+Its CEL rules are compiled when the CRD is written: one that does not compile refuses the CRD
+(see :mod:`sluice_sandbox.celrules`), and the served resource evaluates them on every write.
 """
 
 import functools
@@ -13,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from operators.api.structural import structural_problems
+from sluice_sandbox.celcheck import rule_problems
 from sluice_sandbox.errors import ApiError, FieldError
 from sluice_sandbox.resources import Admission, FieldValidation, JsonObject, ResourceSpec, ScaleSpec, now
 from sluice_sandbox.validation import Part, StructuralSchema
@@ -135,11 +138,13 @@ def _schema_problems(field: str, version: Mapping[str, Any]) -> list[FieldError]
         return [FieldError.required(field, "schemas are required")]
     # The checker also reports `required` names missing from `properties`, which the API server
     # accepts (such objects can never be valid, but the CRD is): that one is left to unit tests.
-    return [
+    problems = [
         FieldError.invalid(field, "object", problem)
         for problem in structural_problems(schema)
         if "is not in properties" not in problem
     ]
+    # CEL rules are compiled only in a structural schema, as the API server does.
+    return problems or rule_problems(schema, field)
 
 
 CUSTOM_RESOURCE_DEFINITIONS = ResourceSpec(

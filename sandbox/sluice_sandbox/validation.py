@@ -17,17 +17,21 @@ A CRD version's structural schema applied to custom objects, as the API server d
    On updates, values equal to the stored ones are not validated again (the API server's
    validation ratcheting, on by default since Kubernetes 1.30): a label write does not fail on a
    field that an older schema allowed, and an update costs what its changes cost.
+4. **CEL rules** (``x-kubernetes-validations``, see :mod:`sluice_sandbox.celrules`), when the
+   steps before found nothing that blocks them (a wrong type, a missing required field…), as
+   the API server does; their violations follow the schema's.
 
 The schema is compiled once into a tree of nodes: a generic JSON Schema library was several
 times slower, and this runs on every write of a custom object.
 
-Not implemented: CEL rules (``x-kubernetes-validations``), ``format`` checks (int32, date-time…),
-matching list items to old ones for ratcheting (a changed list is validated whole), and pruning
-or validating ``metadata`` (the store checks names itself).
+Not implemented: ``format`` checks (int32, date-time…), matching list items to old ones for
+ratcheting (a changed list is validated whole; CEL rules do match map lists' items by key), and
+pruning or validating ``metadata`` (the store checks names itself).
 
 Each step works on a :class:`Part` of the object: a write through ``/status`` touches only the
 status, and a write through the main endpoint of a resource with a status subresource touches
-everything but the status (the store keeps the old one), as in the API server.
+everything but the status (the store keeps the old one), as in the API server. (The CEL rules see
+the whole object, as there; ratcheting skips the part that the write could not change.)
 """
 
 import copy
@@ -37,6 +41,7 @@ from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any
 
+from sluice_sandbox.celrules import ROOT_FIELD, compile_rules
 from sluice_sandbox.errors import FieldError, FieldErrorType
 
 Path = tuple[str | int, ...]
@@ -69,8 +74,10 @@ class StructuralSchema:
     """One ``openAPIV3Schema``, compiled once, to prune, default and validate objects with."""
 
     def __init__(self, schema: Mapping[str, Any]) -> None:
+        """Raises celrules.CompileError for a CEL rule that does not compile (see crds.py)."""
         self.schema = schema
         self._root = _Node(schema)
+        self._rules = compile_rules(schema)
         # Validation of the main part must not require the status (kept from the stored object).
         properties = schema.get("properties") or {}
         self._main = (
@@ -110,7 +117,31 @@ class StructuralSchema:
         elif "status" in self._root.properties and "status" in obj:
             previous_status = previous.get("status", _MISSING) if isinstance(previous, Mapping) else _MISSING
             self._root.properties["status"].check(obj["status"], ("status",), errors, previous_status)
-        return sorted(errors, key=lambda problem: problem.field)
+        errors.sort(key=lambda problem: problem.field)
+        if self._rules is None:
+            return errors
+        if any(problem.type in _BLOCKING_CEL for problem in errors):
+            return [*errors, FieldError.invalid(ROOT_FIELD, None, _CEL_NOT_CHECKED)]
+        # The rules see the whole object whatever the part: what the write did not change is
+        # equal to the old object's, and ratcheting skips it.
+        return errors + self._rules.validate(obj, old)
+
+
+# Schema errors after which the API server does not evaluate the CEL rules, which could not
+# expect such values (apiextensions-apiserver's hasBlockingErr); it says so instead.
+_BLOCKING_CEL = frozenset(
+    {
+        FieldErrorType.NOT_SUPPORTED,
+        FieldErrorType.REQUIRED,
+        FieldErrorType.TOO_LONG,
+        FieldErrorType.TOO_MANY,
+        FieldErrorType.TYPE_INVALID,
+    }
+)
+_CEL_NOT_CHECKED = (
+    "some validation rules were not checked because the object was invalid; "
+    "correct the existing errors to complete validation"
+)
 
 
 def part_of(key: str, part: Part) -> bool:
