@@ -95,7 +95,8 @@ class PodFacts:
     ready: bool
     # What this SidecarSet injected into the pod, if anything.
     record: Record | None = None
-    # Containers of this SidecarSet whose running image is not yet the one in the pod's spec.
+    # Containers of this SidecarSet not yet running the image in the pod's spec: the kubelet has
+    # not restarted them yet (the status names the old image), or is starting the new container.
     restarting: bool = False
     # Positions of this SidecarSet's containers in spec.containers, and their images there.
     images: Mapping[str, tuple[int, str]] = field(default_factory=dict)
@@ -117,9 +118,9 @@ def pod_facts(pod: Mapping[str, Any], sidecarset: str) -> PodFacts:
         for index, c in enumerate(spec.get("containers") or [])
         if c.get("name") in ours
     }
-    running = {str(s.get("name")): str(s.get("image") or "") for s in status.get("containerStatuses") or []}
+    reported = {str(s.get("name")): s for s in status.get("containerStatuses") or []}
     restarting = any(
-        name in running and not same_image(running[name], image) for name, (_, image) in images.items()
+        name in reported and not running_image(reported[name], image) for name, (_, image) in images.items()
     )
     return PodFacts(
         namespace=str(meta.get("namespace") or ""),
@@ -131,6 +132,17 @@ def pod_facts(pod: Mapping[str, Any], sidecarset: str) -> PodFacts:
         images=images,
         resource_version=str(meta.get("resourceVersion") or ""),
     )
+
+
+def running_image(container_status: Mapping[str, Any], image: str) -> bool:
+    """
+    Whether the kubelet reports the container running `image`. While it restarts the container
+    into a new image, the status names the new image already but the state is ``waiting`` (a
+    status written without any state says only which image runs).
+    """
+    state = container_status.get("state")
+    started = not isinstance(state, Mapping) or "running" in state
+    return started and same_image(str(container_status.get("image") or ""), image)
 
 
 def pod_ready(status: Mapping[str, Any]) -> bool:

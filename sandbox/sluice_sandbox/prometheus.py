@@ -5,6 +5,10 @@ that scrapes the given targets every second, keeping its TSDB in a temporary
 directory. The port is chosen once and kept across stop()/start(), so a test
 can take Prometheus down to simulate an outage and bring it back at the same
 address, with the data it had.
+
+The process never outlives the one that started it (see `children.py`):
+stop() ends it (SIGTERM, then SIGKILL after a bounded wait), and on Linux the
+kernel kills it should its parent end without stopping it (killed, crashed).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import yaml
 from operators.api.base import parse_duration
 from operators.metrics.base import ProviderError
 from operators.metrics.prometheus import PrometheusProvider
+from sluice_sandbox.children import spawn, stop_process
 
 DEFAULT_BINARY = "/usr/bin/prometheus"
 _LOG_TAIL_LINES = 20
@@ -129,7 +134,7 @@ class PrometheusServer:
         if self.running:
             return
         with self._log.open("ab") as log:
-            self._process = subprocess.Popen(
+            self._process = spawn(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self._dir
             )
         deadline = time.monotonic() + timeout
@@ -154,16 +159,10 @@ class PrometheusServer:
             return False
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop Prometheus (SIGTERM, then SIGKILL); its data stays for the next start()."""
+        """Stop Prometheus (SIGTERM, then SIGKILL after `timeout`); its data stays for the next start()."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=timeout)
+        if process is not None:
+            stop_process(process, timeout)
 
     def close(self) -> None:
         """Stop Prometheus and delete its data."""

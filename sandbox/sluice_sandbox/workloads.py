@@ -1,6 +1,11 @@
 """
 The workload simulator: plays the Deployment controller and the kubelet for the sandbox.
 
+What the kubelet writes on a pod (its start, and the restart of a container whose image is changed
+in place) is decided in ``kubelet.py``; this module runs it for every pod that is not terminating:
+a Deployment's pods as part of its pass (below), any other pod (created by hand, or by a controller
+the sandbox does not simulate) on its own.
+
 For every Deployment it runs Pods (``v1`` pods in the store) named ``<deployment>-<hash>-<suffix>``,
 with the template's labels (plus ``pod-template-hash``), annotations and containers, and an owner
 reference to the Deployment (no ReplicaSets: pods are owned by the Deployment directly). A new
@@ -27,11 +32,11 @@ and still ready, while its containers stop; the kubelet removes it once they hav
 counts for its Deployment: not in its status, and not among the replicas it keeps (its replacement
 is created at once, as the ReplicaSet controller does).
 
-The decisions are pure (:func:`plan_pods`, :func:`stop_time`); :class:`WorkloadSimulator` only reads
-the store (through indexes the store keeps current, see the class), applies the plan, writes the
-status, and plans again on any change to a Deployment or its pods, or when a pod is due to become
-ready; and removes terminating pods when they are due.
-Other pods that no Deployment owns are left as they were written.
+The decisions are pure (:func:`plan_pods`, :func:`stop_time`, :func:`kubelet_status`);
+:class:`WorkloadSimulator` only reads the store (through indexes the store keeps current, see the
+class), applies the plan, writes the status, and plans again on any change to a Deployment or its
+pods, or when a pod is due to become ready; runs the kubelet likewise for pods no Deployment
+controls; and removes terminating pods when they are due.
 """
 
 import asyncio
@@ -46,6 +51,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Self
 
+from sluice_sandbox.kubelet import READY_ANNOTATION as READY_ANNOTATION
+from sluice_sandbox.kubelet import is_ready as is_ready
+from sluice_sandbox.kubelet import kubelet_status as kubelet_status
+from sluice_sandbox.kubelet import never_ready as never_ready
+from sluice_sandbox.kubelet import pending_status as pending_status
+from sluice_sandbox.kubelet import running_status as running_status
 from sluice_sandbox.resources import format_time as format_time
 from sluice_sandbox.resources import parse_time as parse_time
 from sluice_sandbox.store import DELETED, ApiError, Change, JsonObject, Store, now
@@ -55,7 +66,6 @@ logger = logging.getLogger(__name__)
 
 DEPLOYMENTS = "apps/v1/deployments"
 PODS = "v1/pods"
-READY_ANNOTATION = "sandbox.sluice.dev/ready"
 TEMPLATE_HASH_LABEL = "pod-template-hash"
 DEFAULT_READY_DELAY = 0.2
 DEFAULT_STOP_DELAY = 1.0  # how long a terminating pod's containers take to stop (at most its grace period)
@@ -97,16 +107,6 @@ def max_unavailable(deployment: Mapping[str, Any]) -> int:
     return int(value)
 
 
-def never_ready(obj: Mapping[str, Any]) -> bool:
-    """Whether a pod (or a pod template) asks the simulator never to make it ready."""
-    return (obj.get("metadata", {}).get("annotations") or {}).get(READY_ANNOTATION) == "false"
-
-
-def is_ready(pod: Mapping[str, Any]) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
 def is_terminating(pod: Mapping[str, Any]) -> bool:
     """Whether a pod is being deleted (its containers stopping, or stopped but for finalizers)."""
     return "deletionTimestamp" in (pod.get("metadata") or {})
@@ -138,63 +138,7 @@ def _owned_pods(deployment: Mapping[str, Any], pods: Iterable[JsonObject]) -> li
     ]
 
 
-# ----- The kubelet -----
-
-
-def _condition_list(timestamp: str, **conditions: bool) -> list[JsonObject]:
-    return [
-        {"type": kind, "status": "True" if value else "False", "lastTransitionTime": timestamp}
-        for kind, value in conditions.items()
-    ]
-
-
-def pending_status(at: float) -> JsonObject:
-    """A pod accepted by the kubelet at ``at``, its containers starting."""
-    timestamp = format_time(at)
-    return {
-        "phase": "Pending",
-        "startTime": timestamp,
-        "conditions": _condition_list(timestamp, PodScheduled=True, Ready=False),
-    }
-
-
-def running_status(pod: Mapping[str, Any], started: float, at: float) -> JsonObject:
-    """A pod whose containers run since ``at`` (ready unless its annotation says never)."""
-    ready, timestamp = not never_ready(pod), format_time(at)
-    spec = pod.get("spec") or {}
-    return {
-        "phase": "Running",
-        "startTime": format_time(started),
-        "conditions": _condition_list(
-            timestamp, PodScheduled=True, Initialized=True, ContainersReady=ready, Ready=ready
-        ),
-        "containerStatuses": [
-            {
-                "name": c.get("name"),
-                "image": c.get("image"),
-                "ready": ready,
-                "started": True,
-                "restartCount": 0,
-                "state": {"running": {"startedAt": timestamp}},
-            }
-            for c in spec.get("containers") or []
-        ],
-    }
-
-
-def kubelet_status(
-    pod: Mapping[str, Any], at: float, ready_delay: float
-) -> tuple[JsonObject | None, float | None]:
-    """The status the kubelet writes on ``pod`` now (None: no change), and when to look again."""
-    status = pod.get("status") or {}
-    started = parse_time(status.get("startTime"))
-    if started is None:  # e.g. the status write after the create failed: accept the pod now
-        return pending_status(at), at + ready_delay
-    if status.get("phase") != "Pending":
-        return None, None
-    if at < started + ready_delay:
-        return None, started + ready_delay
-    return running_status(pod, started, at), None
+# ----- The kubelet (what it writes on a pod: see kubelet.py; here, when it removes one) -----
 
 
 def stop_time(pod: Mapping[str, Any], stop_delay: float = DEFAULT_STOP_DELAY) -> float | None:
@@ -439,8 +383,9 @@ def needs_status(deployment: Mapping[str, Any]) -> bool:
 
 class WorkloadSimulator:
     """
-    Runs the pods of every Deployment in the store and keeps the Deployments' status; removes
-    every terminating pod ``min(grace period, stop_delay)`` seconds after its deletion.
+    Runs the pods of every Deployment in the store and keeps the Deployments' status; runs the
+    kubelet for every other pod that is not terminating; removes every terminating pod
+    ``min(grace period, stop_delay)`` seconds after its deletion.
     The clock must be the wall clock's (as the store's timestamps).
 
     It follows Deployments and pods with :meth:`Store.subscribe`, into indexes that are current
@@ -471,6 +416,11 @@ class WorkloadSimulator:
         self._deployments: dict[DeploymentKey, JsonObject] = {}
         self._pods: dict[OwnerKey, dict[str, JsonObject]] = {}  # by (namespace, controller uid), name
         self._pod_owners: dict[PodKey, tuple[OwnerKey, ...]] = {}  # where each pod is in _pods
+        # Pods no Deployment controls, which the kubelet runs on their own: the latest of each, those
+        # due for a pass, and the timer that makes one due (when a container is due to start).
+        self._unowned: dict[PodKey, JsonObject] = {}
+        self._unowned_dirty: set[PodKey] = set()
+        self._unowned_timers: dict[PodKey, asyncio.TimerHandle] = {}
         self._unsubscribe: list[Callable[[], None]] = []
 
     async def start(self) -> None:
@@ -478,10 +428,11 @@ class WorkloadSimulator:
         self._task = asyncio.create_task(self.run(), name="sandbox-workload-simulator")
 
     async def stop(self) -> None:
-        for timer in [*self._timers.values(), *self._stopping.values()]:
+        for timer in [*self._timers.values(), *self._stopping.values(), *self._unowned_timers.values()]:
             timer.cancel()
         self._timers.clear()
         self._stopping.clear()
+        self._unowned_timers.clear()
         await cancel_and_wait(self._task)
         self._task = None
         for unsubscribe in self._unsubscribe:
@@ -497,6 +448,7 @@ class WorkloadSimulator:
         """Follow the store (once; again after a stop, into fresh indexes)."""
         if not self._unsubscribe:
             self._deployments, self._pods, self._pod_owners = {}, {}, {}
+            self._unowned, self._unowned_dirty = {}, set()
             self._unsubscribe = [
                 self._store.subscribe(DEPLOYMENTS, self._on_deployment),
                 self._store.subscribe(PODS, self._on_pod),
@@ -519,6 +471,8 @@ class WorkloadSimulator:
         key = owner_key(pod)
         if key is not None:
             self._mark(key)
+        running = change.type != DELETED and key is None and not is_terminating(pod)
+        self._track_unowned(pod_key, pod if running else None)
         timer = self._stopping.pop(pod_key, None)
         if timer is not None:
             timer.cancel()
@@ -526,6 +480,16 @@ class WorkloadSimulator:
         at = None if change.type == DELETED else stop_time(pod, self._stop_delay)
         if at is not None:
             self._schedule_removal(pod_key, meta["uid"], at)
+
+    def _track_unowned(self, key: PodKey, pod: JsonObject | None) -> None:
+        """Follow a pod the kubelet runs on its own (None: no longer, if it did)."""
+        if pod is None:
+            self._unowned.pop(key, None)
+            self._unowned_dirty.discard(key)
+            self._schedule_pod(key, None)
+            return
+        self._unowned[key] = pod
+        self._mark_pod(key)
 
     def _index_pod(self, pod_key: PodKey, pod: JsonObject | None) -> None:
         """File the pod (None: gone) under each controller it names, as plan_pods matches them."""
@@ -561,6 +525,19 @@ class WorkloadSimulator:
         self._dirty.add(key)
         self._wakeup.set()
 
+    def _mark_pod(self, key: PodKey) -> None:
+        if key in self._unowned:
+            self._unowned_dirty.add(key)
+            self._wakeup.set()
+
+    def _schedule_pod(self, key: PodKey, at: float | None) -> None:
+        timer = self._unowned_timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        if at is not None:
+            delay = max(0.0, at - self._clock())
+            self._unowned_timers[key] = asyncio.get_running_loop().call_later(delay, self._mark_pod, key)
+
     def _schedule_removal(self, key: PodKey, uid: str, at: float) -> None:
         def due() -> None:
             self._stopping.pop(key, None)
@@ -576,11 +553,13 @@ class WorkloadSimulator:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._stopped or self._dirty:
+            while self._stopped or self._dirty or self._unowned_dirty:
                 if self._stopped:
                     await self._remove(*self._stopped.popitem())
-                else:
+                elif self._dirty:
                     await self._sync(self._dirty.pop())
+                else:
+                    await self._run_pod(self._unowned_dirty.pop())
 
     async def _remove(self, key: PodKey, uid: str) -> None:
         """The kubelet, once a terminating pod's containers have stopped: the pod goes."""
@@ -594,6 +573,26 @@ class WorkloadSimulator:
                 return
             logger.exception(f"Removing the terminating pod {namespace}/{name} failed; retrying.")
             self._schedule_removal(key, uid, self._clock() + max(self._ready_delay, 0.1))
+
+    async def _run_pod(self, key: PodKey) -> None:
+        """The kubelet, for a pod no Deployment controls: its next status, if any, and when to look again."""
+        pod = self._unowned.get(key)
+        if pod is None:
+            return
+        status, wake_at = kubelet_status(pod, self._clock(), self._ready_delay)
+        if status is not None:
+            namespace, name = key
+            # Conditional on the version decided from: a pod changed meanwhile (e.g. its image,
+            # again) is a 409, and its change has already made it due for another pass.
+            patch = {"metadata": {"resourceVersion": pod["metadata"]["resourceVersion"]}, "status": status}
+            try:
+                await self._store.patch_status(PODS, namespace, name, patch, shared=True)
+            except Exception as e:
+                if isinstance(e, ApiError) and e.status in (404, 409):  # gone, or changed since
+                    return
+                logger.exception(f"Running the pod {namespace}/{name} failed; retrying.")
+                wake_at = self._clock() + max(self._ready_delay, 0.1)
+        self._schedule_pod(key, wake_at)
 
     async def _sync(self, key: DeploymentKey) -> None:
         try:

@@ -7,7 +7,8 @@ a real Prometheus, and the real kopf webhook server over HTTPS.
   rolled back by analysis on the first Rollout and goes no further.
 - Pods created outside Sluice get the sidecar through the webhook (AdmissionReview requests to
   the webhook server; the returned JSON patch must apply cleanly), and image changes reach them
-  in place, no more than maxUnavailable at a time.
+  in place, no more than maxUnavailable at a time: the sandbox's kubelet restarts the sidecar
+  container of each pod it patches (not ready until the new image has started).
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ import http.client
 import json
 import socket
 import ssl
-import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,6 @@ import jsonpatch
 import pytest
 import yaml
 
-from operators.foundation.keys import ObjectKey
 from operators.operator import OperatorOptions
 from operators.sidecarset.inject import records_of
 from operators.sidecarset.webhook import WEBHOOK_ID
@@ -39,6 +38,7 @@ from operators.webhook.server import CONFIGURATIONS_PATH, DEFAULT_CONFIGURATION,
 from sluice_sandbox.apiserver import SandboxThread, with_controllers
 from sluice_sandbox.exporter import MetricsExporter
 from sluice_sandbox.prometheus import PrometheusServer
+from sluice_sandbox.store import DELETED, Change
 from sluice_sandbox.traffic import TrafficSimulator
 from sluice_sandbox.workloads import WorkloadSimulator
 from tests.harness import Harness, OperatorThread, deployment, httproute_crd, sluice_crds, status_of
@@ -52,6 +52,7 @@ QUICK_STEPS = [{"setWeight": 50}, {"pause": {"duration": "2s"}}, {"setWeight": 1
 
 @dataclass
 class Scene:
+    sandbox: SandboxThread
     harness: Harness
     namespace: str
     prometheus_url: str
@@ -93,7 +94,7 @@ def scene(
         operator = OperatorThread(options).start()
         try:
             harness.ensure_namespace(metrics_namespace)
-            yield Scene(harness, metrics_namespace, prometheus.url, port)
+            yield Scene(sandbox, harness, metrics_namespace, prometheus.url, port)
         finally:
             operator.stop()
 
@@ -312,61 +313,54 @@ def patched_by_webhook(scene: Scene, ca: bytes, pod: dict[str, Any], namespace: 
     return dict(jsonpatch.apply_patch(copy.deepcopy(pod), ops))  # raises unless it applies cleanly
 
 
-class Kubelet(threading.Thread):
-    """Plays the kubelet for pods no Deployment owns: a changed container image restarts it.
-
-    The pod goes not-ready at once, and ready with the new image `restart` seconds later. Each
-    round records how many pods are unavailable (not ready, or running an image their spec no
-    longer names), which is what maxUnavailable bounds.
+class Availability:
+    """
+    Follows the namespace's batch pods in the sandbox's store, every version as it is committed
+    (the sandbox's kubelet runs them): how many were unavailable after each change (not ready, or
+    running an image their spec no longer names), which is what maxUnavailable bounds.
     """
 
-    def __init__(self, harness: Harness, namespace: str, restart: float = 0.3) -> None:
-        super().__init__(daemon=True)
-        self.h, self.ns, self.restart = harness, namespace, restart
+    def __init__(self, sandbox: SandboxThread, namespace: str) -> None:
+        self.sandbox, self.namespace = sandbox, namespace
+        self.pods: dict[str, dict[str, Any]] = {}
         self.unavailable: list[int] = []
-        self.down_since: dict[str, float] = {}
-        self.stop = threading.Event()
+        self._unsubscribe: Callable[[], None] | None = None
 
-    def start_pod(self, pod: dict[str, Any]) -> None:
-        self._write(pod, ready=True)
+    def __enter__(self) -> Availability:
+        async def follow() -> Callable[[], None]:  # on the store's loop, as its handlers run
+            unsubscribe: Callable[[], None] = self.sandbox.store.subscribe("pods", self._on_pod)
+            return unsubscribe
 
-    def run(self) -> None:
-        while not self.stop.wait(0.05):
-            pods = self.h.cluster.list_objects("v1", "Pod", self.ns, "tier=batch")
-            self.unavailable.append(sum(1 for p in pods if self.unavailable_now(p)))
-            for pod in pods:
-                name = pod["metadata"]["name"]
-                if not self.unavailable_now(pod):
-                    continue
-                since = self.down_since.setdefault(name, time.monotonic())
-                self._write(pod, ready=time.monotonic() - since >= self.restart)
+        self._unsubscribe = self.sandbox.run(follow())
+        return self
 
-    def unavailable_now(self, pod: dict[str, Any]) -> bool:
-        running = {s["name"]: s["image"] for s in (pod.get("status") or {}).get("containerStatuses") or []}
-        ready = any(
-            c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", [])
-        )
-        return not ready or any(running.get(c["name"]) != c["image"] for c in pod["spec"]["containers"])
+    def __exit__(self, *_: object) -> None:
+        async def unfollow(unsubscribe: Callable[[], None]) -> None:
+            unsubscribe()
 
-    def _write(self, pod: dict[str, Any], ready: bool) -> None:
-        if ready:
-            self.down_since.pop(pod["metadata"]["name"], None)
-        containers = pod["spec"]["containers"]
-        previous = {s["name"]: s["image"] for s in (pod.get("status") or {}).get("containerStatuses") or []}
-        status = {
-            "phase": "Running",
-            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-            "containerStatuses": [
-                {
-                    "name": c["name"],
-                    "image": c["image"] if ready else previous.get(c["name"], c["image"]),
-                    "ready": ready,
-                }
-                for c in containers
-            ],
-        }
-        key = ObjectKey("v1", "Pod", self.ns, pod["metadata"]["name"])
-        self.h.cluster.merge_patch(key, {"status": status}, subresource="status")
+        if self._unsubscribe is not None:
+            self.sandbox.run(unfollow(self._unsubscribe))
+
+    def _on_pod(self, change: Change) -> None:
+        meta = change.obj["metadata"]
+        if meta.get("namespace") != self.namespace or (meta.get("labels") or {}).get("tier") != "batch":
+            return
+        if change.type == DELETED:
+            self.pods.pop(meta["name"], None)
+        else:
+            self.pods[meta["name"]] = change.obj
+        self.unavailable.append(sum(1 for pod in self.pods.values() if unavailable(pod)))
+
+
+def unavailable(pod: dict[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    running = {s["name"]: s.get("image") for s in status.get("containerStatuses") or []}
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or [])
+    return not ready or any(running.get(c["name"]) != c["image"] for c in pod["spec"]["containers"])
+
+
+def restart_counts(pod: dict[str, Any]) -> dict[str, int]:
+    return {s["name"]: s["restartCount"] for s in (pod.get("status") or {}).get("containerStatuses") or []}
 
 
 def test_pods_outside_sluice_get_sidecars_from_the_webhook_and_image_updates_in_place(scene: Scene) -> None:
@@ -386,13 +380,12 @@ def test_pods_outside_sluice_get_sidecars_from_the_webhook_and_image_updates_in_
     assert patched_by_webhook(scene, ca, batch_pod("x", "kube-system"), "kube-system") is None
     rollout_pod = batch_pod("x", ns, **{"sluice.dev/rollout": "web"})
     assert patched_by_webhook(scene, ca, rollout_pod, ns) is None, "Rollouts' pods have theirs already"
-    kubelet = Kubelet(h, ns)
     for index in range(3):
         pod = patched_by_webhook(scene, ca, batch_pod(f"job-{index}", ns), ns)
         assert pod is not None
         assert [c["name"] for c in pod["spec"]["containers"]] == [AGENT, "worker"]
         assert agent_image(pod) == V1 and name in records_of(pod)
-        kubelet.start_pod(h.cluster.create(pod))
+        h.cluster.create(pod)  # the sandbox's kubelet starts it
     h.wait(
         lambda: sidecarset_status(h, name),
         lambda s: (s.get("matchedPods"), s.get("updatedPods"), s.get("readyPods")) == (3, 3, 3),
@@ -400,19 +393,19 @@ def test_pods_outside_sluice_get_sidecars_from_the_webhook_and_image_updates_in_
         "the SidecarSet to count the webhook's pods",
     )
 
-    kubelet.start()
-    try:
+    with Availability(scene.sandbox, ns) as availability:
         h.patch_sidecarset(name, {"spec": {"containers": [{"name": AGENT, "image": V2}]}})
-        h.wait(
+        updated = h.wait(
             lambda: h.cluster.list_objects("v1", "Pod", ns, "tier=batch"),
-            lambda pods: all(agent_image(p) == V2 and not kubelet.unavailable_now(p) for p in pods),
+            lambda pods: all(agent_image(p) == V2 and not unavailable(p) for p in pods),
             RELEASE_TIMEOUT,
-            "every pod's sidecar to be updated in place",
+            "every pod's sidecar to be restarted in place by the kubelet, and ready again",
         )
-    finally:
-        kubelet.stop.set()
-        kubelet.join()
-    assert max(kubelet.unavailable) == 1, "one pod at a time (maxUnavailable: 1)"
+    assert max(availability.unavailable) == 1, "one pod at a time (maxUnavailable: 1)"
+    # The kubelet restarted the sidecar of each pod once (a new container, not a new pod), and
+    # only the sidecar.
+    assert sorted(p["metadata"]["name"] for p in updated) == ["job-0", "job-1", "job-2"]
+    assert all(restart_counts(p) == {AGENT: 1, "worker": 0} for p in updated), updated
     status = h.wait(
         lambda: sidecarset_status(h, name),
         lambda s: s.get("updatedPods") == 3 and condition(s, "Ready")[0] == "True",
