@@ -1,4 +1,4 @@
-"""The install manifests: they parse, and RBAC grants what the operator does and nothing more."""
+"""The install manifests: they parse, and hang together (RBAC's bindings, the webhook, the Deployment)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from operators.sidecarset.webhook import WEBHOOK_ID
@@ -20,50 +19,8 @@ SHARDED = Path(__file__).resolve().parents[2] / "examples" / "sharded"
 # shard count's. tests/unit/test_leadership.py checks these are exactly the elector's requests.
 LEASE_VERBS = ["get", "list", "create", "update"]
 
-# Every request the operator makes: (API group, resource, verb). kopf watches
-# Rollouts, Applications and Deployments, patches Rollouts and Applications
-# (finalizers) and their status; the reconcilers read and write the objects a
-# Rollout owns, an Application's Rollouts (deleting a removed component's), and
-# post Events.
-NEEDED = [("sluice.dev", "rollouts", verb) for verb in ("get", "list", "watch", "patch")] + [
-    ("sluice.dev", "rollouts/status", "patch"),
-    ("sluice.dev", "rollouts", "create"),
-    ("sluice.dev", "rollouts", "update"),
-    ("sluice.dev", "rollouts", "delete"),
-    *[("sluice.dev", "applications", verb) for verb in ("get", "list", "watch", "patch")],
-    ("sluice.dev", "applications/status", "patch"),
-    # SidecarSets: watched, status written; pods counted and updated in place; namespaces'
-    # labels matched; the webhook's caBundle kept current.
-    *[("sluice.dev", "sidecarsets", verb) for verb in ("get", "list", "watch", "patch")],
-    ("sluice.dev", "sidecarsets/status", "patch"),
-    *[("", "pods", verb) for verb in ("get", "list", "watch", "patch")],
-    *[("", "namespaces", verb) for verb in ("get", "list", "watch")],
-    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "get"),
-    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "update"),
-    ("apps", "deployments", "get"),
-    ("apps", "deployments", "list"),
-    ("apps", "deployments", "watch"),
-    ("apps", "deployments", "create"),
-    ("apps", "deployments", "update"),
-    ("", "services", "get"),
-    ("", "services", "create"),
-    ("", "services", "update"),
-    ("gateway.networking.k8s.io", "httproutes", "get"),
-    ("gateway.networking.k8s.io", "httproutes", "create"),
-    ("gateway.networking.k8s.io", "httproutes", "update"),
-    # Watched so that a change by anyone else wakes the Rollout (kopf lists, then watches).
-    ("", "services", "list"),
-    ("", "services", "watch"),
-    ("gateway.networking.k8s.io", "httproutes", "list"),
-    ("gateway.networking.k8s.io", "httproutes", "watch"),
-    # The revision history.
-    ("apps", "controllerrevisions", "get"),
-    ("apps", "controllerrevisions", "list"),
-    ("apps", "controllerrevisions", "watch"),
-    ("apps", "controllerrevisions", "create"),
-    ("apps", "controllerrevisions", "delete"),
-    ("", "events", "create"),
-]
+# That RBAC grants exactly the requests the operator makes, no fewer and no more, is proved from the
+# requests themselves: tests/integration/test_rbac_from_requests.py. These tests check its shape.
 
 
 def documents() -> list[dict[str, Any]]:
@@ -88,20 +45,6 @@ def lease_role() -> dict[str, Any]:
 def operator_deployment(docs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     (deployment,) = [d for d in (docs or documents()) if d["kind"] == "Deployment"]
     return deployment
-
-
-def allows(role: dict[str, Any], group: str, resource: str, verb: str) -> bool:
-    return any(
-        group in rule.get("apiGroups", [])
-        and resource in rule.get("resources", [])
-        and verb in rule.get("verbs", [])
-        for rule in role["rules"]
-    )
-
-
-@pytest.mark.parametrize(("group", "resource", "verb"), NEEDED, ids=lambda v: str(v) or "core")
-def test_rbac_grants_what_the_operator_uses(group: str, resource: str, verb: str) -> None:
-    assert allows(cluster_role(), group, resource, verb)
 
 
 def test_rbac_is_least_privilege() -> None:
