@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import urllib3
 from kubernetes.config import ConfigException
 
-from operators.cli import crds, plugins, release, run
+from operators.cli import crds, install, plugins, release, run
 from operators.foundation.cluster import KubeError
 
 DESCRIPTION = """\
@@ -23,6 +23,7 @@ EPILOG = """\
 examples:
   sluice demo
   sluice sandbox
+  sluice install --context my-cluster
   sluice run --all-namespaces --prometheus-url http://prometheus.monitoring:9090
   kubectl sluice status web --watch
   kubectl sluice promote web
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run.add_parser(commands)
     crds.add_parser(commands)
+    install.add_parsers(commands)
     release.add_parsers(commands)
     plugins.add_parsers(commands)  # `sluice sandbox` and `sluice demo`, from sluice-sandbox
     return parser

@@ -123,5 +123,16 @@ BUILTIN_RESOURCES: tuple[ResourceSpec, ...] = (
         namespaced=False,
         categories=("api-extensions",),
     ),
+    # What `sluice install` applies from manifests/ (RBAC, the operator's disruption budget):
+    # stored as written, as the other built-ins; nothing here enforces them.
+    ResourceSpec("rbac.authorization.k8s.io", "v1", "roles", "Role"),
+    ResourceSpec("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
+    ResourceSpec("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False),
+    ResourceSpec(
+        "rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False
+    ),
+    ResourceSpec(
+        "policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", short_names=("pdb",), status=True
+    ),
     # apiextensions.k8s.io/v1 customresourcedefinitions: always served by the Store itself.
 )
