@@ -190,18 +190,22 @@ class _Route:
 
 
 class MetricsExporter:
-    """Serves simulated service and gateway traffic and test gauges on http://127.0.0.1:PORT/metrics.
+    """Serves simulated service and gateway traffic and test gauges on http://HOST:PORT/metrics.
 
     Thread-safe: tests (or a traffic simulator) change settings while Prometheus scrapes.
+    `host` is loopback unless a Prometheus elsewhere must scrape it (e2e/: one in a kind cluster).
     """
 
-    def __init__(self, port: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, port: int = 0, clock: Callable[[], float] = time.monotonic, host: str = "127.0.0.1"
+    ) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._services: dict[tuple[str, str], _Service] = {}
         self._routes: dict[tuple[str, str], _Route] = {}
         self._gauges: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
+        self._host = host
+        self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics-exporter", daemon=True
@@ -215,7 +219,7 @@ class MetricsExporter:
     @property
     def target(self) -> str:
         """host:port, as a Prometheus static target."""
-        return f"127.0.0.1:{self.port}"
+        return f"{self._host}:{self.port}"
 
     @property
     def url(self) -> str:
