@@ -168,8 +168,26 @@ def connection_info(configuration: k8s.Configuration) -> kopf.ConnectionInfo:
     )
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf keeps no "last handled" copy of our objects: nothing to diff, and no write for it.
+
+    kopf stores one (an annotation patch) after every change of an object that has a
+    changing handler (the Rollout's on.delete, which hands back what it adopted). That is a
+    write per spec or annotation change, against the budget, and it races the loop's status
+    write (a 409, and a pass that decides again on objects it had already written). Sluice
+    has no on.create/on.update handlers, the only users of the diff.
+    """
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def operator_settings(webhook_server: kopf.WebhookServer | None = None) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
+    settings.persistence.diffbase_storage = NoDiffBase()
     # The MutatingWebhookConfiguration is a manifest (manifests/webhook.yaml), not managed by kopf.
     settings.admission.server = webhook_server
     settings.posting.level = logging.WARNING  # our own Events say what matters; kopf's are noise

@@ -374,14 +374,39 @@ def _names(resource: ResourceType) -> dict[str, Any]:
 
 
 def _version(resource: ResourceType) -> dict[str, Any]:
+    schema = root_schema(resource)
     return {
         "name": VERSION,
         "served": True,
         "storage": True,
-        "subresources": {"status": {}},
+        "subresources": _subresources(resource, schema),
         "additionalPrinterColumns": [_printer_column(column) for column in resource.printer_columns],
-        "schema": {"openAPIV3Schema": root_schema(resource)},
+        "schema": {"openAPIV3Schema": schema},
     }
+
+
+def _subresources(resource: ResourceType, schema: Schema) -> dict[str, Any]:
+    """Every resource has /status; one that runs pods has /scale too, so autoscalers can drive it."""
+    subresources: dict[str, Any] = {"status": {}}
+    if resource.scale is not None:
+        _check_scale_path(schema, resource.scale.spec_replicas_path, ".spec", "integer")
+        _check_scale_path(schema, resource.scale.status_replicas_path, ".status", "integer")
+        _check_scale_path(schema, resource.scale.label_selector_path, ".status", "string")
+        subresources["scale"] = {
+            "specReplicasPath": resource.scale.spec_replicas_path,
+            "statusReplicasPath": resource.scale.status_replicas_path,
+            "labelSelectorPath": resource.scale.label_selector_path,
+        }
+    return subresources
+
+
+def _check_scale_path(schema: Schema, path: str, under: str, kind: str) -> None:
+    """A scale path must name a field of `kind` under `under` in the schema, or /scale reads nothing."""
+    node: Schema | None = schema
+    for name in path.removeprefix(".").split("."):
+        node = (node or {}).get("properties", {}).get(name)
+    if not path.startswith(f"{under}.") or node is None or node.get("type") != kind:
+        raise SchemaConversionError(f"scale path {path} must name a field of type {kind} under {under}")
 
 
 def _printer_column(column: PrinterColumn) -> dict[str, Any]:

@@ -42,6 +42,19 @@ class CelRule:
         return {"rule": self.rule, "message": self.message}
 
 
+@dataclass(frozen=True)
+class ScaleSubresource:
+    """Where the ``/scale`` subresource (``kubectl scale``, an HPA, KEDA) reads and writes.
+
+    Each is a JSON path without array notation: the spec's replica count, the status' integer count
+    of pods, and a status string holding the pods' label selector (an HPA's metrics need it).
+    """
+
+    spec_replicas_path: str
+    status_replicas_path: str
+    label_selector_path: str
+
+
 # Every resource ends with an Age column, as built-in kinds do.
 AGE = PrinterColumn("Age", "date", ".metadata.creationTimestamp")
 
@@ -64,6 +77,8 @@ class ResourceType:
     # CEL rules (x-kubernetes-validations) on the whole object: the only place one may read
     # metadata.name. Rules about the spec alone belong on the spec model.
     object_rules: tuple[CelRule, ...] = ()
+    # The /scale subresource, for a kind that runs a number of pods; None for the others.
+    scale: ScaleSubresource | None = None
 
     @property
     def list_kind(self) -> str:
@@ -99,7 +114,14 @@ ROLLOUT = ResourceType(
         PrinterColumn("Step", "integer", ".status.currentStepIndex", "Index of the current canary step."),
         PrinterColumn("Stable", "string", ".status.stableRevision", "Revision serving as stable."),
         PrinterColumn("Canary", "string", ".status.canaryRevision", "Revision being released."),
+        PrinterColumn("Desired", "integer", ".spec.replicas", "Replicas wanted: what kubectl scale sets.", 1),
+        PrinterColumn("Current", "integer", ".status.replicas.total", "Pods of both tracks that exist.", 1),
         AGE,
+    ),
+    scale=ScaleSubresource(
+        spec_replicas_path=".spec.replicas",
+        status_replicas_path=".status.replicas.total",
+        label_selector_path=".status.selector",
     ),
 )
 

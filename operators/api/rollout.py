@@ -80,12 +80,50 @@ INT_OR_STRING: dict[str, Any] = {"x-kubernetes-int-or-string": True}
 class ServiceSpec(ApiModel):
     """The Services `<name>` (stable) and `<name>-canary` in front of the pods."""
 
+    name: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=NAME_PATTERN,
+        description="The stable Service's name (default: the Rollout's). When a Service of that name "
+        "exists and is not Sluice's, Sluice adopts it: it moves its selector to Sluice's stable pods, "
+        "and puts the selector back when the Rollout is deleted.",
+    )
     port: int = Field(default=80, ge=1, le=65535, description="Port the Services listen on.")
     target_port: int | str = Field(
         default="http",
         description="Container port (number or name) the Services send traffic to.",
         json_schema_extra=INT_OR_STRING,
     )
+
+
+WORKLOAD_API_VERSION = "apps/v1"
+WORKLOAD_KIND = "Deployment"
+WORKLOAD_KIND_MESSAGE = f"workloadRef must name an {WORKLOAD_API_VERSION} {WORKLOAD_KIND}"
+
+
+class WorkloadRef(ApiModel):
+    """A Deployment the user keeps owning and applying, whose pod template Sluice releases."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.apiVersion == '{WORKLOAD_API_VERSION}' && self.kind == '{WORKLOAD_KIND}'",
+                    "message": WORKLOAD_KIND_MESSAGE,
+                }
+            ]
+        }
+    }
+
+    api_version: str = Field(default=WORKLOAD_API_VERSION, description="apps/v1 (the only one supported).")
+    kind: str = Field(default=WORKLOAD_KIND, description="Deployment (the only one supported).")
+    name: str = Field(min_length=1, max_length=253, description="The Deployment, in the Rollout's namespace.")
+
+    @model_validator(mode="after")
+    def _a_deployment(self) -> WorkloadRef:
+        if (self.api_version, self.kind) != (WORKLOAD_API_VERSION, WORKLOAD_KIND):
+            raise ValueError(f"{WORKLOAD_KIND_MESSAGE}, not {self.api_version} {self.kind}")
+        return self
 
 
 Provider = TypeVar("Provider", TrafficProvider, MetricProvider)
@@ -313,6 +351,12 @@ class Strategy(ApiModel):
     canary: Canary
 
 
+TEMPLATE_OR_WORKLOAD = (
+    "set exactly one of template (the pods, written here) and workloadRef (an existing Deployment "
+    "whose pod template Sluice releases)"
+)
+
+
 class RolloutSpec(ApiModel):
     # CEL, checked by the API server (kubectl apply fails with this message).
     model_config = {
@@ -321,7 +365,8 @@ class RolloutSpec(ApiModel):
                 {
                     "rule": "!has(self.traffic) || has(self.service)",
                     "message": "traffic routes to the Rollout's Services: set service (e.g. {port: 80})",
-                }
+                },
+                {"rule": "has(self.template) != has(self.workloadRef)", "message": TEMPLATE_OR_WORKLOAD},
             ]
         }
     }
@@ -332,7 +377,13 @@ class RolloutSpec(ApiModel):
         description="Extra labels that select this Rollout's pods (they must be on the template). "
         "Sluice always selects by its own sluice.dev/rollout label as well.",
     )
-    template: dict[str, Any] = Field(json_schema_extra=POD_TEMPLATE_SCHEMA)
+    template: dict[str, Any] | None = Field(default=None, json_schema_extra=POD_TEMPLATE_SCHEMA)
+    workload_ref: WorkloadRef | None = Field(
+        default=None,
+        description="Instead of template: a Deployment you keep applying. Its pod template is what "
+        "Sluice releases; Sluice takes its traffic over with zero downtime, scales it to 0, and "
+        "hands it back (scaled up, serving) when the Rollout is deleted.",
+    )
     service: ServiceSpec | None = Field(
         default=None,
         description="Services <name> (stable) and <name>-canary in front of the pods. Without it, no "
@@ -347,6 +398,8 @@ class RolloutSpec(ApiModel):
     def _traffic_needs_service(self) -> RolloutSpec:
         if self.traffic is not None and self.service is None:
             raise ValueError("traffic routes to the Rollout's Services: set service (e.g. {port: 80})")
+        if (self.template is None) == (self.workload_ref is None):
+            raise ValueError(TEMPLATE_OR_WORKLOAD)
         return self
 
 
@@ -392,6 +445,32 @@ class ReplicaStatus(ApiModel):
     stable: int = 0
     canary: int = 0
     canary_ready: int = 0
+    total: int = Field(
+        default=0,
+        description="Pods of both tracks, stable and canary, that exist: the scale subresource's "
+        "status.replicas (what `kubectl get --subresource=scale` and an autoscaler read).",
+    )
+
+
+class AdoptionPhase(StrEnum):
+    # Recorded and marked; Sluice's stable pods start next to the original ones.
+    STARTING = "Starting"
+    # Sluice's stable pods are ready: the adopted Service now selects them only.
+    SERVICE_MOVED = "ServiceMoved"
+    # The user's Deployment is scaled to 0: Sluice serves the workload.
+    ADOPTED = "Adopted"
+
+
+class AdoptionStatus(ApiModel):
+    """What Sluice took over, as it found it: enough to hand everything back on deletion."""
+
+    phase: AdoptionPhase = AdoptionPhase.STARTING
+    deployment: str | None = Field(default=None, description="The adopted Deployment (workloadRef).")
+    replicas: int | None = Field(default=None, description="Its spec.replicas before it was adopted.")
+    service: str | None = Field(default=None, description="The adopted Service (not created by Sluice).")
+    service_selector: dict[str, str] | None = Field(
+        default=None, description="Its spec.selector before it was adopted, put back on handback."
+    )
 
 
 class HistoryEntry(ApiModel):
@@ -425,6 +504,15 @@ class RolloutStatus(ApiModel):
     )
     aborted_at: str | None = Field(default=None, description="When the canary lost its traffic.")
     replicas: ReplicaStatus = Field(default_factory=ReplicaStatus)
+    adoption: AdoptionStatus | None = Field(
+        default=None, description="The Deployment and Service this Rollout adopted, and how far."
+    )
+    selector: str | None = Field(
+        default=None,
+        description="The label selector of all this Rollout's pods, both tracks, as text (app=web,"
+        "sluice.dev/rollout=web): the scale subresource's status.selector, by which an HPA finds the pods "
+        "whose metrics it reads.",
+    )
     analysis: AnalysisStatus = Field(default_factory=AnalysisStatus)
     handled_commands: dict[str, str] = Field(
         default_factory=dict, description="The last value of each sluice.dev/ command annotation acted on."

@@ -180,6 +180,10 @@ class WatchCache:
     def remember(self, key: ObjectKey, body: Mapping[str, Any] | None, *, ours: bool = False) -> None:
         """A read's result (kept only if no watch event came meanwhile) or our own write's (always)."""
         if not self.covers(key, body):
+            if ours:
+                # Our write took the object out of what the watches deliver (its labels no longer
+                # match): the copy held would never be updated again.
+                self.removed(key)
             return
         with self._lock:
             objects = self._of(key)

@@ -23,6 +23,8 @@ ROLLOUTS = Kind(
     kind=KIND,
     plural=PLURAL,
     parts=lambda context: (context.reconciler.reconcile, context.wakeups),
+    # Adopted objects (a user's route, Service, Deployment) are handed back before the Rollout goes.
+    finalize=lambda context: context.reconciler.hand_back,
     owned=(
         Owned("apps", "v1", "deployments", "Deployment", ROLLOUT_LABEL, _MANAGED, server_side=True),
         Owned("", "v1", "services", "Service", ROLLOUT_LABEL, _MANAGED, server_side=True),

@@ -11,6 +11,7 @@ and progress are acted on at once.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +55,10 @@ class Owned:
         return ",".join(f"{name}={value}" for name, value in sorted(self.labels.items()))
 
 
+# Work before deletion: None when done, else seconds until it should be tried again.
+Finalize = Callable[[str, str], float | None]
+
+
 @dataclass(frozen=True)
 class Kind:
     kind: str
@@ -61,6 +66,10 @@ class Kind:
     # The kind's reconciliation and its wake-up flags (each kind has its own: names may repeat).
     parts: Callable[[OperatorContext], tuple[Reconcile, Wakeups]]
     owned: tuple[Owned, ...] = ()
+    # What must happen before an object of the kind goes (a Rollout hands back what it adopted):
+    # called with (namespace, name) once it is being deleted, again after the seconds it returns,
+    # until it returns None. kopf's finalizer holds the object meanwhile.
+    finalize: Callable[[OperatorContext], Finalize] | None = None
 
     def watched(self) -> list[Watched]:
         """What the kind's watches deliver into the cache: the kind itself and what it owns."""
@@ -127,6 +136,10 @@ def register_kind(registry: kopf.OperatorRegistry, kind: Kind) -> None:
         registry=registry,
     )(loop)
     kopf.on.event(GROUP, VERSION, kind.plural, id=f"{kind.kind}-changed", registry=registry)(changed)
+    if kind.finalize is not None:
+        kopf.on.delete(GROUP, VERSION, kind.plural, id=f"{kind.kind}-finalize", registry=registry)(
+            _finalizer(kind, kind.finalize)
+        )
     for owned in kind.owned:
         # The core group is written as its version alone ("v1", "services"), as kopf reads it.
         resource = (
@@ -156,6 +169,17 @@ def intent(body: Mapping[str, Any]) -> tuple[Any, ...]:
 
 # kopf keeps its progress in annotations under this prefix (its default settings).
 _KOPF_ANNOTATIONS = "kopf.zalando.org/"
+
+
+def _finalizer(kind: Kind, finalize: Callable[[OperatorContext], Finalize]) -> Callable[..., Any]:
+    async def deleting(*, name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+        # The daemon stops on deletion (its pass reads the object as gone), so this is the only
+        # writer now. Synchronous like a pass: in a worker thread.
+        wait = await asyncio.to_thread(finalize(memo["context"]), namespace or "", name)
+        if wait is not None:
+            raise kopf.TemporaryError(f"{kind.kind} {namespace}/{name}: not yet ready to go", delay=wait)
+
+    return deleting
 
 
 def _owner_waker(kind: Kind, owned: Owned) -> Callable[..., Any]:

@@ -27,6 +27,8 @@ from typing import Any, Literal
 from operators.api.base import parse_duration
 from operators.api.refs import RolloutRef
 from operators.api.rollout import (
+    TEMPLATE_OR_WORKLOAD,
+    AdoptionPhase,
     AnalysisStatus,
     Check,
     HistoryEntry,
@@ -39,9 +41,16 @@ from operators.api.rollout import (
 from operators.foundation.clock import format_time, parse_time, seconds_since
 from operators.foundation.keys import ObjectKey, key_of
 from operators.rollout import verdicts
+from operators.rollout.adoption import Adoption, adopt
 from operators.rollout.commands import Command, PendingCommand, pending_commands
 from operators.rollout.conditions import RELEASING, STUCK, rollout_conditions
-from operators.rollout.inventory import deployment_key, managed_keys, service_key
+from operators.rollout.inventory import (
+    canary_deployment_key,
+    managed_keys,
+    stable_deployment_key,
+    stable_service_key,
+    workload_key,
+)
 from operators.rollout.ownership import conflict_message, is_owned_by
 from operators.rollout.render import (
     RenderError,
@@ -53,6 +62,7 @@ from operators.rollout.render import (
     render_service,
 )
 from operators.rollout.routing import routing_of
+from operators.rollout.scale import pod_count, selector_text
 from operators.rollout.workload import is_rolled_out, ready_replicas, revision_of, template_of
 from operators.traffic.base import Refusal, Weights
 
@@ -165,8 +175,10 @@ class _Reconciliation:
         self.stalled = False
         pending = pending_commands(observed.annotations, status.handled_commands)
         self.commands = {p.command: p for p in pending}
-        self.stable_obj = observed.objects.get(deployment_key(self.ref, self.ref.name))
-        self.canary_obj = observed.objects.get(deployment_key(self.ref, self.ref.canary_name))
+        self.stable_obj = observed.objects.get(stable_deployment_key(self.ref, spec))
+        self.canary_obj = observed.objects.get(canary_deployment_key(self.ref, spec))
+        # The user's Deployment (workloadRef) and Service being adopted, and this pass's steps.
+        self.adoption = Adoption()
         # What to render, set by the mode handlers below.
         self.stable_template: Mapping[str, Any] = observed.effective_template
         self.stable_revision = ""
@@ -182,8 +194,13 @@ class _Reconciliation:
     def run(self) -> Plan:
         if self.obs.problems or self._render_problems():
             return self._blocked("InvalidSpec", [*self.obs.problems, *self._render_problems()])
-        if self._conflicts():
-            return self._blocked("ObjectConflict", self._conflicts())
+        if (self.spec.template is None) == (self.spec.workload_ref is None):
+            return self._blocked("InvalidSpec", [TEMPLATE_OR_WORKLOAD])
+        self.adoption = self._adopt()
+        conflicts = self._conflicts()
+        if self.adoption.problems or conflicts:
+            reason = "ObjectConflict" if conflicts else self.adoption.reason
+            return self._blocked(reason, [*self.adoption.problems, *conflicts])
         self.revision = self.obs.template_revision()
         stable_rev = revision_of(self.stable_obj) if self.stable_obj is not None else self._lost_stable()
         self.stable_revision = stable_rev or self.revision
@@ -217,11 +234,38 @@ class _Reconciliation:
         return name_problems(self.ref)
 
     def _conflicts(self) -> list[str]:
+        # The user's Deployment and stable Service are adopted, not owned: _adopt judges them.
+        adopted = {workload_key(self.ref, self.spec), stable_service_key(self.ref, self.spec)}
+        # So are traffic objects that are someone else's: the routing judges them (routing.py).
+        traffic = self.routing.keys() if self.routing is not None else []
         return [
             conflict_message(key.kind, key.name, key.namespace)
             for key, obj in self.obs.objects.items()
-            if obj is not None and not is_owned_by(obj, self.ref)
-        ]
+            if obj is not None
+            and key not in adopted
+            and key not in traffic
+            and not is_owned_by(obj, self.ref)
+        ] + (self.routing.problems(self.obs.objects) if self.routing is not None else [])
+
+    def _adopt(self) -> Adoption:
+        """This pass's steps in taking over the user's Deployment and Service (adoption.py)."""
+        workload = workload_key(self.ref, self.spec)
+        service = stable_service_key(self.ref, self.spec)
+        stable_selector: dict[str, str] = {}
+        if self.spec.service is not None:
+            rendered = render_service(self.ref, self.spec, "stable", select_all_tracks=self.routing is None)
+            stable_selector = rendered["spec"]["selector"]
+        return adopt(
+            self.ref,
+            self.spec,
+            self.before.adoption,
+            (workload, self.obs.objects.get(workload)) if workload is not None else None,
+            (service, self.obs.objects.get(service)) if service is not None else None,
+            stable_selector,
+            stable_ready=is_rolled_out(
+                self.stable_obj, revision_of(self.stable_obj) or "", self.spec.replicas
+            ),
+        )
 
     def _blocked(self, reason: str, problems: list[str]) -> Plan:
         message = "; ".join(problems)
@@ -239,7 +283,7 @@ class _Reconciliation:
         known = self.before.stable_revision
         if known is None:
             return None
-        name = self.ref.name
+        name = stable_deployment_key(self.ref, self.spec).name
         if self.obs.stable_record is not None:
             self.stable_template = self.obs.stable_record
         elif known == self.revision:
@@ -274,7 +318,14 @@ class _Reconciliation:
         self.stable_revision = self.revision
         self._ignore_commands("no release in progress")
         ready = ready_replicas(self.stable_obj)
-        if is_rolled_out(self.stable_obj, self.revision, self.spec.replicas):
+        if self.adoption.waiting is not None:
+            # Not serving as Sluice's until the user's workload has handed over its traffic.
+            self._set_phase(
+                Phase.INITIALIZING,
+                "Adopting",
+                f"{self.adoption.waiting} (stable {ready}/{self.spec.replicas} ready)",
+            )
+        elif is_rolled_out(self.stable_obj, self.revision, self.spec.replicas):
             if self.s.phase != Phase.HEALTHY:
                 self.records = {self.revision: self.obs.effective_template}
                 self._record("healthy", f"revision {self.revision} serving with {ready} replica(s)")
@@ -625,6 +676,10 @@ class _Reconciliation:
         self.s.replicas.stable = ready_replicas(self.stable_obj)
         self.s.replicas.canary = self.canary_count
         self.s.replicas.canary_ready = ready_replicas(self.canary_obj)
+        # What the /scale subresource reports; spec.replicas, which it writes, sizes the stable track
+        # (and the canary's share of it) on every pass, so a scale mid-release keeps step and weight.
+        self.s.replicas.total = pod_count(self.stable_obj, self.canary_obj)
+        self.s.selector = selector_text(pod_selector(self.ref, self.spec))
         self.s.conditions = rollout_conditions(
             self.s.phase,
             self.reason,
@@ -637,6 +692,7 @@ class _Reconciliation:
         routed = self._routed_weight()
         self.s.routed_canary_weight = None if routed == self.s.canary_weight else routed
         self._notice_drift()
+        self._note_adoption()
         return Plan(
             status=self.s,
             objects=self._desired_objects(routed),
@@ -688,6 +744,12 @@ class _Reconciliation:
             self.before.routed_canary_weight,
             self.s.routed_canary_weight,
         }
+        if routing.adopted(self.obs.objects):
+            # Someone else's object: a changed split is one of the changes to Sluice's part of it.
+            weights = {weight for weight in expected if weight is not None}
+            for reason, message in routing.adoption_notes(self.obs.objects, weights, self._expected_weight()):
+                self._event("Normal", reason, message)
+            return
         if live is not None and live.canary not in expected:
             (key, *_) = routing.keys()
             self._event(
@@ -697,28 +759,62 @@ class _Reconciliation:
                 f"(expected {self._expected_weight()}%): restored",
             )
 
+    def _note_adoption(self) -> None:
+        adoption = self.adoption
+        if adoption.status is None:
+            return
+        if adoption.status != self.before.adoption:
+            self.took_step = True  # each adoption step waits on the one before: look again at once
+            if self.before.adoption is None:
+                taken = [
+                    f"{kind} {self.ref.namespace}/{name}"
+                    for kind, name in (
+                        ("Deployment", adoption.status.deployment),
+                        ("Service", adoption.status.service),
+                    )
+                    if name is not None
+                ]
+                self._event("Normal", "Adopting", f"adopting {' and '.join(taken)} with zero downtime")
+            elif adoption.status.phase == AdoptionPhase.ADOPTED != self.before.adoption.phase:
+                self._event(
+                    "Normal",
+                    "Adopted",
+                    f"adopted with zero downtime: Deployment {self._stable_name()} serves the workload",
+                )
+        self.s.adoption = adoption.status
+        for reason, message in adoption.notes:
+            self._event("Normal", reason, message)
+
+    def _stable_name(self) -> str:
+        return stable_deployment_key(self.ref, self.spec).name
+
     def _expected_weight(self) -> int:
         routed = self.s.routed_canary_weight
         return self.s.canary_weight if routed is None else routed
 
     def _desired_objects(self, routed: int) -> list[dict[str, Any]]:
         routing = self.routing
+        if not self.adoption.render_own:
+            return list(self.adoption.objects.values())  # adoption step 1: mark before anything else
         by_key: dict[ObjectKey, dict[str, Any]] = {
-            deployment_key(self.ref, self.ref.name): render_deployment(
+            stable_deployment_key(self.ref, self.spec): render_deployment(
                 self.ref, self.spec, "stable", self.stable_template, self.stable_revision, self.spec.replicas
             ),
-            deployment_key(self.ref, self.ref.canary_name): render_deployment(
+            canary_deployment_key(self.ref, self.spec): render_deployment(
                 self.ref, self.spec, "canary", self.obs.effective_template, self.revision, self.canary_count
             ),
         }
         if self.spec.service is not None:
-            by_key[service_key(self.ref, self.ref.name)] = render_service(
-                self.ref, self.spec, "stable", select_all_tracks=routing is None
-            )
+            stable_service = render_service(self.ref, self.spec, "stable", select_all_tracks=routing is None)
+            by_key[key_of(stable_service)] = stable_service
             canary_service = render_service(self.ref, self.spec, "canary")
-            by_key[service_key(self.ref, self.ref.canary_name)] = canary_service
+            by_key[key_of(canary_service)] = canary_service
         if routing is not None and not self._route_to_nothing(routing.keys()):
-            by_key.update((key_of(obj), obj) for obj in routing.desired(Weights.to_canary(routed)))
+            by_key.update(
+                (key_of(obj), obj) for obj in routing.desired(Weights.to_canary(routed), self.obs.objects)
+            )
+        # An adopted Service and Deployment get only the fields Sluice takes over.
+        by_key.update(self.adoption.objects)
         return [by_key[key] for key in managed_keys(self.ref, self.spec) if key in by_key]
 
     def _route_to_nothing(self, keys: Sequence[ObjectKey]) -> bool:

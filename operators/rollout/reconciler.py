@@ -9,7 +9,7 @@ daemon runs it in a worker thread.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from operators.analysis.templates import QueryContext
 from operators.api.base import describe_validation_error
 from operators.api.refs import RolloutRef
 from operators.api.rollout import KIND, RolloutSpec, RolloutStatus
+from operators.foundation.cache import CachedCluster
 from operators.foundation.clock import utc_now
 from operators.foundation.cluster import Cluster, KubeError, ResourceNotInstalled
 from operators.foundation.diff import apply_body, covers
@@ -29,15 +30,30 @@ from operators.foundation.keys import ObjectKey, key_of
 from operators.foundation.loop import RETRY_AFTER_CONFLICT
 from operators.foundation.status import ReadStatus, read_status, write_status
 from operators.rollout import engine
-from operators.rollout.inventory import deployment_key, managed_keys, rollout_key
-from operators.rollout.ownership import ROLLOUT_LABEL, is_owned_by
-from operators.rollout.render import pod_template_revision
+from operators.rollout.adoption import hand_back
+from operators.rollout.handback import TRAFFIC_KINDS, hand_back_traffic
+from operators.rollout.inventory import (
+    managed_keys,
+    rollout_key,
+    stable_deployment_key,
+    stable_service_key,
+    workload_key,
+)
+from operators.rollout.ownership import CANARY, ROLLOUT_LABEL, STABLE, is_owned_by
+from operators.rollout.render import pod_template_revision, service_name
 from operators.rollout.revisions import API_VERSION as REVISION_API_VERSION
 from operators.rollout.revisions import KIND as REVISION_KIND
 from operators.rollout.revisions import beyond_limit, recorded_template, revision_key, revision_record
 from operators.rollout.templates import Effective, EffectiveTemplates
+from operators.rollout.workload import template_of
 
 logger = logging.getLogger(__name__)
+
+# Events that tell what a pass's writes to objects did (not its status): see reconcile().
+WRITE_NOTES = frozenset({"Adopted", "AdoptedDriftRestored"})
+
+# While adopted objects are handed back: how often to look whether the user's pods are ready.
+HANDBACK_POLL_SECONDS = 1.0
 
 
 class RolloutReconciler:
@@ -57,6 +73,8 @@ class RolloutReconciler:
         self.checks = checks or BackgroundChecks()
         # Adds the sidecars of matching SidecarSets to the template; None: spec.template as is.
         self.sidecars = sidecars
+        # Traffic kinds the API server does not serve (no CRD): there is nothing to hand back.
+        self._uninstalled: set[tuple[str, str]] = set()
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """One pass. Returns seconds until the next wanted pass; None once the Rollout is gone."""
@@ -79,9 +97,15 @@ class RolloutReconciler:
 
         ref = RolloutRef(name=name, namespace=namespace, uid=str(meta.get("uid")))
         objects: dict[ObjectKey, dict[str, Any] | None] = {}
+        workload = workload_key(ref, spec)
+        adoptable = {workload, stable_service_key(ref, spec)}
         for key in managed_keys(ref, spec):
             try:
-                objects[key] = self.cluster.get(key)
+                objects[key] = (
+                    self._read_adoptable(key, recheck_absent=key == workload)
+                    if key in adoptable
+                    else self.cluster.get(key)
+                )
             except ResourceNotInstalled as error:
                 message = (
                     f"cannot manage traffic: {error.message}; "
@@ -89,8 +113,11 @@ class RolloutReconciler:
                 )
                 return self._report_blocked(body, read, generation, "ProviderMissing", message, now)
 
+        released = self._released_spec(ref, spec, objects)
         effective = (
-            self.sidecars.effective(ref, body, spec, objects) if self.sidecars else Effective(spec.template)
+            self.sidecars.effective(ref, body, released, objects)
+            if self.sidecars
+            else Effective(released.template or {})
         )
         effective_template = effective.template
         revision = effective.revision or pod_template_revision(effective_template)
@@ -113,15 +140,28 @@ class RolloutReconciler:
             objects=objects,
             check=check,
             problems=problems,
-            stable_record=self._stable_record(ref, status, objects),
+            stable_record=self._stable_record(ref, spec, status, objects),
         )
         plan = engine.reconcile(spec, status, observed, now)
+        applied = False
         try:
             self._record_revisions(ref, plan, now)
             self._apply(plan.objects, objects)
+            applied = True
+            if generation != read.status.observed_generation:
+                # Only a spec change can stop naming an adopted route: a list then, none on a quiet
+                # pass. Past the cache: a list would mark the kind as complete there, and a user's
+                # route (no label of ours until adopted) would read as missing.
+                self._hand_back_traffic(body, ref, keep=objects.keys(), now=now)
             write_status(self.cluster, key_of(body), read, plan.status)
         except KubeError as error:
             if error.status == 409:
+                if applied:
+                    # The objects were written, the status lost a race: what the writes did is told
+                    # now, as the next pass finds it done and would not tell it.
+                    for note in plan.events:
+                        if note.reason in WRITE_NOTES:
+                            self._event(body, note.type, note.reason, note.message, now)
                 # Decided on a copy that is out of date (or lost a race): decide again on what is there.
                 return RETRY_AFTER_CONFLICT
             message = f"could not apply the plan: {error.message}"
@@ -131,11 +171,105 @@ class RolloutReconciler:
         logger.debug("Rollout %s/%s: pass done, next in %ss", namespace, name, plan.requeue_after)
         return plan.requeue_after
 
+    def _read_adoptable(self, key: ObjectKey, *, recheck_absent: bool) -> dict[str, Any] | None:
+        """An object Sluice may adopt (the user's Deployment, the stable Service), read for no request
+        once the watches deliver it.
+
+        Before Sluice marks a user's object with its labels, no watch delivers it (they select
+        Sluice's label), and a cache that listed the kind says it does not exist without asking:
+        what the cache does not know is asked of the API server (and remembered if a watch covers
+        it). A user's Deployment known to be missing is asked for again (`recheck_absent`): created
+        later without Sluice's labels, no watch would tell.
+        """
+        if not isinstance(self.cluster, CachedCluster):
+            return self.cluster.get(key)
+        known, cached = self.cluster.cache.lookup(key)
+        if known and (cached is not None or not recheck_absent):
+            return cached
+        body = Cluster.get(self.cluster, key)  # past CachedCluster.get, which may answer "absent"
+        self.cluster.cache.remember(key, body)
+        return body
+
+    def _released_spec(
+        self, ref: RolloutRef, spec: RolloutSpec, objects: dict[ObjectKey, dict[str, Any] | None]
+    ) -> RolloutSpec:
+        """The spec with the template to release: with workloadRef, the user's Deployment's."""
+        key = workload_key(ref, spec)
+        if key is None:
+            return spec
+        return spec.model_copy(update={"template": template_of(objects.get(key)) or {}})
+
+    def hand_back(self, namespace: str, name: str) -> float | None:
+        """Give adopted objects back before the Rollout goes: None when done, else seconds to wait.
+
+        Reads past the cache: the last steps take Sluice's labels off, and the watches stop
+        delivering the objects then.
+        """
+        body = Cluster.get(self.cluster, rollout_key(namespace, name))
+        if body is None:
+            return None
+        # Routes first, in one step: their traffic goes back to the stable Service alone.
+        owner = RolloutRef(name=name, namespace=namespace, uid=str(body["metadata"].get("uid")))
+        self._hand_back_traffic(body, owner, keep=(), now=self.clock())
+        adoption = read_status(RolloutStatus, body).status.adoption
+        if adoption is None:
+            return None
+        ref = RolloutRef(name=name, namespace=namespace, uid=str(body["metadata"].get("uid")))
+        keys = {
+            "deployment": ObjectKey("apps/v1", "Deployment", namespace, adoption.deployment or ""),
+            "service": ObjectKey("v1", "Service", namespace, adoption.service or ""),
+        }
+        live = {what: Cluster.get(self.cluster, key) if key.name else None for what, key in keys.items()}
+        step = hand_back(ref, adoption, live["deployment"], live["service"])
+        by_key = {key: obj for key, obj in zip(keys.values(), live.values(), strict=True)}
+        for obj in step.objects:
+            self.cluster.apply(apply_body(obj, by_key.get(key_of(obj))))
+        now = self.clock()
+        if step.waiting is not None:
+            logger.info("Rollout %s/%s: %s", namespace, name, step.waiting)
+            return HANDBACK_POLL_SECONDS
+        handed = [f"{key.kind} {namespace}/{key.name}" for key in keys.values() if key.name]
+        self._event(body, "Normal", "HandedBack", f"handed back {' and '.join(handed)}, serving", now)
+        return None
+
+    def _hand_back_traffic(
+        self,
+        body: dict[str, Any],
+        ref: RolloutRef,
+        keep: Collection[ObjectKey],
+        now: datetime,
+    ) -> None:
+        """Give back the traffic objects this Rollout adopted and no longer routes with (not in `keep`).
+
+        Found by the Rollout's label, which adopted objects carry.
+        """
+        for api_version, kind in TRAFFIC_KINDS:
+            if (api_version, kind) in self._uninstalled:
+                continue
+            selector = f"{ROLLOUT_LABEL}={ref.name}"
+            try:
+                # Past the cache (CachedCluster.list_objects), on purpose: see the callers.
+                live = Cluster.list_objects(self.cluster, api_version, kind, ref.namespace, selector)
+            except ResourceNotInstalled:
+                # Nothing of a kind the API server does not serve was ever adopted: ask no more.
+                self._uninstalled.add((api_version, kind))
+                continue
+            by_key = {key_of(obj): obj for obj in live}
+            for handed in hand_back_traffic(ref.name, live, keep):
+                key = key_of(handed)
+                self.cluster.apply(apply_body(handed, by_key.get(key)))
+                message = f"{key.kind} {key.namespace}/{key.name} handed back as its owner wrote it"
+                self._event(body, "Normal", "HandedBack", message, now)
+
     def _stable_record(
-        self, ref: RolloutRef, status: RolloutStatus, objects: dict[ObjectKey, dict[str, Any] | None]
+        self,
+        ref: RolloutRef,
+        spec: RolloutSpec,
+        status: RolloutStatus,
+        objects: dict[ObjectKey, dict[str, Any] | None],
     ) -> dict[str, Any] | None:
         """The stable revision's recorded template, read only when its Deployment is missing."""
-        if objects.get(deployment_key(ref, ref.name)) is not None or not status.stable_revision:
+        if objects.get(stable_deployment_key(ref, spec)) is not None or not status.stable_revision:
             return None
         return recorded_template(self.cluster.get(revision_key(ref, status.stable_revision)))
 
@@ -169,8 +303,8 @@ class RolloutReconciler:
         return QueryContext(
             namespace=ref.namespace,
             rollout_name=ref.name,
-            canary_service=ref.canary_name,
-            stable_service=ref.name,
+            canary_service=service_name(ref, spec, CANARY),
+            stable_service=service_name(ref, spec, STABLE),
             canary_revision=status.canary_revision or revision,
             interval=analysis.interval if analysis else "60s",
         )

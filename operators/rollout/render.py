@@ -35,11 +35,30 @@ class RenderError(ValueError):
     """The spec cannot be turned into valid objects; the message says what to change."""
 
 
+# With workloadRef, the user's Deployment is usually named like the Rollout: Sluice's stable one
+# gets this suffix instead.
+STABLE_SUFFIX = "-stable"
+
+
 def object_name(ref: RolloutRef, track: Track) -> str:
-    """Name of the Deployment and of the Service of a track: `<name>` or `<name>-canary`."""
+    """The default name of a track's Deployment and Service: `<name>` or `<name>-canary`."""
     if track not in TRACKS:
         raise ValueError(f"unknown track {track!r}; expected one of {', '.join(TRACKS)}")
     return ref.name if track == STABLE else ref.canary_name
+
+
+def deployment_name(ref: RolloutRef, spec: RolloutSpec, track: Track) -> str:
+    """Sluice's Deployment of a track: `<name>`, or `<name>-stable` next to an adopted workload."""
+    if track == STABLE and spec.workload_ref is not None:
+        return f"{ref.name}{STABLE_SUFFIX}"
+    return object_name(ref, track)
+
+
+def service_name(ref: RolloutRef, spec: RolloutSpec, track: Track) -> str:
+    """A track's Service: `spec.service.name` (default `<name>`) for stable, `<name>-canary`."""
+    if track == STABLE and spec.service is not None and spec.service.name:
+        return spec.service.name
+    return object_name(ref, track)
 
 
 def name_problems(ref: RolloutRef) -> list[str]:
@@ -80,11 +99,13 @@ def _explicit_selector(spec: RolloutSpec) -> dict[str, str]:
             "selector.matchExpressions is not supported yet; use selector.matchLabels "
             f"(or leave selector out to select by {ROLLOUT_LABEL})"
         )
-    template_labels = _template_labels(spec.template)
     explicit = dict(selector.match_labels or {}) if selector is not None else {}
     reserved = sorted(set(explicit) & set(RESERVED_POD_LABELS))
     if reserved:
         raise RenderError(f"selector cannot use {', '.join(reserved)}: Sluice sets these labels itself")
+    if spec.template is None:
+        return explicit  # a workloadRef's template: render_deployment checks the labels on it
+    template_labels = _template_labels(spec.template)
     missing = {key: value for key, value in explicit.items() if template_labels.get(key) != value}
     if missing:
         wanted = ", ".join(f"{key}={value}" for key, value in sorted(missing.items()))
@@ -152,7 +173,7 @@ def render_deployment(
         )
     pod_metadata["labels"] = pod_labels
 
-    metadata = managed_metadata(ref, object_name(ref, track), {TRACK_LABEL: track})
+    metadata = managed_metadata(ref, deployment_name(ref, spec, track), {TRACK_LABEL: track})
     metadata["annotations"] = {REVISION_LABEL: revision}
     return {
         "apiVersion": "apps/v1",
@@ -189,7 +210,7 @@ def render_service(
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": managed_metadata(ref, object_name(ref, track), {TRACK_LABEL: track}),
+        "metadata": managed_metadata(ref, service_name(ref, spec, track), {TRACK_LABEL: track}),
         "spec": {
             "type": "ClusterIP",
             "selector": selector,

@@ -1,17 +1,28 @@
-"""A Rollout's traffic: its provider, that provider's configuration, and what it routes."""
+"""A Rollout's traffic: its provider, that provider's configuration, and what it routes.
+
+A traffic object that exists and is not this Rollout's own (no ownerReference
+to it) is adopted when nothing else claims it: the provider then changes only
+what the split needs (`TrafficProvider.adopt`), and the object carries the
+`sluice.dev/adopted-by` annotation and Sluice's labels (so its watch delivers
+it) but never an ownerReference. One that another Rollout owns or adopted, or
+that the provider cannot split without guessing, is a problem the Rollout
+reports, touching nothing.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from operators.api.refs import RolloutRef
 from operators.api.rollout import RolloutSpec
-from operators.foundation.keys import ObjectKey
-from operators.rollout.ownership import CANARY, STABLE, managed_labels
-from operators.rollout.render import object_name
-from operators.traffic.base import Refusal, TrafficProvider, TrafficTarget, Weights
+from operators.foundation.diff import covers
+from operators.foundation.keys import ObjectKey, key_of
+from operators.rollout.adoption import ADOPTED_BY, adopted_by, adoption_problem, is_adoptable
+from operators.rollout.ownership import CANARY, STABLE, is_owned_by, managed_labels
+from operators.rollout.render import service_name
+from operators.traffic.base import CannotAdopt, Refusal, TrafficProvider, TrafficTarget, Weights
 
 
 @dataclass(frozen=True)
@@ -21,12 +32,83 @@ class Routing:
     provider: TrafficProvider
     config: Any
     target: TrafficTarget
+    ref: RolloutRef
 
     def keys(self) -> list[ObjectKey]:
         return self.provider.object_keys(self.target, self.config)
 
-    def desired(self, weights: Weights) -> list[dict[str, Any]]:
-        return self.provider.desired_objects(self.target, self.config, weights)
+    def desired(
+        self, weights: Weights, objects: Mapping[ObjectKey, Mapping[str, Any] | None] | None = None
+    ) -> list[dict[str, Any]]:
+        """The objects routing `weights`: the provider's own, or, for one that exists and is someone
+        else's (`objects` holds the live ones), the adopted form of it. Call `problems` first."""
+        adopted = self.adopted(objects or {})
+        return [
+            self.provider.adopt(self.target, self.config, weights, adopted[key_of(obj)])
+            if key_of(obj) in adopted
+            else obj
+            for obj in self.provider.desired_objects(self.target, self.config, weights)
+        ]
+
+    def adopted(
+        self, objects: Mapping[ObjectKey, Mapping[str, Any] | None]
+    ) -> dict[ObjectKey, Mapping[str, Any]]:
+        """The live traffic objects that are not this Rollout's own: adopted, or to be adopted now."""
+        return {
+            key: obj
+            for key in self.keys()
+            if (obj := objects.get(key)) is not None and not is_owned_by(obj, self.ref)
+        }
+
+    def problems(self, objects: Mapping[ObjectKey, Mapping[str, Any] | None]) -> list[str]:
+        """Why a live traffic object cannot be adopted: another Rollout's, or no split to be made of it."""
+        found: list[str] = []
+        for key, obj in self.adopted(objects).items():
+            if not is_adoptable(obj, self.ref):
+                found.append(adoption_problem(key.kind, obj, self.ref))
+                continue
+            try:
+                self.provider.adopt(self.target, self.config, Weights.to_canary(0), obj)
+            except CannotAdopt as refused:
+                found.append(f"cannot adopt {key.kind} {key.namespace}/{key.name}: {refused.message}")
+        return found
+
+    def adoption_notes(
+        self, objects: Mapping[ObjectKey, Mapping[str, Any] | None], expected: Collection[int], routed: int
+    ) -> list[tuple[str, str]]:
+        """(reason, message) of the Events about adopted objects this pass: taken over, or put back.
+
+        Drift is a live object that matches what Sluice wrote at none of the weights it may have
+        written (`expected`): someone else (a GitOps tool re-applying the user's copy) changed
+        Sluice's part of it. This pass's apply restores it, at `routed` percent to the canary.
+        """
+        notes: list[tuple[str, str]] = []
+        for key, obj in self.adopted(objects).items():
+            name = f"{key.kind} {key.namespace}/{key.name}"
+            if adopted_by(obj) != self.ref.name:
+                notes.append(
+                    (
+                        "Adopted",
+                        f"{name} adopted: its traffic to Service {self.target.stable_service} is now split "
+                        f"with Service {self.target.canary_service}; everything else in it is left as it is "
+                        "and is handed back when the Rollout is deleted",
+                    )
+                )
+                continue
+            written = (
+                self.provider.adopt(self.target, self.config, Weights.to_canary(weight), obj)
+                for weight in expected
+            )
+            if not any(covers(obj, body) for body in written):
+                notes.append(
+                    (
+                        "AdoptedDriftRestored",
+                        f"{name} was changed by someone else (a GitOps tool re-applying it?): Sluice's part "
+                        f"of it (the canary backendRefs, {routed}% to Service {self.target.canary_service}, "
+                        f"its labels and {ADOPTED_BY} annotation) is restored; everything else is kept",
+                    )
+                )
+        return notes
 
     def observed(self, objects: Mapping[ObjectKey, Mapping[str, Any] | None]) -> Weights | None:
         live = {key: obj for key, obj in objects.items() if obj is not None}
@@ -46,10 +128,11 @@ def routing_of(ref: RolloutRef, spec: RolloutSpec) -> Routing | None:
     target = TrafficTarget(
         namespace=ref.namespace,
         name=ref.name,
-        stable_service=object_name(ref, STABLE),
-        canary_service=object_name(ref, CANARY),
+        stable_service=service_name(ref, spec, STABLE),
+        canary_service=service_name(ref, spec, CANARY),
         port=spec.service.port,
         labels=managed_labels(ref),
         owner_references=(ref.owner_reference(),),
+        adopted_annotations={ADOPTED_BY: ref.name},
     )
-    return Routing(provider, config, target)
+    return Routing(provider, config, target, ref)

@@ -16,7 +16,7 @@ from operators.api.refs import RolloutRef
 from operators.api.rollout import RolloutSpec
 from operators.foundation.cluster import Cluster
 from operators.foundation.keys import ObjectKey
-from operators.rollout.inventory import deployment_key
+from operators.rollout.inventory import canary_deployment_key, stable_deployment_key
 from operators.rollout.templates import Effective
 from operators.rollout.workload import revision_of, template_of
 from operators.sidecarset.effective import compose
@@ -42,14 +42,15 @@ class RolloutSidecars:
         spec: RolloutSpec,
         objects: Mapping[ObjectKey, Mapping[str, Any] | None],
     ) -> Effective:
-        stable = objects.get(deployment_key(ref, ref.name))
-        canary = objects.get(deployment_key(ref, ref.canary_name))
+        stable = objects.get(stable_deployment_key(ref, spec))
+        canary = objects.get(canary_deployment_key(ref, spec))
         stable_template = template_of(stable)
+        template = spec.template or {}  # with workloadRef, the shell puts the Deployment's here
         sidecarsets = list_sidecarsets(self.cluster)
         if not sidecarsets and not records_of(stable_template):
-            return Effective(spec.template)
+            return Effective(template)
         labels_here = self._namespace_labels(ref.namespace)
-        template_labels = (spec.template.get("metadata") or {}).get("labels") or {}
+        template_labels = (template.get("metadata") or {}).get("labels") or {}
         matching = [
             (s.name, s.spec)
             for s in sidecarsets
@@ -63,7 +64,7 @@ class RolloutSidecars:
             for name, sidecar_spec in pending:
                 revision = sidecar_from_spec(name, sidecar_spec).revision
                 plans[name] = plan_rollouts(name, sidecar_spec, revision, fleet)
-        composition = compose(spec.template, matching, me, stable_template, revision_of(stable), plans)
+        composition = compose(template, matching, me, stable_template, revision_of(stable), plans)
         for name, decision in composition.decisions.items():
             logger.debug(
                 "Rollout %s/%s, SidecarSet %s: %s (%s)",

@@ -55,6 +55,9 @@ class TrafficTarget:
     port: int
     labels: Mapping[str, str] = field(default_factory=dict)
     owner_references: Sequence[Mapping[str, Any]] = ()
+    # What an adopted object (someone else's, that the provider splits traffic on) carries instead of
+    # the owner references: garbage collection must never delete a user's object with the release.
+    adopted_annotations: Mapping[str, str] = field(default_factory=dict)
 
     def metadata(self, name: str) -> dict[str, Any]:
         """The metadata of an object this target's provider manages."""
@@ -64,6 +67,14 @@ class TrafficTarget:
             "labels": dict(self.labels),
             "ownerReferences": [dict(reference) for reference in self.owner_references],
         }
+
+
+class CannotAdopt(Exception):
+    """An existing traffic object the provider cannot split without guessing; the message says why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -87,12 +98,18 @@ class TrafficProvider(Protocol):
       same objects, so applying them twice changes nothing.
     - Only its own objects: `desired_objects` returns exactly the objects
       `object_keys` names, each with `target.metadata(name)`. The operator
-      reads those keys first and refuses to touch any object it does not own,
-      so a provider never names an object it merely wants to patch.
+      reads those keys first and refuses to touch an object another release
+      owns or adopted; any other existing object is adopted (below).
     - Weight 0 to the canary routes nothing there (not "a little"), and weight
       100 to stable is the state a healthy, finished release is left in.
     - `observed_weights` never guesses: None when the live objects are missing
       or do not express a stable/canary split this provider understands.
+    - Adoption: an object of `object_keys` that exists and is someone else's is
+      adopted, not replaced. `adopt` returns the apply body that changes only
+      what the split needs (and records what it changed, so that `hand_back`,
+      from the live object alone, can put it back); it raises `CannotAdopt` when
+      the object cannot be split without guessing. The body carries
+      `target.labels` and `target.adopted_annotations`, never owner references.
     - `refusals` never guesses either: only what the traffic system's own
       controller reported, explicitly, about the objects as they are now (their
       current generation). No report at all (a cluster without such a
@@ -122,6 +139,16 @@ class TrafficProvider(Protocol):
         self, target: TrafficTarget, config: Any, observed: Mapping[ObjectKey, Mapping[str, Any]]
     ) -> Weights | None:
         """What the live objects (by key, as read from the cluster) route now; None if unknown."""
+        ...
+
+    def adopt(
+        self, target: TrafficTarget, config: Any, weights: Weights, live: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The apply body that makes someone else's live object route `weights`; raises CannotAdopt."""
+        ...
+
+    def hand_back(self, live: Mapping[str, Any]) -> dict[str, Any]:
+        """The apply body that undoes what `adopt` changed on the live object (and drops its marks)."""
         ...
 
     def refusals(

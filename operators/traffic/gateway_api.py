@@ -1,8 +1,22 @@
-"""Gateway API: one HTTPRoute whose single rule splits traffic between two Services.
+"""Gateway API: an HTTPRoute whose rules split traffic between two Services.
 
-The route sends to the stable Service `<name>` and the canary Service
-`<name>-canary` with weights that add up to 100. Gateway API weights are
-proportional, so reading a route back normalises them to percent.
+The route Sluice creates has one rule sending to the stable Service `<name>`
+and the canary Service `<name>-canary` with weights that add up to 100.
+Gateway API weights are proportional, so reading a route back normalises them
+to percent.
+
+An existing route that is someone else's is adopted instead (`adopted_route`):
+every rule whose backends are the stable Service gets the canary Service next
+to it, and both get their weights; every other rule, and every match, filter,
+hostname, parentRef and timeout, stays exactly as found. `spec.rules` is an
+atomic list in the Gateway API schema, so server-side apply cannot own part of
+it: the whole list is applied, recomputed from the live route on every pass, so
+what others change in other rules is kept. A rule sending to the stable Service
+*and* to other backends is refused: splitting only the stable Service's share
+would mean rewriting the other backends' weights (weights are proportional),
+which is not Sluice's to change. What the adoption changed (the stable
+backendRefs' weights, the canary Service's name) is recorded in an annotation on
+the route, so `hand_back_route` restores the route from the live object alone.
 
 A Gateway controller reports on the route in `status.parents[]`: per parent
 (Gateway) its `Accepted` and `ResolvedRefs` conditions. `route_refusals` reads
@@ -14,14 +28,15 @@ without one) has none.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import Field
 
 from operators.foundation.keys import ObjectKey
 from operators.foundation.model import ApiModel
-from operators.traffic.base import Refusal, TrafficTarget, Weights
+from operators.traffic.base import CannotAdopt, Refusal, TrafficTarget, Weights
 
 API_VERSION = "gateway.networking.k8s.io/v1"
 KIND = "HTTPRoute"
@@ -36,6 +51,8 @@ DEFAULT_PARENT_KIND = "Gateway"
 REFUSAL_REASONS = {"Accepted": "RouteNotAccepted", "ResolvedRefs": "RouteRefsNotResolved"}
 # What an HTTPRoute's name must be (as any object's): a DNS-1123 subdomain of at most 253 characters.
 DNS1123_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# On an adopted route: what the adoption changed, so that handing it back needs nothing but the route.
+ADOPTED_BACKENDS_ANNOTATION = "sluice.dev/adopted-backends"
 
 
 class ParentReference(ApiModel):
@@ -116,15 +133,26 @@ class GatewayAPIProvider:
         rules = (route.get("spec") or {}).get("rules") or []
         ours = {target.stable_service: _STABLE, target.canary_service: _CANARY}
         splits = [split for rule in rules if (split := _rule_split(rule, target.namespace, ours))[0]]
-        # One rule routing to our Services and nothing else is what we write; anything else
-        # (several such rules, a third backend) is no stable/canary split we can state.
-        if len(splits) != 1:
+        # Each rule routing to our Services and nothing else is what we write (one rule on a route
+        # of our own, every rule to the stable Service on an adopted one): they state a split when
+        # they all state the same one. A third backend, or rules that disagree, state none.
+        canary_shares: set[int] = set()
+        for weights, routes_elsewhere in splits:
+            stable, canary = weights.get(_STABLE, 0), weights.get(_CANARY, 0)
+            if routes_elsewhere or stable + canary == 0:
+                return None
+            canary_shares.add(round(100 * canary / (stable + canary)))
+        if len(canary_shares) != 1:
             return None
-        weights, routes_elsewhere = splits[0]
-        stable, canary = weights.get(_STABLE, 0), weights.get(_CANARY, 0)
-        if routes_elsewhere or stable + canary == 0:
-            return None
-        return Weights.to_canary(round(100 * canary / (stable + canary)))
+        return Weights.to_canary(canary_shares.pop())
+
+    def adopt(
+        self, target: TrafficTarget, config: GatewayAPITraffic, weights: Weights, live: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return adopted_route(live, target, weights)
+
+    def hand_back(self, live: Mapping[str, Any]) -> dict[str, Any]:
+        return hand_back_route(live)
 
     def refusals(
         self,
@@ -215,3 +243,167 @@ def _is_local_service(backend: Mapping[str, Any], namespace: str) -> bool:
         and backend.get("kind", DEFAULT_BACKEND_KIND) == DEFAULT_BACKEND_KIND
         and backend.get("namespace", namespace) == namespace
     )
+
+
+# ---- adopting someone else's route ----------------------------------------------------------------
+
+
+def adopted_route(live: Mapping[str, Any], target: TrafficTarget, weights: Weights) -> dict[str, Any]:
+    """The apply body that makes an existing route (not ours) split its stable traffic at `weights`.
+
+    Only `spec.rules` (the whole list: it is atomic) and our marks in the metadata: no parentRefs,
+    no hostnames, no owner references. Raises CannotAdopt when the route cannot be split.
+    """
+    meta = live.get("metadata") or {}
+    name = f"HTTPRoute {meta.get('namespace') or target.namespace}/{meta.get('name')}"
+    rules = list((live.get("spec") or {}).get("rules") or [])
+    recorded = _recorded(live)
+    before = recorded.get("stableWeights") if recorded.get("canaryService") == target.canary_service else None
+    new_rules: list[dict[str, Any]] = []
+    originals: list[int | None] = []
+    for number, rule in enumerate(rules, start=1):
+        stable, canary, others = _sort_backends(
+            rule, target.namespace, target.stable_service, target.canary_service
+        )
+        if not stable:
+            new_rules.append(_copied(rule))  # not the stable Service's traffic: exactly as found
+            continue
+        if others:
+            raise CannotAdopt(
+                f"{name} rule {number} sends traffic to Service {target.stable_service} and to "
+                f"{', '.join(_describe(ref) for ref in others)}: Sluice splits only a rule whose "
+                f"backends are the stable Service alone; move the other backends to a rule of their own"
+            )
+        if len(stable) > 1:
+            raise CannotAdopt(
+                f"{name} rule {number} names Service {target.stable_service} {len(stable)} times: "
+                f"Sluice cannot tell which backendRef to split; keep one"
+            )
+        (stable_ref,) = stable
+        # A rule without our canary is as its owner wrote it: its weight is the one to restore.
+        # With it, the weight is ours, and the one to restore is the one recorded at adoption.
+        if canary:
+            originals.append(_nth(before, len(originals), stable_ref.get("weight")))
+        else:
+            originals.append(stable_ref.get("weight"))
+        new_rule = _copied(rule)
+        new_rule["backendRefs"] = [
+            {**_copied(stable_ref), "weight": weights.stable},
+            {**_copied(stable_ref), "name": target.canary_service, "weight": weights.canary},
+        ]
+        new_rules.append(new_rule)
+    if not originals:
+        raise CannotAdopt(
+            f"{name} has no rule sending traffic to Service {target.stable_service} in its namespace: "
+            f"there is nothing for Sluice to split; point a rule at it or name another route in "
+            f"traffic.gatewayAPI.httpRoute"
+        )
+    record = {
+        "stableService": target.stable_service,
+        "canaryService": target.canary_service,
+        "stableWeights": originals,
+    }
+    annotations = {
+        **target.adopted_annotations,
+        ADOPTED_BACKENDS_ANNOTATION: json.dumps(record, sort_keys=True, separators=(",", ":")),
+    }
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace") or target.namespace,
+            "labels": dict(target.labels),
+            "annotations": annotations,
+        },
+        "spec": {"rules": new_rules},
+    }
+
+
+def hand_back_route(live: Mapping[str, Any]) -> dict[str, Any]:
+    """The apply body that gives an adopted route back as its owner last wrote it.
+
+    The canary backendRefs go, each stable backendRef gets back the weight it had (none: the
+    API server's default), and our labels and annotations go too, being left out of the apply.
+    Every other rule and field is as the live route has it now.
+    """
+    meta = live.get("metadata") or {}
+    namespace = meta.get("namespace") or ""
+    recorded = _recorded(live)
+    stable_service, canary_service = recorded.get("stableService"), recorded.get("canaryService")
+    weights = recorded.get("stableWeights")
+    rules: list[dict[str, Any]] = []
+    adopted = 0
+    for rule in (live.get("spec") or {}).get("rules") or []:
+        stable, _, _ = _sort_backends(rule, namespace, stable_service, canary_service)
+        if not stable or not isinstance(stable_service, str):
+            rules.append(_copied(rule))
+            continue
+        original = _nth(weights, adopted, None)
+        adopted += 1
+        backends: list[dict[str, Any]] = []
+        for ref in rule.get("backendRefs") or []:
+            if _is_local_service(ref, namespace) and ref.get("name") == canary_service:
+                continue
+            restored = _copied(ref)
+            if _is_local_service(ref, namespace) and ref.get("name") == stable_service:
+                restored.pop("weight", None)
+                if original is not None:
+                    restored["weight"] = original
+            backends.append(restored)
+        rules.append({**_copied(rule), "backendRefs": backends})
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": meta.get("name"), "namespace": namespace},
+        "spec": {"rules": rules},
+    }
+
+
+def _sort_backends(
+    rule: Mapping[str, Any], namespace: str, stable: Any, canary: Any
+) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """A rule's backendRefs: to the stable Service, to the canary Service, and to anything else."""
+    found: tuple[list[Mapping[str, Any]], list[Mapping[str, Any]], list[Mapping[str, Any]]] = ([], [], [])
+    for ref in rule.get("backendRefs") or []:
+        local = _is_local_service(ref, namespace)
+        if local and ref.get("name") == stable:
+            found[0].append(ref)
+        elif local and ref.get("name") == canary:
+            found[1].append(ref)
+        else:
+            found[2].append(ref)
+    return found
+
+
+def _recorded(route: Mapping[str, Any]) -> dict[str, Any]:
+    """What an adoption recorded on the route; {} when nothing (or nothing readable) is."""
+    text = ((route.get("metadata") or {}).get("annotations") or {}).get(ADOPTED_BACKENDS_ANNOTATION)
+    try:
+        record = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _nth(values: Any, index: int, default: Any) -> Any:
+    """`values[index]`, or its last item when the rules grew since, or `default` without any."""
+    if not isinstance(values, Sequence) or isinstance(values, str) or not values:
+        return default
+    value = values[min(index, len(values) - 1)]
+    return value if value is None or (isinstance(value, int) and not isinstance(value, bool)) else default
+
+
+def _describe(ref: Mapping[str, Any]) -> str:
+    kind = ref.get("kind", DEFAULT_BACKEND_KIND)
+    namespace = f"{ref['namespace']}/" if ref.get("namespace") else ""
+    return f"{kind} {namespace}{ref.get('name')}"
+
+
+def _copied(value: Any) -> Any:
+    """A deep copy of JSON data: what is kept exactly as found must not share lists with the input."""
+    if isinstance(value, Mapping):
+        return {key: _copied(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copied(item) for item in value]
+    return value

@@ -129,6 +129,40 @@ def _crd_problems(crd: JsonObject) -> list[FieldError]:
         problems.append(FieldError.not_supported("spec.scope", spec.get("scope"), ["Cluster", "Namespaced"]))
     for index, version in enumerate(versions):
         problems.extend(_schema_problems(f"spec.versions[{index}].schema.openAPIV3Schema", version))
+        scale = (version.get("subresources") or {}).get("scale")
+        if isinstance(scale, Mapping):
+            problems.extend(_scale_problems(f"spec.versions[{index}].subresources.scale", scale))
+    return problems
+
+
+# Where each of subresources.scale's paths may point, as the API server's CRD validation says it.
+_SCALE_PATHS: tuple[tuple[str, bool, tuple[str, ...], str], ...] = (
+    ("specReplicasPath", True, (".spec.",), "should be a json path under .spec"),
+    ("statusReplicasPath", True, (".status.",), "should be a json path under .status"),
+    (
+        "labelSelectorPath",
+        False,
+        (".spec.", ".status."),
+        "should be a json path under either .spec or .status",
+    ),
+)
+
+
+def _scale_problems(field: str, scale: Mapping[str, Any]) -> list[FieldError]:
+    """subresources.scale: simple JSON paths (dot notation, no arrays) under .spec or .status."""
+    problems: list[FieldError] = []
+    for key, required, prefixes, where in _SCALE_PATHS:
+        path = scale.get(key)
+        if not path:
+            if required:
+                problems.append(FieldError.required(f"{field}.{key}"))
+            continue
+        if not isinstance(path, str) or not path.startswith("."):
+            problems.append(
+                FieldError.invalid(f"{field}.{key}", path, "must be a simple json path starting with .")
+            )
+        elif "[" in path or not path.startswith(prefixes):
+            problems.append(FieldError.invalid(f"{field}.{key}", path, where))
     return problems
 
 

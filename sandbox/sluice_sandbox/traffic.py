@@ -17,8 +17,9 @@ Decisions, and why:
   requests: no gateway serves it (:func:`refused`; the sandbox's Gateway controller is
   :mod:`sluice_sandbox.gateway_controller`). Its gateway series stay, at zero.
 - Each route gets ``rps`` requests per second, split evenly between its rules (real traffic
-  depends on the rules' matches; Sluice writes one rule) and within a rule by the backendRefs'
-  weights. A backend that is no local Service (another kind) takes its share, unsimulated.
+  depends on the rules' matches; Sluice writes one rule, a route it adopted keeps its owner's)
+  and within a rule by the backendRefs' weights. Every route counts, Sluice's or not. A backend
+  that is no local Service (another kind) takes its share, unsimulated.
 - The per-Service metrics are the application's own, as if its pods exported them: a Service
   without ready pods (or a backend Service that does not exist) serves nothing, so it counts
   nothing. The gateway answers those requests 503, and its own counters, per route and status

@@ -133,9 +133,15 @@ def test_a_sidecar_image_that_is_no_image_reference_is_refused_at_admission(harn
 
 
 def test_a_blocked_component_rollout_is_not_called_rolled_back(harness: Harness) -> None:
-    # Someone else's Service has the component's name: its Rollout is blocked, never released.
-    foreign = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": NS}}
-    harness.cluster.create({**foreign, "spec": {"ports": [{"port": 80}]}})
+    # Someone else's Deployment has the component's name: its Rollout is blocked, never released.
+    # (A Service would be adopted; a Deployment is adopted only when a workloadRef names it.)
+    labels = {"app": "other"}
+    foreign = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": NS}}
+    template = {
+        "metadata": {"labels": labels},
+        "spec": {"containers": [{"name": "x", "image": "nginx:1.27"}]},
+    }
+    harness.cluster.create({**foreign, "spec": {"selector": {"matchLabels": labels}, "template": template}})
     web = {**cn("web"), "type": "webservice", "ports": [{"name": "http", "port": 8080, "expose": 80}]}
     harness.apply_application(NS, {"metadata": {"name": "shop"}, "spec": {"components": [web]}})
 
@@ -147,7 +153,7 @@ def test_a_blocked_component_rollout_is_not_called_rolled_back(harness: Harness)
     )
     assert stalled_reason(app) == "ObjectConflict"  # what the Rollout says, not RolledBack
     [component] = status_of(app)["components"]
-    assert "Service shop/web exists and is not managed by this Rollout" in component["message"]
+    assert "Deployment shop/web exists and is not managed by this Rollout" in component["message"]
     rollout = harness.rollout(NS, "web")
     assert conditions(rollout)["Stalled"] == ("True", "ObjectConflict")
     assert not scenarios.history_messages(rollout, "rolled-back")

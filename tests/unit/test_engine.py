@@ -1633,3 +1633,127 @@ def test_a_deleted_stable_without_a_release_is_recreated_as_it_was() -> None:
     assert (world.image(STABLE), world.revision(STABLE)) == (V1, REV1)
     assert plan.status.canary_revision is None
     assert world.settle().status.phase == Phase.HEALTHY
+
+
+# --- scaling through the /scale subresource (kubectl scale, an HPA) ------------------------------------
+
+
+def paused_at_half(replicas: int = 4, **canary: Any) -> World:
+    """A release of V2 holding at 50% on an indefinite pause, as `kubectl scale` finds it mid-release."""
+    world = healthy(
+        make_spec([{"setWeight": 50}, {"pause": {}}, {"setWeight": 100}], replicas=replicas, canary=canary)
+    )
+    release(world)
+    world.run_until(lambda w: w.status.phase == Phase.PAUSED, follow_requeue=False)
+    assert (world.status.current_step_index, world.status.canary_weight) == (1, 50)
+    return world
+
+
+@pytest.mark.parametrize(
+    ("replicas", "stable", "canary"),
+    [
+        pytest.param(8, 8, 4, id="up"),
+        pytest.param(3, 3, 2, id="down-rounds-the-canary-up"),
+        pytest.param(1, 1, 1, id="down-to-one-keeps-a-canary-pod"),
+    ],
+)
+def test_scaling_mid_release_resizes_both_tracks_at_the_current_weight(
+    replicas: int, stable: int, canary: int
+) -> None:
+    world = paused_at_half()
+    before = world.status.model_copy(deep=True)
+    world.update(replicas=replicas)
+    world.settle()
+    status = world.status
+    assert (world.replicas(STABLE), world.replicas(CANARY)) == (stable, canary)
+    assert (world.image(STABLE), world.image(CANARY)) == (V1, V2), "no pod template changes"
+    # The same release, at the same step and weight: replicas are not part of the revision.
+    assert (status.phase, status.current_step_index, status.canary_weight) == (Phase.PAUSED, 1, 50)
+    assert (status.canary_revision, status.stable_revision) == (
+        before.canary_revision,
+        before.stable_revision,
+    )
+    assert status.weight_changed_at == before.weight_changed_at
+    assert world.actions().count("release-started") == 1
+    assert world.route_weights() == (50, 50)
+    assert (status.replicas.canary, status.replicas.stable, status.replicas.total) == (
+        canary,
+        stable,
+        stable + canary,
+    )
+    assert status.observed_generation == world.generation
+
+    world.annotate(Command.PROMOTE, "1")
+    world.run_until(lambda w: w.status.phase == Phase.HEALTHY)
+    assert (world.replicas(STABLE), world.image(STABLE), world.replicas(CANARY)) == (stable, V2, 0)
+    # The status reports the pods seen at the start of a pass: the canary's go in the pass after.
+    world.settle()
+    assert world.status.replicas.total == stable
+
+
+def test_scaling_up_while_a_weight_step_waits_for_the_canary_waits_for_the_new_count() -> None:
+    world = healthy(make_spec([{"setWeight": 50}, {"pause": {}}]))
+    world.hold(CANARY)
+    release(world)
+    world.reconcile()
+    assert world.replicas(CANARY) == 2
+    world.update(replicas=10)
+    plan = world.reconcile()
+    assert (world.replicas(STABLE), world.replicas(CANARY)) == (10, 5)
+    world.set_ready(CANARY, 2)
+    assert world.reconcile().status.canary_weight == 0, "the pods of the old count are not enough"
+    assert "waiting for canary pods: 2/5 ready" in world.status.message
+    world.release(CANARY)
+    plan = world.reconcile()
+    assert (plan.status.canary_weight, plan.status.current_step_index) == (50, 1)
+
+
+def test_scaling_to_zero_mid_release_and_back_keeps_the_release() -> None:
+    world = paused_at_half()
+    world.update(replicas=0)
+    world.settle()
+    assert (world.replicas(STABLE), world.replicas(CANARY)) == (0, 0)
+    status = world.status
+    assert (status.phase, status.current_step_index, status.canary_weight) == (Phase.PAUSED, 1, 50)
+    assert status.replicas.total == 0
+    # Neither track has a ready pod: the route keeps the split (there is nothing better to send to).
+    assert world.route_weights() == (50, 50)
+
+    world.update(replicas=6)
+    world.settle()
+    assert (world.replicas(STABLE), world.replicas(CANARY)) == (6, 3)
+    status = world.status
+    assert (status.phase, status.current_step_index, status.canary_weight) == (Phase.PAUSED, 1, 50)
+    assert world.route_weights() == (50, 50)
+    assert world.actions().count("release-started") == 1
+    world.annotate(Command.PROMOTE, "1")
+    world.run_until(lambda w: w.status.phase == Phase.HEALTHY)
+    assert (world.replicas(STABLE), world.image(STABLE), world.replicas(CANARY)) == (6, V2, 0)
+
+
+def test_a_fixed_canary_size_does_not_follow_a_scale() -> None:
+    world = paused_at_half(canaryReplicas=1)
+    world.update(replicas=9)
+    world.settle()
+    assert (world.replicas(STABLE), world.replicas(CANARY)) == (9, 1)
+    assert world.status.replicas.total == 10
+
+
+def test_scale_status_counts_the_pods_of_both_tracks_and_names_their_selector() -> None:
+    world = healthy(make_spec(selector={"matchLabels": {"app": "web"}}))
+    assert world.status.replicas.total == 4
+    assert world.status.selector == "app=web,sluice.dev/rollout=web"
+    world.hold(CANARY)
+    release(world)
+    world.reconcile()
+    # The canary's pod exists (status.replicas) before it is ready: an autoscaler counts it.
+    world.set_ready(CANARY, 0)
+    world.canary["status"]["replicas"] = 1
+    plan = world.reconcile()
+    assert (plan.status.replicas.total, plan.status.replicas.canary_ready) == (5, 0)
+    assert plan.status.selector == "app=web,sluice.dev/rollout=web"
+
+
+def test_scale_status_selector_without_an_explicit_selector_is_the_rollout_label() -> None:
+    world = healthy(make_spec())
+    assert world.status.selector == "sluice.dev/rollout=web"

@@ -486,7 +486,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def example_routes() -> list[Any]:
-    """The HTTPRoute of every example Rollout (and of every Rollout an example Application renders)."""
+    """The HTTPRoute of every example Rollout (and of every Rollout an example Application renders),
+    and every HTTPRoute an example writes itself (a route a Rollout adopts: examples/adopt/)."""
     params = []
     catalog = ComponentTypes(EXAMPLES / "application" / "component-types").catalog()
     for path in sorted(EXAMPLES.rglob("*.yaml")):
@@ -495,7 +496,14 @@ def example_routes() -> list[Any]:
                 continue
             namespace = doc.get("metadata", {}).get("namespace", "default")
             rollouts = []
-            if doc.get("kind") == "Rollout":
+            if doc.get("kind") == "HTTPRoute":
+                written = {**doc, "metadata": {**doc["metadata"], "namespace": namespace, "generation": 1}}
+                params.append(
+                    pytest.param(written, id=f"{path.relative_to(EXAMPLES)}:{doc['metadata']['name']}")
+                )
+            elif doc.get("kind") == "Rollout" and doc["spec"].get("workloadRef"):
+                continue  # it adopts the route its example writes (above), which names the Gateway
+            elif doc.get("kind") == "Rollout":
                 rollouts = [doc]
             elif doc.get("kind") == "Application":
                 ref = ApplicationRef(doc["metadata"]["name"], namespace, "uid")
@@ -517,13 +525,13 @@ EXAMPLE_ROUTES = example_routes()
 
 
 def test_the_example_routes_are_found() -> None:
-    assert len(EXAMPLE_ROUTES) >= 5  # the minimal, analysis, demo, sidecarset (2) and shop examples
+    assert len(EXAMPLE_ROUTES) >= 6  # minimal, analysis, demo, sidecarset (2), shop and adopt examples
 
 
 @pytest.mark.parametrize("desired", EXAMPLE_ROUTES)
 def test_every_example_route_attaches_to_the_sandbox_gateway(desired: dict[str, Any]) -> None:
     namespace = desired["metadata"]["namespace"]
-    names = [ref["name"] for ref in desired["spec"]["rules"][0]["backendRefs"]]
+    names = [ref["name"] for rule in desired["spec"]["rules"] for ref in rule.get("backendRefs") or []]
     sandbox = GatewayWorld(
         {("default", "public"): default_gateway()},
         {"sandbox": default_gateway_class()},

@@ -66,6 +66,7 @@ def test_the_crd_document_lets_kubectl_validate_on_the_server_with_merge_patches
         "/apis/sluice.dev/v1alpha1/namespaces/{namespace}/rollouts",
         "/apis/sluice.dev/v1alpha1/namespaces/{namespace}/rollouts/{name}",
         "/apis/sluice.dev/v1alpha1/namespaces/{namespace}/rollouts/{name}/status",
+        "/apis/sluice.dev/v1alpha1/namespaces/{namespace}/rollouts/{name}/scale",
         "/apis/sluice.dev/v1alpha1/rollouts",
     } == paths
 

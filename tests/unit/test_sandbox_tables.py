@@ -130,11 +130,13 @@ def test_unsupported_json_path() -> None:
 def test_a_crd_gets_its_printer_columns() -> None:
     rollout = {
         "metadata": meta("web"),
+        "spec": {"replicas": 4},
         "status": {
             "phase": "Progressing",
             "canaryWeight": 20,
             "currentStepIndex": 1,
             "stableRevision": "abc",
+            "replicas": {"total": 5},
         },
     }
     assert cells(rollouts(), rollout) == {
@@ -144,6 +146,8 @@ def test_a_crd_gets_its_printer_columns() -> None:
         "Step": 1,
         "Stable": "abc",
         "Canary": None,
+        "Desired": 4,
+        "Current": 5,
         "Age": None,
     }
 

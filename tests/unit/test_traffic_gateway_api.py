@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -10,11 +12,12 @@ from jsonschema import Draft7Validator
 
 from operators.api.refs import RolloutRef
 from operators.api.rollout import RolloutSpec, Traffic
+from operators.foundation.diff import covers
 from operators.foundation.keys import ObjectKey
 from operators.rollout.ownership import MANAGED_BY, MANAGED_BY_LABEL, ROLLOUT_LABEL, is_owned_by
 from operators.rollout.routing import Routing, routing_of
-from operators.traffic.base import Weights
-from operators.traffic.gateway_api import API_VERSION, KIND, GatewayAPIProvider
+from operators.traffic.base import CannotAdopt, Weights
+from operators.traffic.gateway_api import API_VERSION, KIND, GatewayAPIProvider, hand_back_route
 from operators.traffic.registry import PROVIDERS
 from tests.reference import HTTPROUTES, upstream_crd
 
@@ -377,3 +380,208 @@ def test_schema_validation_is_not_vacuous(validator: Draft7Validator, route: dic
 def test_hand_checked_cel_rules_are_not_vacuous(validator: Draft7Validator, route: dict[str, Any]) -> None:
     assert not list(validator.iter_errors(route)), "only CEL catches this one"
     assert cel_violations(route)
+
+
+# --- adopting an existing route ---------------------------------------------------------------
+
+
+def users_route(*rules: dict[str, Any], annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """Someone else's route, as the API server returns it: no owner, defaults filled in."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": "web",
+            "namespace": "shop",
+            "resourceVersion": "7",
+            "labels": {"team": "shop"},
+            "annotations": dict(annotations or {}),
+        },
+        "spec": {
+            "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "public"}],
+            "hostnames": ["shop.example.com"],
+            "rules": list(rules),
+        },
+    }
+
+
+STABLE_RULE = {
+    "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+    "backendRefs": [backend("web", 1)],
+    "timeouts": {"request": "10s"},
+}
+OTHER_RULE = {
+    "matches": [
+        {"path": {"type": "PathPrefix", "value": "/api"}, "headers": [{"name": "x-beta", "value": "1"}]}
+    ],
+    "filters": [
+        {
+            "type": "RequestHeaderModifier",
+            "requestHeaderModifier": {"add": [{"name": "x-from", "value": "gw"}]},
+        }
+    ],
+    "backendRefs": [backend("api", 3)],
+}
+
+
+def two_rule_route() -> dict[str, Any]:
+    return users_route(copy.deepcopy(STABLE_RULE), copy.deepcopy(OTHER_RULE))
+
+
+def adopt(route: dict[str, Any], weights: Weights) -> dict[str, Any]:
+    (adopted,) = routing(make_spec({})).desired(weights, {key_of(route): route})
+    return adopted
+
+
+def as_applied(live: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """The live route after a server-side apply of `body` by Sluice's field manager (rules: atomic)."""
+    result = copy.deepcopy(live)
+    meta = result["metadata"]
+    meta["labels"] = {**meta.get("labels", {}), **body["metadata"].get("labels", {})}
+    meta["annotations"] = {**meta.get("annotations", {}), **body["metadata"].get("annotations", {})}
+    result["spec"]["rules"] = copy.deepcopy(body["spec"]["rules"])
+    return result
+
+
+@pytest.mark.parametrize("weights", WEIGHTS, ids=lambda w: f"canary-{w.canary}")
+def test_adoption_changes_only_the_backends_of_the_stable_rule(weights: Weights) -> None:
+    live = two_rule_route()
+    body = adopt(live, weights)
+    stable_rule, other_rule = body["spec"]["rules"]
+    assert stable_rule["backendRefs"] == [
+        backend("web", weights.stable),
+        backend("web-canary", weights.canary),
+    ]
+    # Everything else of the rule, and the other rule, exactly as found (JSON equality).
+    assert json.dumps(
+        {k: v for k, v in stable_rule.items() if k != "backendRefs"}, sort_keys=True
+    ) == json.dumps({k: v for k, v in STABLE_RULE.items() if k != "backendRefs"}, sort_keys=True)
+    assert json.dumps(other_rule, sort_keys=True) == json.dumps(OTHER_RULE, sort_keys=True)
+    # Only the rules and Sluice's marks are applied: no parentRefs, no hostnames, no owner.
+    assert set(body["spec"]) == {"rules"}
+    assert "ownerReferences" not in body["metadata"]
+    assert body["metadata"]["annotations"]["sluice.dev/adopted-by"] == "web"
+    assert body["metadata"]["labels"] == {MANAGED_BY_LABEL: MANAGED_BY, ROLLOUT_LABEL: "web"}
+    assert not is_owned_by(body, REF)
+    assert live == two_rule_route()  # the live copy is not changed by computing
+
+
+def test_adoption_is_idempotent_and_the_adopted_route_reads_back() -> None:
+    live = as_applied(two_rule_route(), adopt(two_rule_route(), Weights(80, 20)))
+    again = adopt(live, Weights(80, 20))
+    assert covers(live, again)  # a quiet pass writes nothing
+    assert observe(live) == Weights(80, 20)
+    moved = as_applied(live, adopt(live, Weights(40, 60)))
+    assert observe(moved) == Weights(40, 60)
+    assert moved["spec"]["rules"][1] == OTHER_RULE
+
+
+def test_every_rule_to_the_stable_service_is_split_alike() -> None:
+    second = {
+        "matches": [{"path": {"type": "PathPrefix", "value": "/static"}}],
+        "backendRefs": [backend("web")],
+    }
+    live = users_route(copy.deepcopy(STABLE_RULE), second, copy.deepcopy(OTHER_RULE))
+    adopted = as_applied(live, adopt(live, Weights(90, 10)))
+    rules = adopted["spec"]["rules"]
+    assert [r["backendRefs"] for r in rules[:2]] == [[backend("web", 90), backend("web-canary", 10)]] * 2
+    assert rules[2] == OTHER_RULE
+    assert observe(adopted) == Weights(90, 10)
+    # Rules that disagree state no split.
+    rules[1]["backendRefs"][0]["weight"] = 50
+    assert observe(adopted) is None
+
+
+@pytest.mark.parametrize(
+    ("rules", "expected"),
+    [
+        pytest.param(
+            [{"backendRefs": [backend("web", 1), backend("api", 1)]}],
+            "rule 1 sends traffic to Service web and to Service api: "
+            "Sluice splits only a rule whose backends are the stable Service alone",
+            id="stable-with-another-backend",
+        ),
+        pytest.param(
+            [copy.deepcopy(OTHER_RULE), {"backendRefs": [backend("web", 1), backend("web", 1, port=8080)]}],
+            "rule 2 names Service web 2 times",
+            id="stable-twice",
+        ),
+        pytest.param(
+            [copy.deepcopy(OTHER_RULE)],
+            "has no rule sending traffic to Service web in its namespace",
+            id="no-stable-rule",
+        ),
+        pytest.param(
+            [{"backendRefs": [backend("web", 1, namespace="other")]}],
+            "has no rule sending traffic to Service web in its namespace",
+            id="stable-name-in-another-namespace",
+        ),
+    ],
+)
+def test_ambiguous_routes_are_refused_with_a_clear_message(
+    rules: list[dict[str, Any]], expected: str
+) -> None:
+    live = users_route(*rules)
+    (problem,) = routing(make_spec({})).problems({key_of(live): live})
+    assert problem.startswith("cannot adopt HTTPRoute shop/web: HTTPRoute shop/web ")
+    assert expected in problem
+    with pytest.raises(CannotAdopt):
+        adopt(live, Weights(100, 0))
+
+
+def test_a_route_another_rollout_adopted_or_owns_is_a_conflict() -> None:
+    taken = users_route(copy.deepcopy(STABLE_RULE), annotations={"sluice.dev/adopted-by": "shop-v2"})
+    (problem,) = routing(make_spec({})).problems({key_of(taken): taken})
+    assert "already adopted by Rollout shop-v2" in problem
+    owned = users_route(copy.deepcopy(STABLE_RULE))
+    owned["metadata"]["ownerReferences"] = [{"kind": "Rollout", "name": "other", "uid": "other-uid"}]
+    (problem,) = routing(make_spec({})).problems({key_of(owned): owned})
+    assert "exists and is not managed by this Rollout" in problem
+    mine = users_route(copy.deepcopy(STABLE_RULE), annotations={"sluice.dev/adopted-by": "web"})
+    assert routing(make_spec({})).problems({key_of(mine): mine}) == []
+
+
+@pytest.mark.parametrize("stable_weight", [None, 1, 5])
+def test_handback_restores_the_route_exactly(stable_weight: int | None) -> None:
+    rule = copy.deepcopy(STABLE_RULE)
+    rule["backendRefs"] = [backend("web", stable_weight)]
+    original = users_route(rule, copy.deepcopy(OTHER_RULE))
+    live = original
+    for weights in (Weights(100, 0), Weights(80, 20), Weights(50, 50)):
+        live = as_applied(live, adopt(live, weights))
+    body = hand_back_route(live)
+    assert body["metadata"] == {"name": "web", "namespace": "shop"}  # our labels and annotations go
+    assert body["spec"] == {"rules": original["spec"]["rules"]}
+
+
+def test_handback_after_a_gitops_reapply_keeps_the_owners_new_weight() -> None:
+    live = as_applied(two_rule_route(), adopt(two_rule_route(), Weights(70, 30)))
+    # A GitOps tool re-applies the user's copy, with a new weight for the stable backend.
+    reapplied = copy.deepcopy(live)
+    reapplied["spec"]["rules"] = two_rule_route()["spec"]["rules"]
+    reapplied["spec"]["rules"][0]["backendRefs"][0]["weight"] = 4
+    restored = as_applied(reapplied, adopt(reapplied, Weights(70, 30)))
+    assert restored["spec"]["rules"][0]["backendRefs"] == [backend("web", 70), backend("web-canary", 30)]
+    assert hand_back_route(restored)["spec"]["rules"][0]["backendRefs"] == [backend("web", 4)]
+
+
+def test_drift_on_an_adopted_route_is_noticed() -> None:
+    bound = routing(make_spec({}))
+    live = as_applied(two_rule_route(), adopt(two_rule_route(), Weights(80, 20)))
+    key = key_of(live)
+    assert bound.adoption_notes({key: live}, {20}, 20) == []
+    reapplied = copy.deepcopy(live)
+    reapplied["spec"]["rules"] = two_rule_route()["spec"]["rules"]
+    ((reason, message),) = bound.adoption_notes({key: reapplied}, {20}, 20)
+    assert reason == "AdoptedDriftRestored"
+    assert "HTTPRoute shop/web was changed by someone else" in message
+    ((reason, _),) = bound.adoption_notes({key: two_rule_route()}, {0}, 0)
+    assert reason == "Adopted"
+
+
+def test_adopted_routes_pass_the_upstream_schema(validator: Draft7Validator) -> None:
+    live = two_rule_route()
+    for weights in WEIGHTS:
+        body = adopt(live, weights)
+        errors = list(validator.iter_errors({**live, **body, "spec": {**live["spec"], **body["spec"]}}))
+        assert errors == [], errors
