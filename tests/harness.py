@@ -24,7 +24,7 @@ from operators.operator import OperatorOptions
 from operators.operator_thread import OperatorThread
 from operators.rollout.inventory import rollout_key
 from operators.sidecarset.reconciler import sidecarset_key
-from tests.reference import HTTPROUTES, upstream_crd
+from tests.reference import HTTPROUTES, ISTIO_NETWORKING, upstream_crd, upstream_crd_of
 
 POLL_SECONDS = 0.1
 
@@ -32,6 +32,11 @@ POLL_SECONDS = 0.1
 def httproute_crd() -> dict[str, Any]:
     """The upstream HTTPRoute CRD from ../shared/reference (a skip without it; a failure with CI=true)."""
     return upstream_crd(HTTPROUTES)
+
+
+def virtualservice_crd() -> dict[str, Any]:
+    """Istio's VirtualService CRD from ../shared/reference (a skip without it; a failure with CI=true)."""
+    return upstream_crd_of("VirtualService", ISTIO_NETWORKING)
 
 
 def sluice_crds() -> list[dict[str, Any]]:
@@ -49,6 +54,10 @@ def service(namespace: str, name: str) -> ObjectKey:
 
 def httproute(namespace: str, name: str) -> ObjectKey:
     return ObjectKey("gateway.networking.k8s.io/v1", "HTTPRoute", namespace, name)
+
+
+def virtualservice(namespace: str, name: str) -> ObjectKey:
+    return ObjectKey("networking.istio.io/v1", "VirtualService", namespace, name)
 
 
 class Harness:
@@ -165,6 +174,14 @@ def route_weights(route: Mapping[str, Any] | None) -> dict[str, int]:
         return {}
     refs = route["spec"]["rules"][0]["backendRefs"]
     return {ref["name"]: int(ref.get("weight", 1)) for ref in refs}
+
+
+def virtualservice_weights(virtual_service: Mapping[str, Any] | None) -> dict[str, int]:
+    """Weight by destination host of a VirtualService's first HTTP route."""
+    if not virtual_service:
+        return {}
+    destinations = virtual_service["spec"]["http"][0]["route"]
+    return {d["destination"]["host"]: int(d.get("weight", 100)) for d in destinations}
 
 
 @contextmanager

@@ -35,3 +35,18 @@ def reference_file(relative: str, root: Path = REFERENCE) -> Path:
 def upstream_crd(relative: str = HTTPROUTES) -> dict[str, Any]:
     """The first document of a reference file: the upstream CustomResourceDefinition."""
     return dict(yaml.safe_load(reference_file(relative).read_text()))
+
+
+def upstream_crd_of(kind: str, relative: str) -> dict[str, Any]:
+    """The upstream CustomResourceDefinition of `kind` in a reference file holding several."""
+    for document in yaml.safe_load_all(reference_file(relative).read_text()):
+        if document and document.get("spec", {}).get("names", {}).get("kind") == kind:
+            return dict(document)
+    raise LookupError(f"no CustomResourceDefinition of kind {kind} in {reference_file(relative)}")
+
+
+def upstream_schema(crd: dict[str, Any], version: str) -> dict[str, Any]:
+    """The openAPIV3Schema of one version of an upstream CRD."""
+    (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
+    schema: dict[str, Any] = served["schema"]["openAPIV3Schema"]
+    return schema

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from operators.foundation.keys import ObjectKey
 from operators.operator import OperatorOptions
 from sluice_sandbox.apiserver import SandboxThread
 from sluice_sandbox.exporter import MetricsExporter
@@ -29,11 +30,35 @@ from tests.harness import (
     service,
     sluice_crds,
     status_of,
+    virtualservice,
+    virtualservice_crd,
+    virtualservice_weights,
 )
 
 RELEASE_TIMEOUT = 120.0  # generous: a deadline for slow machines, not an expected duration
 IMAGE_V1 = "ghcr.io/acme/web:1.0.0"
 IMAGE_V2 = "ghcr.io/acme/web:2.0.0"
+
+
+@dataclass(frozen=True)
+class TrafficUnderTest:
+    """The traffic provider a scenario's Rollouts use: its `spec.traffic`, its object, and its CRDs."""
+
+    block: dict[str, Any]
+    key: Callable[[str, str], ObjectKey]  # the traffic object of (namespace, Rollout name)
+    weights: Callable[[Mapping[str, Any] | None], dict[str, int]]  # weight by Service, as it routes
+    crds: Callable[[], list[dict[str, Any]]]
+
+
+GATEWAY_API = TrafficUnderTest(
+    {"gatewayAPI": {"parentRefs": [{"name": "public", "namespace": "default"}]}},
+    httproute,
+    route_weights,
+    lambda: [httproute_crd()],
+)
+ISTIO = TrafficUnderTest(
+    {"istio": {}}, virtualservice, virtualservice_weights, lambda: [virtualservice_crd()]
+)
 
 
 @dataclass
@@ -46,6 +71,11 @@ class Scene:
     # Images of the first and the second release. The sandbox runs no containers, so any
     # name does; on kind they must be real, pullable images.
     images: tuple[str, str] = (IMAGE_V1, IMAGE_V2)
+    traffic: TrafficUnderTest = GATEWAY_API
+
+    def routed(self, name: str = "web") -> dict[str, int]:
+        """Weight by Service of the release's traffic object now."""
+        return self.traffic.weights(self.harness.get(self.traffic.key(self.namespace, name)))
 
 
 @contextmanager
@@ -57,6 +87,7 @@ def running_scene(
     *,
     images: tuple[str, str] = (IMAGE_V1, IMAGE_V2),
     component_types: str | None = None,
+    traffic: TrafficUnderTest = GATEWAY_API,
 ) -> Iterator[Scene]:
     """The real operator on the cluster of `kubeconfig` (restartable), and the Scene that drives it."""
     options = OperatorOptions(
@@ -82,6 +113,7 @@ def running_scene(
             prometheus_url=prometheus_url,
             restart_operator=restart,
             images=images,
+            traffic=traffic,
         )
     finally:
         operators[-1].stop()
@@ -95,12 +127,18 @@ def sandbox_scene(
     namespace: str,
     *,
     component_types: str | None = None,
+    traffic: TrafficUnderTest = GATEWAY_API,
 ) -> Iterator[Scene]:
-    """A Scene on the sandbox API server, with Sluice's CRDs and the HTTPRoute CRD installed."""
-    for crd in [*sluice_crds(), httproute_crd()]:
+    """A Scene on the sandbox API server, with Sluice's CRDs and the traffic provider's CRDs installed."""
+    for crd in [*sluice_crds(), *traffic.crds()]:
         sandbox.run(sandbox.server.install_crd(crd))
     with running_scene(
-        sandbox.kubeconfig, exporter, prometheus_url, namespace, component_types=component_types
+        sandbox.kubeconfig,
+        exporter,
+        prometheus_url,
+        namespace,
+        component_types=component_types,
+        traffic=traffic,
     ) as scene:
         yield scene
 
@@ -109,6 +147,7 @@ def web_rollout(
     steps: list[dict[str, Any]] | None = None,
     analysis: dict[str, Any] | None = None,
     name: str = "web",
+    traffic: TrafficUnderTest = GATEWAY_API,
 ) -> dict[str, Any]:
     canary: dict[str, Any] = {
         "steps": steps
@@ -130,7 +169,7 @@ def web_rollout(
                 },
             },
             "service": {"port": 80, "targetPort": "http"},
-            "traffic": {"gatewayAPI": {"parentRefs": [{"name": "public", "namespace": "default"}]}},
+            "traffic": copy.deepcopy(traffic.block),
             "progressDeadlineSeconds": 60,
             "strategy": {"canary": canary},
         },
@@ -205,8 +244,10 @@ def history_messages(body: dict[str, Any], action: str) -> list[str]:
 def healthy_release_is_promoted(scene: Scene) -> None:
     h, ns = scene.harness, scene.namespace
     scene.exporter.set_service(ns, "web-canary", rps=50, error_rate=0.0, latency_seconds=0.02)
-    first = deploy_stable(scene, web_rollout(analysis=error_rate_analysis(scene.prometheus_url)))
-    assert route_weights(h.get(httproute(ns, "web"))) == {"web": 100, "web-canary": 0}
+    first = deploy_stable(
+        scene, web_rollout(analysis=error_rate_analysis(scene.prometheus_url), traffic=scene.traffic)
+    )
+    assert scene.routed() == {"web": 100, "web-canary": 0}
 
     h.set_image(ns, "web", scene.images[1])
     done = h.wait_rollout(
@@ -227,7 +268,7 @@ def healthy_release_is_promoted(scene: Scene) -> None:
     assert stable is not None
     assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == scene.images[1]
     assert stable["spec"]["replicas"] == 4
-    assert route_weights(h.get(httproute(ns, "web"))) == {"web": 100, "web-canary": 0}
+    assert scene.routed() == {"web": 100, "web-canary": 0}
     canary = h.get(deployment(ns, "web-canary"))
     assert canary is not None and canary["spec"]["replicas"] == 0
     ready = [c for c in status_of(done)["conditions"] if c["type"] == "Ready"]
@@ -237,7 +278,9 @@ def healthy_release_is_promoted(scene: Scene) -> None:
 def failing_metric_rolls_back(scene: Scene) -> None:
     h, ns = scene.harness, scene.namespace
     scene.exporter.set_service(ns, "web-canary", rps=50, error_rate=0.5, latency_seconds=0.02)
-    first = deploy_stable(scene, web_rollout(analysis=error_rate_analysis(scene.prometheus_url)))
+    first = deploy_stable(
+        scene, web_rollout(analysis=error_rate_analysis(scene.prometheus_url), traffic=scene.traffic)
+    )
 
     h.set_image(ns, "web", scene.images[1])
     degraded = h.wait_rollout(
@@ -249,7 +292,7 @@ def failing_metric_rolls_back(scene: Scene) -> None:
     )
     status = status_of(degraded)
     assert status["canaryWeight"] == 0
-    assert route_weights(h.get(httproute(ns, "web"))) == {"web": 100, "web-canary": 0}
+    assert scene.routed() == {"web": 100, "web-canary": 0}
     match = re.search(r"error-rate=([0-9.]+)", status["message"])
     assert match, f"the message names the metric and its value: {status['message']}"
     assert float(match.group(1)) > 0.1
@@ -272,7 +315,7 @@ def failing_metric_rolls_back(scene: Scene) -> None:
 def unreachable_prometheus_holds_then_rolls_back(scene: Scene, dead_address: str) -> None:
     h, ns = scene.harness, scene.namespace
     analysis = error_rate_analysis(dead_address, error_limit=2, interval="1s")
-    first = deploy_stable(scene, web_rollout(analysis=analysis))
+    first = deploy_stable(scene, web_rollout(analysis=analysis, traffic=scene.traffic))
 
     h.set_image(ns, "web", scene.images[1])
     holding = h.wait_rollout(
@@ -297,13 +340,13 @@ def unreachable_prometheus_holds_then_rolls_back(scene: Scene, dead_address: str
     assert not history_messages(degraded, "step"), "the release never left its first step"
     assert "errorLimit 2" in status["message"] and "unreachable" in status["message"]
     assert status["canaryWeight"] == 0 and status["stableRevision"] == first
-    assert route_weights(h.get(httproute(ns, "web"))) == {"web": 100, "web-canary": 0}
+    assert scene.routed() == {"web": 100, "web-canary": 0}
 
 
 def restart_resumes_at_the_same_step(scene: Scene) -> None:
     h, ns = scene.harness, scene.namespace
     steps = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}, {"pause": {}}, {"setWeight": 100}]
-    deploy_stable(scene, web_rollout(steps=steps))
+    deploy_stable(scene, web_rollout(steps=steps, traffic=scene.traffic))
     h.set_image(ns, "web", scene.images[1])
     paused = h.wait_rollout(
         ns,
@@ -314,7 +357,7 @@ def restart_resumes_at_the_same_step(scene: Scene) -> None:
     )
     before = status_of(paused)
     assert before["currentStepIndex"] == 1 and before["canaryWeight"] == 20
-    route_before = h.get(httproute(ns, "web"))
+    route_before = h.get(scene.traffic.key(ns, "web"))
     canary_before = h.get(deployment(ns, "web-canary"))
     assert route_before is not None and canary_before is not None
 
@@ -322,14 +365,14 @@ def restart_resumes_at_the_same_step(scene: Scene) -> None:
     after = looked_at(h, ns, "web", RELEASE_TIMEOUT, "the restarted operator to observe the Rollout")
     status = status_of(after)
     assert (status["phase"], status["currentStepIndex"], status["canaryWeight"]) == ("Paused", 1, 20)
-    route_after = h.get(httproute(ns, "web"))
+    route_after = h.get(scene.traffic.key(ns, "web"))
     canary_after = h.get(deployment(ns, "web-canary"))
     assert route_after is not None and canary_after is not None
     # generation moves only when a spec is written (controllers' status updates do not count).
     assert route_after["metadata"]["generation"] == route_before["metadata"]["generation"], (
         "traffic untouched"
     )
-    assert route_weights(route_after) == {"web": 80, "web-canary": 20}
+    assert scene.traffic.weights(route_after) == {"web": 80, "web-canary": 20}
     assert canary_after["metadata"]["generation"] == canary_before["metadata"]["generation"]
 
     h.annotate(ns, "web", "sluice.dev/promote", "after-restart")
@@ -361,7 +404,7 @@ def unowned_conflict_is_reported_and_left_alone(scene: Scene) -> None:
     }
     h.ensure_namespace(ns)
     created = h.cluster.create(copy.deepcopy(squatter))
-    h.apply_rollout(ns, web_rollout())
+    h.apply_rollout(ns, web_rollout(traffic=scene.traffic))
     blocked = h.wait_rollout(
         ns,
         "web",
@@ -390,4 +433,4 @@ def unowned_conflict_is_reported_and_left_alone(scene: Scene) -> None:
     # Nothing half-deployed beside it.
     assert h.get(deployment(ns, "web-canary")) is None
     assert h.get(service(ns, "web")) is None and h.get(service(ns, "web-canary")) is None
-    assert h.get(httproute(ns, "web")) is None
+    assert h.get(scene.traffic.key(ns, "web")) is None

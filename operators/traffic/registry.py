@@ -12,7 +12,8 @@ from types import MappingProxyType
 
 from operators.traffic.base import TrafficProvider
 from operators.traffic.gateway_api import GatewayAPIProvider
+from operators.traffic.istio import IstioProvider
 
 PROVIDERS: Mapping[str, TrafficProvider] = MappingProxyType(
-    {provider.field: provider for provider in (GatewayAPIProvider(),)}
+    {provider.field: provider for provider in (GatewayAPIProvider(), IstioProvider())}
 )

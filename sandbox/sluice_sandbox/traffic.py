@@ -1,4 +1,4 @@
-"""The traffic simulator: a steady stream of synthetic requests to every Service behind an HTTPRoute.
+"""The traffic simulator: a steady stream of synthetic requests to every Service behind a route.
 
 Every tick it looks at the HTTPRoutes, the Services and the pods, and sets the metrics exporter's
 traffic of each Service a route sends to: the route's requests per second times the Service's
@@ -27,6 +27,13 @@ Decisions, and why:
   with the code its pods answer (the same 2xx/5xx split as the Service's own counters). A
   backend of another kind is not simulated: the gateway counts nothing for it either. The
   serving history (:func:`outages`) tells when, and which Service.
+- An Istio VirtualService is routed as the HTTPRoute it amounts to
+  (:func:`virtual_service_as_route`): if one of its ``hosts`` names a Service of its namespace,
+  it gets ``rps`` requests per second, split by its first HTTP route's destination weights,
+  counted in the same per-Service series and in gateway series under its own name (the
+  gateway standing for the mesh's sidecars). An HTTPRoute and a VirtualService of the same
+  name in one namespace share one route entry: the last written wins (Sluice's Rollouts use
+  one traffic provider each, so they never have both).
 - A route keeps its gateway series for as long as it exists, at zero traffic when all its
   weights are 0, for the same reason as a Service's (next point).
 - A Service that gets no requests (weight 0, no ready pods, no longer routed) keeps its series,
@@ -57,6 +64,7 @@ from typing import Any, TypeVar
 
 from operators.rollout.ownership import STABLE, TRACK_LABEL
 from operators.traffic.gateway_api import DEFAULT_BACKEND_GROUP, DEFAULT_BACKEND_KIND, DEFAULT_BACKEND_WEIGHT
+from operators.traffic.istio import service_of
 from sluice_sandbox.behaviour import Behaviour, pod_behaviour
 from sluice_sandbox.exporter import (
     ERROR_CODE,
@@ -76,6 +84,7 @@ HTTPROUTES = "gateway.networking.k8s.io/v1/httproutes"
 SERVICES = "v1/services"
 # What the simulator follows, by storage key: HTTPRoutes may be followed before their CRD exists.
 _ROUTES_KEY: StorageKey = ("gateway.networking.k8s.io", "httproutes")
+_VIRTUAL_SERVICES_KEY: StorageKey = ("networking.istio.io", "virtualservices")
 _SERVICES_KEY: StorageKey = ("", "services")
 _PODS_KEY: StorageKey = ("", "pods")
 DEFAULT_RPS = 20.0
@@ -150,6 +159,36 @@ def _service_shares(route: Mapping[str, Any], rps: float) -> Iterator[tuple[Serv
             weight = _weight(backend)
             share = rps / len(rules) * weight / total if total else 0.0
             yield key, weight, share
+
+
+def virtual_service_as_route(virtual_service: Mapping[str, Any]) -> dict[str, Any]:
+    """An Istio VirtualService as the HTTPRoute that routes the same: one rule, its first HTTP route.
+
+    Requests reach a VirtualService through its `hosts`: one without a host naming a Service of
+    its namespace gets none (no rule). Its first HTTP route's destinations become backendRefs with
+    Istio's weights (a lone destination without one gets everything); a destination host that
+    names no Service of the namespace takes its share unsimulated, like a backend of another kind.
+    """
+    meta = virtual_service.get("metadata") or {}
+    namespace = meta.get("namespace") or ""
+    spec = virtual_service.get("spec") or {}
+    hosts = [host for host in spec.get("hosts") or [] if service_of(host, namespace) is not None]
+    http = spec.get("http") or []
+    rules: list[dict[str, Any]] = []
+    if hosts and http and isinstance(http[0], Mapping):
+        destinations = http[0].get("route") or []
+        backends: list[dict[str, Any]] = []
+        for destination in destinations:
+            weight = destination.get("weight", 100 if len(destinations) == 1 else 0)
+            service = service_of((destination.get("destination") or {}).get("host"), namespace)
+            backend = {"name": service} if service is not None else _UNSIMULATED_HOST
+            backends.append({**backend, "weight": weight})
+        rules.append({"backendRefs": backends})
+    return {"metadata": {"name": meta.get("name"), "namespace": namespace}, "spec": {"rules": rules}}
+
+
+# A VirtualService destination outside the namespace's Services: a backend the simulator skips.
+_UNSIMULATED_HOST = {"group": "networking.istio.io", "kind": "Host", "name": ""}
 
 
 def route_split(routes: Iterable[Mapping[str, Any]], rps: float) -> dict[ServiceKey, tuple[int, float]]:
@@ -622,6 +661,11 @@ class TrafficSimulator:
         def on_route(change: Change) -> None:
             index.put_route(_key(change.obj), None if change.type == DELETED else change.obj)
 
+        def on_virtual_service(change: Change) -> None:
+            # Routed as the HTTPRoute it amounts to, under its own name (module docs).
+            route = None if change.type == DELETED else virtual_service_as_route(change.obj)
+            index.put_route(_key(change.obj), route)
+
         def on_service(change: Change) -> None:
             index.put_service(_key(change.obj), None if change.type == DELETED else change.obj)
 
@@ -631,6 +675,7 @@ class TrafficSimulator:
 
         self._unsubscribe = [
             self._store.subscribe(_ROUTES_KEY, on_route),
+            self._store.subscribe(_VIRTUAL_SERVICES_KEY, on_virtual_service),
             self._store.subscribe(_SERVICES_KEY, on_service),
             self._store.subscribe(_PODS_KEY, on_pod),
         ]

@@ -45,15 +45,27 @@ def component_types() -> str | None:
 
 
 @pytest.fixture
+def traffic_under_test() -> scenarios.TrafficUnderTest:
+    """The traffic provider of the scenarios' Rollouts: Gateway API; a test module overrides this fixture."""
+    return scenarios.GATEWAY_API
+
+
+@pytest.fixture
 def scene(
     sandbox_api: SandboxThread,
     metrics_exporter: MetricsExporter,
     prometheus: PrometheusServer,
     metrics_namespace: str,
     component_types: str | None,
+    traffic_under_test: scenarios.TrafficUnderTest,
 ) -> Iterator[scenarios.Scene]:
     """The real operator (kopf and all) in a thread against the sandbox; see tests/scenarios.py."""
     with scenarios.sandbox_scene(
-        sandbox_api, metrics_exporter, prometheus.url, metrics_namespace, component_types=component_types
+        sandbox_api,
+        metrics_exporter,
+        prometheus.url,
+        metrics_namespace,
+        component_types=component_types,
+        traffic=traffic_under_test,
     ) as scene:
         yield scene

@@ -20,7 +20,7 @@ from sluice_sandbox.apiserver import SandboxThread
 from sluice_sandbox.exporter import MetricsExporter
 from sluice_sandbox.prometheus import PrometheusServer
 from sluice_sandbox.traffic import TrafficSimulator, outages
-from tests.harness import httproute_crd
+from tests.harness import httproute_crd, virtualservice_crd
 
 pytestmark = pytest.mark.integration
 
@@ -115,6 +115,41 @@ def test_traffic_splits_by_weight_and_each_version_behaves_as_its_template_says(
 
     # Weight 0: the canary's series stays, and rate() reads no traffic rather than stale values.
     cluster.patch("httproutes", "web", {"spec": cluster.route(canary_weight=0)})
+    prometheus.wait_for(requests_per_second(ns, "web-canary"), lambda v: v == 0, timeout=TIMEOUT)
+    prometheus.wait_for(requests_per_second(ns, "web"), lambda v: abs(v - 100) < 5, timeout=TIMEOUT)
+    assert outages(simulator.history, namespace=ns) == []
+
+
+def test_a_virtual_service_splits_by_its_first_routes_weights(
+    sandbox_api: SandboxThread,
+    cluster: Cluster,
+    simulator: TrafficSimulator,
+    prometheus: PrometheusServer,
+    metrics_exporter: MetricsExporter,
+) -> None:
+    """An Istio VirtualService (Istio's own CRD) is routed as an HTTPRoute: weights, series, gateway."""
+    sandbox_api.run(sandbox_api.server.install_crd(virtualservice_crd()))
+    ns = cluster.namespace
+    cluster.release("web", "stable", 3)
+    cluster.release("web-canary", "canary", 1)
+
+    def spec(canary_weight: int) -> dict[str, Any]:
+        destinations = [("web", 100 - canary_weight), ("web-canary", canary_weight)]
+        route = [{"destination": {"host": h, "port": {"number": 80}}, "weight": w} for h, w in destinations]
+        return {"hosts": ["web"], "http": [{"name": "primary", "route": route}]}
+
+    cluster.create(
+        "virtualservices.networking.istio.io", {"metadata": {"name": "web-mesh"}, "spec": spec(25)}
+    )
+    everything = f'sum(rate(http_requests_total{{namespace="{ns}"}}[{WINDOW}]))'
+    canary_share = f"{requests_per_second(ns, 'web-canary')} / {everything}"
+    prometheus.wait_for(canary_share, lambda v: abs(v - 0.25) < 0.02, timeout=TIMEOUT)
+    wait_until(
+        lambda: metrics_exporter.gateway_totals(ns, "web-mesh")["200"] > 0,
+        "the gateway counts the VirtualService",
+    )
+
+    cluster.patch("virtualservices.networking.istio.io", "web-mesh", {"spec": spec(0)})
     prometheus.wait_for(requests_per_second(ns, "web-canary"), lambda v: v == 0, timeout=TIMEOUT)
     prometheus.wait_for(requests_per_second(ns, "web"), lambda v: abs(v - 100) < 5, timeout=TIMEOUT)
     assert outages(simulator.history, namespace=ns) == []
