@@ -369,6 +369,7 @@ class _Reconciliation:
         self.s.current_step_index = 0
         self.s.step_started_at = format_time(self.now)
         self._set_weight(0)
+        self._clear_routes()  # a new release starts its steps, and its routes, from the first
         self.s.aborted_at = None
         self.s.analysis = AnalysisStatus()
         self.s.phase = Phase.PROGRESSING

@@ -502,7 +502,9 @@ def with_mirrors(rule: Mapping[str, Any], target: TrafficTarget, routes: Routes)
         if mirror.matches is None and mirror.percent is not None
     ]
     if not filters:
-        return dict(rule)
+        # None, not absent: "no filters" then differs from a live rule still holding a removed mirror
+        # (foundation/diff.py's covers), and the apply leaves the field out (apply_body).
+        return {**rule, "filters": rule.get("filters") or None}
     return {**rule, "filters": [*(rule.get("filters") or []), *filters]}
 
 
