@@ -14,6 +14,7 @@ from operators.metrics.registry import DEFAULT_PROVIDER as DEFAULT_METRIC_PROVID
 from operators.metrics.registry import PROVIDERS as METRIC_PROVIDERS
 from operators.traffic.base import TrafficProvider
 from operators.traffic.registry import PROVIDERS as TRAFFIC_PROVIDERS
+from operators.traffic.routes import HeaderRoute, MirrorRoute
 
 KIND = "Rollout"
 PLURAL = "rollouts"
@@ -187,8 +188,11 @@ class Pause(ApiModel):
     duration: Duration | None = None
 
 
+STEP_KINDS = "setWeight, pause, setHeaderRoute or setMirrorRoute"
+
+
 class Step(ApiModel):
-    """One canary step: exactly one of setWeight or pause."""
+    """One canary step: exactly one of setWeight, pause, setHeaderRoute or setMirrorRoute."""
 
     model_config = {"json_schema_extra": {"minProperties": 1, "maxProperties": 1}}
 
@@ -196,12 +200,26 @@ class Step(ApiModel):
         default=None, ge=0, le=100, description="Percent of traffic to the canary."
     )
     pause: Pause | None = None
+    set_header_route: HeaderRoute | None = Field(
+        default=None,
+        description="From this step on, requests that match go to the canary only (a traffic provider is "
+        "needed); without matches, the header route of that name is removed.",
+    )
+    set_mirror_route: MirrorRoute | None = Field(
+        default=None,
+        description="From this step on, a copy of percent of the matching requests also goes to the canary, "
+        "its answers discarded; without percent, the mirror route of that name is removed.",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Step:
-        if (self.set_weight is None) == (self.pause is None):
-            raise ValueError("a step has exactly one of setWeight or pause")
+        given = [self.set_weight, self.pause, self.set_header_route, self.set_mirror_route]
+        if sum(value is not None for value in given) != 1:
+            raise ValueError(f"a step has exactly one of {STEP_KINDS}")
         return self
+
+    def sets_routes(self) -> bool:
+        return self.set_header_route is not None or self.set_mirror_route is not None
 
 
 class ThresholdRange(ApiModel):
@@ -357,6 +375,12 @@ TEMPLATE_OR_WORKLOAD = (
 )
 
 
+HEADER_ROUTES_NEED_TRAFFIC = (
+    "setHeaderRoute and setMirrorRoute steps route requests with a traffic provider: set traffic "
+    "(e.g. {gatewayAPI: {}})"
+)
+
+
 class RolloutSpec(ApiModel):
     # CEL, checked by the API server (kubectl apply fails with this message).
     model_config = {
@@ -398,6 +422,15 @@ class RolloutSpec(ApiModel):
     def _traffic_needs_service(self) -> RolloutSpec:
         if self.traffic is not None and self.service is None:
             raise ValueError("traffic routes to the Rollout's Services: set service (e.g. {port: 80})")
+        if any(step.sets_routes() for step in self.strategy.canary.steps or []):
+            if self.traffic is None:
+                raise ValueError(HEADER_ROUTES_NEED_TRAFFIC)
+            provider, _ = self.traffic.provider()
+            if not provider.supports_routes:
+                raise ValueError(
+                    "setHeaderRoute and setMirrorRoute steps are not supported with "
+                    f"traffic.{provider.field} yet: use traffic.gatewayAPI"
+                )
         if (self.template is None) == (self.workload_ref is None):
             raise ValueError(TEMPLATE_OR_WORKLOAD)
         return self
@@ -503,6 +536,12 @@ class RolloutStatus(ApiModel):
         default=None, description="When the canary weight last changed: checks at a weight start from here."
     )
     aborted_at: str | None = Field(default=None, description="When the canary lost its traffic.")
+    header_routes: list[HeaderRoute] = Field(
+        default_factory=list, description="The header routes in force (setHeaderRoute steps), in order."
+    )
+    mirror_routes: list[MirrorRoute] = Field(
+        default_factory=list, description="The mirror routes in force (setMirrorRoute steps), in order."
+    )
     replicas: ReplicaStatus = Field(default_factory=ReplicaStatus)
     adoption: AdoptionStatus | None = Field(
         default=None, description="The Deployment and Service this Rollout adopted, and how far."

@@ -8,7 +8,8 @@ operator restarted mid-release takes up the same step with the same weights.
 
 The life of a release::
 
-    new revision -> steps (setWeight / pause, gated by analysis) -> promoting -> Healthy
+    new revision -> steps (setWeight / setHeaderRoute / setMirrorRoute / pause, gated by analysis)
+                 -> promoting -> Healthy
                           \\-> analysis fails, deadline passes, or abort -> Degraded / Aborted
 
 A release whose traffic object its traffic system explicitly refuses (an HTTPRoute its
@@ -65,6 +66,7 @@ from operators.rollout.routing import routing_of
 from operators.rollout.scale import pod_count, selector_text
 from operators.rollout.workload import is_rolled_out, ready_replicas, revision_of, template_of
 from operators.traffic.base import Refusal, Weights
+from operators.traffic.routes import NO_ROUTES, Routes, with_header_route, with_mirror_route
 
 HISTORY_LIMIT = 20
 # With nothing timed to wait for, look again this often anyway: a safety net
@@ -129,15 +131,26 @@ def analysis_due(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> boo
 
 
 def _analysing(spec: RolloutSpec, status: RolloutStatus) -> bool:
-    """Analysis runs from the first non-zero canary weight until promotion."""
+    """Analysis runs from the first step that sends the canary requests until promotion: a non-zero
+    weight, or a header or mirror route (a mirrored canary is analysed before it answers a user)."""
     steps = spec.strategy.canary.effective_steps()
     return (
         status.phase in RELEASING
         and status.canary_revision is not None
         and status.current_step_index is not None
         and status.current_step_index < len(steps)
-        and status.canary_weight > 0
+        and _receives_requests(status)
     )
+
+
+def _receives_requests(status: RolloutStatus) -> bool:
+    """Whether the canary gets any requests: a weight, or a header or mirror route."""
+    return status.canary_weight > 0 or bool(status.header_routes) or bool(status.mirror_routes)
+
+
+def active_routes(status: RolloutStatus) -> Routes:
+    """The header and mirror routes the status says are in force."""
+    return Routes(headers=tuple(status.header_routes), mirrors=tuple(status.mirror_routes))
 
 
 def blocked_status(
@@ -356,6 +369,7 @@ class _Reconciliation:
         self.s.current_step_index = 0
         self.s.step_started_at = format_time(self.now)
         self._set_weight(0)
+        self._clear_routes()  # a new release starts its steps, and its routes, from the first
         self.s.aborted_at = None
         self.s.analysis = AnalysisStatus()
         self.s.phase = Phase.PROGRESSING
@@ -380,7 +394,7 @@ class _Reconciliation:
             return
         if self._analyse():
             return
-        self.canary_count = canary_replicas(self.spec, self.s.canary_weight)
+        self.canary_count = self._canary_pods(self.s.canary_weight)
         if self.s.analysis.inconclusive > (self.analysis.inconclusive_limit if self.analysis else 0):
             if self._take(Command.PROMOTE):
                 self.s.analysis.inconclusive = 0
@@ -401,12 +415,14 @@ class _Reconciliation:
         step = self.steps[index]
         if step.set_weight is not None:
             self._weight_step(step.set_weight)
+        elif step.sets_routes():
+            self._route_step(step)
         else:
             self._pause_step(step)
         self._ignore_commands("nothing to do at this step")
 
     def _weight_step(self, target: int) -> None:
-        needed = canary_replicas(self.spec, target)
+        needed = self._canary_pods(target)
         self.canary_count = needed
         if target != self.s.canary_weight:
             # Less traffic never waits; more traffic waits for pods to take it.
@@ -421,6 +437,41 @@ class _Reconciliation:
             self._advance()
         else:
             self._set_phase(Phase.PROGRESSING, "Analysing", self._at_step("waiting for analysis"))
+
+    def _route_step(self, step: Step) -> None:
+        """Set or remove a header or mirror route: requests to the canary, so it needs ready pods first."""
+        headers, mirrors = list(self.s.header_routes), list(self.s.mirror_routes)
+        if step.set_header_route is not None:
+            headers = with_header_route(headers, step.set_header_route)
+        if step.set_mirror_route is not None:
+            mirrors = with_mirror_route(mirrors, step.set_mirror_route)
+        if (headers, mirrors) != (self.s.header_routes, self.s.mirror_routes):
+            needed = max(1, self._canary_pods(self.s.canary_weight))
+            self.canary_count = needed
+            # Like more weight, a route set waits for the pods to take its requests; removing one never waits.
+            if _sets_a_route(step) and not is_rolled_out(self.canary_obj, self.revision, needed):
+                self._await_canary(needed)
+                return
+            self._record("set-route", _describe_route_step(step))
+            self.s.header_routes, self.s.mirror_routes = headers, mirrors
+            self._traffic_changed()
+            self.canary_count = self._canary_pods(self.s.canary_weight)
+            self.took_step = True
+        if self._gate_open():
+            self._advance()
+        else:
+            self._set_phase(Phase.PROGRESSING, "Analysing", self._at_step("waiting for analysis"))
+
+    def _canary_pods(self, weight: int) -> int:
+        """The canary's pods at `weight`: at least one while a header or mirror route sends it requests."""
+        pods = canary_replicas(self.spec, weight)
+        return max(pods, 1) if self.s.header_routes or self.s.mirror_routes else pods
+
+    def _clear_routes(self) -> None:
+        """Promotion and rollback end every header and mirror route."""
+        if self.s.header_routes or self.s.mirror_routes:
+            self.s.header_routes, self.s.mirror_routes = [], []
+            self._traffic_changed()
 
     def _hold_for_traffic(self, refusals: Sequence[Refusal]) -> None:
         """The traffic system refuses the route (no such Gateway, a missing backend...): no step and no
@@ -498,7 +549,7 @@ class _Reconciliation:
         else:
             self._set_phase(Phase.PROGRESSING, "Progressing", self._at_step("step started"))
             step = self.steps[index]
-            if step.set_weight is None:
+            if step.pause is not None:
                 # A pause is decided as it is entered: one status write for the step, rather than
                 # "step started" now and "paused" on the pass after. (A weight step keeps a pass of
                 # its own, so that every weight is really routed before the next.)
@@ -525,6 +576,7 @@ class _Reconciliation:
         self._record("promoted", message)
         self._event("Normal", "Promoted", message)
         self._set_weight(0)
+        self._clear_routes()
         self.canary_count = 0
         self.s.stable_revision = self.revision
         self._drop_release()
@@ -547,6 +599,7 @@ class _Reconciliation:
 
     def _rollback(self, why: str, aborted: bool = False) -> None:
         self._set_weight(0)
+        self._clear_routes()
         self.s.aborted_at = format_time(self.now)
         phase = Phase.ABORTED if aborted else Phase.DEGRADED
         message = f"rolled back revision {self.revision}: {why}"
@@ -596,11 +649,11 @@ class _Reconciliation:
     def _last_check_failed(self) -> bool:
         """A person may promote past an Error or an Inconclusive check, never past a Failed one."""
         last = self.s.analysis.last_check
-        return self.s.canary_weight > 0 and last is not None and last.outcome == Outcome.FAILED
+        return _receives_requests(self.s) and last is not None and last.outcome == Outcome.FAILED
 
     def _gate_open(self) -> bool:
-        """Analysis gates a step only where it runs: at weight 0 no check ever comes."""
-        return self.s.canary_weight == 0 or verdicts.gate_open(self.analysis, self.s.analysis)
+        """Analysis gates a step only where it runs: with no request to the canary no check ever comes."""
+        return not _receives_requests(self.s) or verdicts.gate_open(self.analysis, self.s.analysis)
 
     def _promoting(self) -> bool:
         index = self.s.current_step_index
@@ -617,13 +670,18 @@ class _Reconciliation:
         self.s.step_started_at = None
         self.s.aborted_at = None
         self._set_weight(0)
+        self._clear_routes()
         self.canary_count = 0
 
     def _set_weight(self, weight: int) -> None:
         if weight != self.s.canary_weight:
-            self.s.weight_changed_at = format_time(self.now)
-            self.s.analysis.passed_at_step = 0
+            self._traffic_changed()
         self.s.canary_weight = weight
+
+    def _traffic_changed(self) -> None:
+        """What the canary gets changed (weight or routes): checks from before measured other traffic."""
+        self.s.weight_changed_at = format_time(self.now)
+        self.s.analysis.passed_at_step = 0
 
     def _set_phase(self, phase: Phase, reason: str, message: str) -> None:
         self.s.phase = phase
@@ -633,7 +691,7 @@ class _Reconciliation:
     def _at_step(self, detail: str) -> str:
         index = (self.s.current_step_index or 0) + 1
         checks = ""
-        if self.analysis is not None and self.s.canary_weight > 0:
+        if self.analysis is not None and _receives_requests(self.s):
             checks = f", {self.s.analysis.passed} check(s) passed"
             if self.s.analysis.last_check is not None:
                 checks += f", last: {verdicts.describe_check(self.s.analysis.last_check)}"
@@ -747,7 +805,10 @@ class _Reconciliation:
         if routing.adopted(self.obs.objects):
             # Someone else's object: a changed split is one of the changes to Sluice's part of it.
             weights = {weight for weight in expected if weight is not None}
-            for reason, message in routing.adoption_notes(self.obs.objects, weights, self._expected_weight()):
+            notes = routing.adoption_notes(
+                self.obs.objects, weights, self._expected_weight(), active_routes(self.before)
+            )
+            for reason, message in notes:
                 self._event("Normal", reason, message)
             return
         if live is not None and live.canary not in expected:
@@ -810,8 +871,11 @@ class _Reconciliation:
             canary_service = render_service(self.ref, self.spec, "canary")
             by_key[key_of(canary_service)] = canary_service
         if routing is not None and not self._route_to_nothing(routing.keys()):
+            # Like its weight, a canary without ready pods loses its header and mirror routes until it has.
+            routes = active_routes(self.s) if ready_replicas(self.canary_obj) > 0 else NO_ROUTES
             by_key.update(
-                (key_of(obj), obj) for obj in routing.desired(Weights.to_canary(routed), self.obs.objects)
+                (key_of(obj), obj)
+                for obj in routing.desired(Weights.to_canary(routed), self.obs.objects, routes)
             )
         # An adopted Service and Deployment get only the fields Sluice takes over.
         by_key.update(self.adoption.objects)
@@ -834,3 +898,23 @@ class _Reconciliation:
             return RESYNC_SECONDS
         seconds = (min(wake) - self.now).total_seconds()
         return max(0.0, min(seconds, RESYNC_SECONDS))
+
+
+def _describe_route_step(step: Step) -> str:
+    """`header route testers set`, `mirror route shadow (20%) removed`: for the history."""
+    if step.set_header_route is not None:
+        route = step.set_header_route
+        return f"header route {route.name} {'set' if route.matches else 'removed'}"
+    assert step.set_mirror_route is not None
+    mirror = step.set_mirror_route
+    if mirror.percent is None:
+        return f"mirror route {mirror.name} removed"
+    return f"mirror route {mirror.name} set: {mirror.percent}% of the requests mirrored"
+
+
+def _sets_a_route(step: Step) -> bool:
+    """Whether the step sets (rather than removes) a header or mirror route."""
+    header, mirror = step.set_header_route, step.set_mirror_route
+    return (header is not None and header.matches is not None) or (
+        mirror is not None and mirror.percent is not None
+    )

@@ -23,6 +23,7 @@ from operators.rollout.adoption import ADOPTED_BY, adopted_by, adoption_problem,
 from operators.rollout.ownership import CANARY, STABLE, is_owned_by, managed_labels
 from operators.rollout.render import service_name
 from operators.traffic.base import CannotAdopt, Refusal, TrafficProvider, TrafficTarget, Weights
+from operators.traffic.routes import NO_ROUTES, Routes
 
 
 @dataclass(frozen=True)
@@ -38,16 +39,19 @@ class Routing:
         return self.provider.object_keys(self.target, self.config)
 
     def desired(
-        self, weights: Weights, objects: Mapping[ObjectKey, Mapping[str, Any] | None] | None = None
+        self,
+        weights: Weights,
+        objects: Mapping[ObjectKey, Mapping[str, Any] | None] | None = None,
+        routes: Routes = NO_ROUTES,
     ) -> list[dict[str, Any]]:
-        """The objects routing `weights`: the provider's own, or, for one that exists and is someone
-        else's (`objects` holds the live ones), the adopted form of it. Call `problems` first."""
+        """The objects routing `weights` and `routes`: the provider's own, or, for one that exists and
+        is someone else's (`objects` holds the live ones), the adopted form of it. Call `problems` first."""
         adopted = self.adopted(objects or {})
         return [
-            self.provider.adopt(self.target, self.config, weights, adopted[key_of(obj)])
+            self.provider.adopt(self.target, self.config, weights, adopted[key_of(obj)], routes)
             if key_of(obj) in adopted
             else obj
-            for obj in self.provider.desired_objects(self.target, self.config, weights)
+            for obj in self.provider.desired_objects(self.target, self.config, weights, routes)
         ]
 
     def adopted(
@@ -74,7 +78,11 @@ class Routing:
         return found
 
     def adoption_notes(
-        self, objects: Mapping[ObjectKey, Mapping[str, Any] | None], expected: Collection[int], routed: int
+        self,
+        objects: Mapping[ObjectKey, Mapping[str, Any] | None],
+        expected: Collection[int],
+        routed: int,
+        routes: Routes = NO_ROUTES,
     ) -> list[tuple[str, str]]:
         """(reason, message) of the Events about adopted objects this pass: taken over, or put back.
 
@@ -96,7 +104,7 @@ class Routing:
                 )
                 continue
             written = (
-                self.provider.adopt(self.target, self.config, Weights.to_canary(weight), obj)
+                self.provider.adopt(self.target, self.config, Weights.to_canary(weight), obj, routes)
                 for weight in expected
             )
             if not any(covers(obj, body) for body in written):

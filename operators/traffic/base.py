@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from operators.foundation.keys import ObjectKey
 from operators.foundation.model import ApiModel
+from operators.traffic.routes import NO_ROUTES, Routes
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,9 @@ class TrafficProvider(Protocol):
       owns or adopted; any other existing object is adopted (below).
     - Weight 0 to the canary routes nothing there (not "a little"), and weight
       100 to stable is the state a healthy, finished release is left in.
+    - Header and mirror routes (`Routes`) are Sluice's own additions: `observed_weights`
+      reads the weights only, never the requests a header route sends to the canary, and
+      `hand_back` removes the additions with the rest.
     - `observed_weights` never guesses: None when the live objects are missing
       or do not express a stable/canary split this provider understands.
     - Adoption: an object of `object_keys` that exists and is someone else's is
@@ -123,6 +127,11 @@ class TrafficProvider(Protocol):
     def config_model(self) -> type[ApiModel]: ...
 
     @property
+    def supports_routes(self) -> bool:
+        """Whether it can route header and mirror routes (`Routes`); if not, such steps are refused."""
+        ...
+
+    @property
     def resources(self) -> tuple[tuple[str, str, str, str], ...]:
         """(group, version, plural, kind) of the kinds it manages: the operator watches them for changes."""
         ...
@@ -131,8 +140,10 @@ class TrafficProvider(Protocol):
         """The objects this provider manages for the target."""
         ...
 
-    def desired_objects(self, target: TrafficTarget, config: Any, weights: Weights) -> list[dict[str, Any]]:
-        """The full desired objects routing `weights`."""
+    def desired_objects(
+        self, target: TrafficTarget, config: Any, weights: Weights, routes: Routes = NO_ROUTES
+    ) -> list[dict[str, Any]]:
+        """The full desired objects routing `weights`, and `routes` (header and mirror) to the canary."""
         ...
 
     def observed_weights(
@@ -142,9 +153,15 @@ class TrafficProvider(Protocol):
         ...
 
     def adopt(
-        self, target: TrafficTarget, config: Any, weights: Weights, live: Mapping[str, Any]
+        self,
+        target: TrafficTarget,
+        config: Any,
+        weights: Weights,
+        live: Mapping[str, Any],
+        routes: Routes = NO_ROUTES,
     ) -> dict[str, Any]:
-        """The apply body that makes someone else's live object route `weights`; raises CannotAdopt."""
+        """The apply body that makes someone else's live object route `weights` (and `routes`, added
+        next to its owner's, never changing them); raises CannotAdopt."""
         ...
 
     def hand_back(self, live: Mapping[str, Any]) -> dict[str, Any]:

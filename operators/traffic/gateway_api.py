@@ -37,6 +37,7 @@ from pydantic import Field
 from operators.foundation.keys import ObjectKey
 from operators.foundation.model import ApiModel
 from operators.traffic.base import CannotAdopt, Refusal, TrafficTarget, Weights
+from operators.traffic.routes import NO_ROUTES, RouteMatch, Routes
 
 API_VERSION = "gateway.networking.k8s.io/v1"
 KIND = "HTTPRoute"
@@ -53,6 +54,10 @@ REFUSAL_REASONS = {"Accepted": "RouteNotAccepted", "ResolvedRefs": "RouteRefsNot
 DNS1123_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # On an adopted route: what the adoption changed, so that handing it back needs nothing but the route.
 ADOPTED_BACKENDS_ANNOTATION = "sluice.dev/adopted-backends"
+# The rules Sluice adds for header and mirror routes are named so: recognised, and recomputed or
+# removed, on every pass (a route's `rules` is an atomic list; they must be told from the owner's).
+SLUICE_RULE_PREFIX = "sluice-"
+MIRROR_FILTER = "RequestMirror"
 
 
 class ParentReference(ApiModel):
@@ -84,6 +89,7 @@ class GatewayAPIProvider:
     """Traffic shifting with a Gateway API (v1) HTTPRoute."""
 
     field = "gatewayAPI"
+    supports_routes = True
     config_model = GatewayAPITraffic
     resources = (("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute"),)
 
@@ -95,7 +101,7 @@ class GatewayAPIProvider:
         return [ObjectKey(API_VERSION, KIND, target.namespace, self.route_name(target, config))]
 
     def desired_objects(
-        self, target: TrafficTarget, config: GatewayAPITraffic, weights: Weights
+        self, target: TrafficTarget, config: GatewayAPITraffic, weights: Weights, routes: Routes = NO_ROUTES
     ) -> list[dict[str, Any]]:
         route_spec: dict[str, Any] = {}
         # Empty lists are left out: the API server drops them anyway, and a diff against it stays quiet.
@@ -103,13 +109,15 @@ class GatewayAPIProvider:
             route_spec["parentRefs"] = [parent.to_api() for parent in config.parent_refs]
         if config.hostnames:
             route_spec["hostnames"] = list(config.hostnames)
+        weighted = {
+            "backendRefs": [
+                {"name": target.stable_service, "port": target.port, "weight": weights.stable},
+                {"name": target.canary_service, "port": target.port, "weight": weights.canary},
+            ]
+        }
         route_spec["rules"] = [
-            {
-                "backendRefs": [
-                    {"name": target.stable_service, "port": target.port, "weight": weights.stable},
-                    {"name": target.canary_service, "port": target.port, "weight": weights.canary},
-                ]
-            }
+            *routed_rules([weighted], target, routes),
+            with_mirrors(weighted, target, routes),
         ]
         return [
             {
@@ -130,7 +138,8 @@ class GatewayAPIProvider:
         route = observed.get(key)
         if route is None:
             return None
-        rules = (route.get("spec") or {}).get("rules") or []
+        # Header and mirror rules are Sluice's additions on top of the split, not a statement of it.
+        rules = [rule for rule in (route.get("spec") or {}).get("rules") or [] if not is_sluice_rule(rule)]
         ours = {target.stable_service: _STABLE, target.canary_service: _CANARY}
         splits = [split for rule in rules if (split := _rule_split(rule, target.namespace, ours))[0]]
         # Each rule routing to our Services and nothing else is what we write (one rule on a route
@@ -147,9 +156,14 @@ class GatewayAPIProvider:
         return Weights.to_canary(canary_shares.pop())
 
     def adopt(
-        self, target: TrafficTarget, config: GatewayAPITraffic, weights: Weights, live: Mapping[str, Any]
+        self,
+        target: TrafficTarget,
+        config: GatewayAPITraffic,
+        weights: Weights,
+        live: Mapping[str, Any],
+        routes: Routes = NO_ROUTES,
     ) -> dict[str, Any]:
-        return adopted_route(live, target, weights)
+        return adopted_route(live, target, weights, routes)
 
     def hand_back(self, live: Mapping[str, Any]) -> dict[str, Any]:
         return hand_back_route(live)
@@ -248,15 +262,26 @@ def _is_local_service(backend: Mapping[str, Any], namespace: str) -> bool:
 # ---- adopting someone else's route ----------------------------------------------------------------
 
 
-def adopted_route(live: Mapping[str, Any], target: TrafficTarget, weights: Weights) -> dict[str, Any]:
+def adopted_route(
+    live: Mapping[str, Any], target: TrafficTarget, weights: Weights, routes: Routes = NO_ROUTES
+) -> dict[str, Any]:
     """The apply body that makes an existing route (not ours) split its stable traffic at `weights`.
 
     Only `spec.rules` (the whole list: it is atomic) and our marks in the metadata: no parentRefs,
-    no hostnames, no owner references. Raises CannotAdopt when the route cannot be split.
+    no hostnames, no owner references. Header and mirror `routes` become rules of Sluice's own
+    (`routed_rules`) before the owner's, and mirror filters on the split rules. Raises CannotAdopt
+    when the route cannot be split.
     """
     meta = live.get("metadata") or {}
     name = f"HTTPRoute {meta.get('namespace') or target.namespace}/{meta.get('name')}"
-    rules = list((live.get("spec") or {}).get("rules") or [])
+    namespace = meta.get("namespace") or target.namespace
+    # What Sluice added at its last pass goes first: it is recomputed below from the owner's rules.
+    rules = [
+        _without_mirrors_to(rule, target.canary_service, namespace)
+        for rule in (live.get("spec") or {}).get("rules") or []
+        if not is_sluice_rule(rule)
+    ]
+    split_rules: list[dict[str, Any]] = []
     recorded = _recorded(live)
     before = recorded.get("stableWeights") if recorded.get("canaryService") == target.canary_service else None
     new_rules: list[dict[str, Any]] = []
@@ -291,7 +316,8 @@ def adopted_route(live: Mapping[str, Any], target: TrafficTarget, weights: Weigh
             {**_copied(stable_ref), "weight": weights.stable},
             {**_copied(stable_ref), "name": target.canary_service, "weight": weights.canary},
         ]
-        new_rules.append(new_rule)
+        split_rules.append(new_rule)
+        new_rules.append(with_mirrors(new_rule, target, routes))
     if not originals:
         raise CannotAdopt(
             f"{name} has no rule sending traffic to Service {target.stable_service} in its namespace: "
@@ -316,7 +342,7 @@ def adopted_route(live: Mapping[str, Any], target: TrafficTarget, weights: Weigh
             "labels": dict(target.labels),
             "annotations": annotations,
         },
-        "spec": {"rules": new_rules},
+        "spec": {"rules": [*routed_rules(split_rules, target, routes), *new_rules]},
     }
 
 
@@ -334,7 +360,12 @@ def hand_back_route(live: Mapping[str, Any]) -> dict[str, Any]:
     weights = recorded.get("stableWeights")
     rules: list[dict[str, Any]] = []
     adopted = 0
-    for rule in (live.get("spec") or {}).get("rules") or []:
+    owners = [
+        _without_mirrors_to(rule, canary_service, namespace)
+        for rule in (live.get("spec") or {}).get("rules") or []
+        if not is_sluice_rule(rule)
+    ]
+    for rule in owners:
         stable, _, _ = _sort_backends(rule, namespace, stable_service, canary_service)
         if not stable or not isinstance(stable_service, str):
             rules.append(_copied(rule))
@@ -407,3 +438,117 @@ def _copied(value: Any) -> Any:
     if isinstance(value, list):
         return [_copied(item) for item in value]
     return value
+
+
+# ---- header and mirror routes ---------------------------------------------------------------------
+
+
+def is_sluice_rule(rule: Mapping[str, Any]) -> bool:
+    """Whether a rule is one Sluice added for a header or mirror route (by its name)."""
+    name = rule.get("name")
+    return isinstance(name, str) and name.startswith(SLUICE_RULE_PREFIX)
+
+
+def routed_rules(
+    split_rules: Sequence[Mapping[str, Any]], target: TrafficTarget, routes: Routes
+) -> list[dict[str, Any]]:
+    """Sluice's rules for the header routes and the mirror routes with matches, derived from each rule
+    that splits traffic (already holding its stable and canary backendRefs).
+
+    Each derived rule keeps the split rule's own matches, narrowed by the route's (the route's
+    headers and query parameters added, its path and method in place of the rule's): it matches
+    a subset of what the split rule does, with more conditions, so Gateway API precedence (more
+    header, then query parameter, matches win) gives it those requests. A header rule sends to the
+    canary alone; a mirror rule keeps the split and adds the mirror. The split rule's other fields
+    (its filters, timeouts) carry over: the requests are treated as before, only sent elsewhere.
+    """
+    derived: list[dict[str, Any]] = []
+    numbered = len(split_rules) > 1
+    for number, rule in enumerate(split_rules, start=1):
+        suffix = f"-{number}" if numbered else ""
+        kept = {key: _copied(value) for key, value in rule.items() if key not in ("name", "matches")}
+        canary_refs = [
+            {key: _copied(value) for key, value in ref.items() if key != "weight"}
+            for ref in rule.get("backendRefs") or []
+            if ref.get("name") == target.canary_service
+        ]
+        for header in routes.headers:
+            derived.append(
+                {
+                    **kept,
+                    "name": f"{SLUICE_RULE_PREFIX}header-{header.name}{suffix}",
+                    "matches": _narrowed(rule.get("matches"), header.matches or []),
+                    "backendRefs": canary_refs,
+                }
+            )
+        for mirror in routes.mirrors:
+            if mirror.matches is None or mirror.percent is None:
+                continue  # mirrors every request the split rule gets: a filter on it (with_mirrors)
+            derived.append(
+                {
+                    **kept,
+                    "name": f"{SLUICE_RULE_PREFIX}mirror-{mirror.name}{suffix}",
+                    "matches": _narrowed(rule.get("matches"), mirror.matches),
+                    "filters": [*(kept.get("filters") or []), mirror_filter(target, mirror.percent)],
+                }
+            )
+    return derived
+
+
+def with_mirrors(rule: Mapping[str, Any], target: TrafficTarget, routes: Routes) -> dict[str, Any]:
+    """The split rule with a RequestMirror filter to the canary per mirror route without matches."""
+    filters = [
+        mirror_filter(target, mirror.percent)
+        for mirror in routes.mirrors
+        if mirror.matches is None and mirror.percent is not None
+    ]
+    if not filters:
+        # None, not absent: "no filters" then differs from a live rule still holding a removed mirror
+        # (foundation/diff.py's covers), and the apply leaves the field out (apply_body).
+        return {**rule, "filters": rule.get("filters") or None}
+    return {**rule, "filters": [*(rule.get("filters") or []), *filters]}
+
+
+def mirror_filter(target: TrafficTarget, percent: int) -> dict[str, Any]:
+    """A copy of `percent` of the rule's requests to the canary Service; its answers are discarded."""
+    backend = {"name": target.canary_service, "port": target.port}
+    return {"type": MIRROR_FILTER, "requestMirror": {"backendRef": backend, "percent": percent}}
+
+
+def _narrowed(base: Any, matches: Sequence[RouteMatch]) -> list[dict[str, Any]]:
+    """Every (rule match, route match) pair as one match holding the conditions of both."""
+    result: list[dict[str, Any]] = []
+    for outer in base or [{}]:
+        for inner in matches:
+            extra = inner.to_api()
+            merged = _copied(outer)
+            for key in ("path", "method"):
+                if key in extra:
+                    merged[key] = extra[key]
+            for key in ("headers", "queryParams"):
+                if extra.get(key):
+                    merged[key] = [*(merged.get(key) or []), *extra[key]]
+            result.append(merged)
+    return result
+
+
+def _without_mirrors_to(rule: Mapping[str, Any], canary_service: Any, namespace: str) -> dict[str, Any]:
+    """The rule without the RequestMirror filters to the canary Service that Sluice added."""
+    filters = rule.get("filters")
+    if not filters:
+        return dict(rule)
+    kept = [
+        item
+        for item in filters
+        if not (
+            item.get("type") == MIRROR_FILTER
+            and _is_local_service((item.get("requestMirror") or {}).get("backendRef") or {}, namespace)
+            and ((item.get("requestMirror") or {}).get("backendRef") or {}).get("name") == canary_service
+        )
+    ]
+    if len(kept) == len(filters):
+        return dict(rule)
+    result = {key: value for key, value in rule.items() if key != "filters"}
+    if kept:
+        result["filters"] = kept
+    return result

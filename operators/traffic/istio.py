@@ -40,6 +40,7 @@ from operators.foundation.keys import ObjectKey
 from operators.foundation.model import ApiModel
 from operators.traffic.base import CannotAdopt, Refusal, TrafficTarget, Weights
 from operators.traffic.gateway_api import DNS1123_SUBDOMAIN_PATTERN
+from operators.traffic.routes import NO_ROUTES, Routes
 
 GROUP = "networking.istio.io"
 VERSION = "v1"
@@ -82,6 +83,8 @@ class IstioProvider:
     """Traffic shifting with an Istio (networking.istio.io/v1) VirtualService."""
 
     field = "istio"
+    # Header and mirror routes would map to Istio's match and mirror/mirrorPercentage: not yet.
+    supports_routes = False
     config_model = IstioTraffic
     resources = ((GROUP, VERSION, "virtualservices", KIND),)
 
@@ -93,9 +96,9 @@ class IstioProvider:
         return [ObjectKey(API_VERSION, KIND, target.namespace, self.name(target, config))]
 
     def desired_objects(
-        self, target: TrafficTarget, config: IstioTraffic, weights: Weights
+        self, target: TrafficTarget, config: IstioTraffic, weights: Weights, routes: Routes = NO_ROUTES
     ) -> list[dict[str, Any]]:
-        routes = config.virtual_service.routes or [DEFAULT_ROUTE]
+        names = config.virtual_service.routes or [DEFAULT_ROUTE]
         port = {"number": target.port}
         http = [
             {
@@ -105,7 +108,7 @@ class IstioProvider:
                     {"destination": {"host": target.canary_service, "port": port}, "weight": weights.canary},
                 ],
             }
-            for route in routes
+            for route in names
         ]
         return [
             {
@@ -143,7 +146,12 @@ class IstioProvider:
         return Weights.to_canary(canary_shares.pop())
 
     def adopt(
-        self, target: TrafficTarget, config: IstioTraffic, weights: Weights, live: Mapping[str, Any]
+        self,
+        target: TrafficTarget,
+        config: IstioTraffic,
+        weights: Weights,
+        live: Mapping[str, Any],
+        routes: Routes = NO_ROUTES,
     ) -> dict[str, Any]:
         return adopted_virtual_service(live, target, weights, config.virtual_service.routes)
 

@@ -90,14 +90,34 @@ def _common(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="how long deleted pods take to stop (serving meanwhile), at most their grace period",
     )
+    parser.add_argument(
+        "--header",
+        default="x-canary=always",
+        metavar="NAME=VALUE",
+        help="the header a share of the simulated requests carries, for header routes (x-canary=always)",
+    )
+    parser.add_argument(
+        "--header-share",
+        type=float,
+        default=0.1,
+        metavar="FRACTION",
+        help="the share of the simulated requests that carry --header (0.1)",
+    )
 
 
 def _options(args: argparse.Namespace, **extra: Any) -> SandboxOptions:
     # Imported here: the sandbox pulls in the API server and simulators, which
     # `sluice status` and friends should not pay for at start-up.
     from sluice_sandbox.environment import SandboxOptions
+    from sluice_sandbox.traffic import MarkedRequests
 
+    header, _, value = str(args.header).partition("=")
+    if not header or not value:
+        raise SystemExit(f"sluice: --header must be NAME=VALUE, not {args.header!r}")
+    if not 0.0 <= args.header_share <= 1.0:
+        raise SystemExit(f"sluice: --header-share must be between 0 and 1, not {args.header_share}")
     return SandboxOptions(
+        marked=MarkedRequests(header, value, args.header_share),
         kubeconfig=args.kubeconfig,
         prometheus_url=args.prometheus_url,
         metric_hosts=[str(host) for host in args.metric_hosts],

@@ -27,7 +27,7 @@ from sluice_sandbox.gateway import install_gateway_api
 from sluice_sandbox.gateway_controller import GatewayController
 from sluice_sandbox.prometheus import PrometheusServer
 from sluice_sandbox.requestlog import RequestLog
-from sluice_sandbox.traffic import TrafficSimulator
+from sluice_sandbox.traffic import DEFAULT_MARKED, MarkedRequests, TrafficSimulator
 from sluice_sandbox.workloads import WorkloadSimulator
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,8 @@ class SandboxOptions:
     # How long a deleted pod's containers take to stop (it serves meanwhile), at most its grace period.
     stop_delay: float = 1.0
     requests_per_second: float = 50.0
+    # The simulated requests carrying a header (--header, --header-share): header routes' traffic.
+    marked: MarkedRequests = DEFAULT_MARKED
     scrape_interval: str = "1s"
     run_operator: bool = True
     # The operator's --metric-hosts: hosts beyond the sandbox's Prometheus that metrics may query.
@@ -125,7 +127,9 @@ class Sandbox:
             ).start()
 
     def _traffic_simulator(self, store: Any, exporter: MetricsExporter) -> TrafficSimulator:
-        self.traffic = TrafficSimulator(store, exporter, rps=self.options.requests_per_second)
+        self.traffic = TrafficSimulator(
+            store, exporter, rps=self.options.requests_per_second, marked=self.options.marked
+        )
         return self.traffic
 
     def stop(self) -> None:

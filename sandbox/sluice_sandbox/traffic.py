@@ -20,6 +20,15 @@ Decisions, and why:
   depends on the rules' matches; Sluice writes one rule, a route it adopted keeps its owner's)
   and within a rule by the backendRefs' weights. Every route counts, Sluice's or not. A backend
   that is no local Service (another kind) takes its share, unsimulated.
+- Header routes: a share of the requests (:class:`MarkedRequests`, by default 10% carrying
+  ``x-canary: always``) carries a header. Rules with header matches get only such requests: the
+  one whose match (all its headers equal, exactly, with no query parameter asked) has the most
+  header matches wins, as Gateway API precedence says; the marked requests no such rule matches,
+  and all the others, are split between the rules without header matches as above.
+- Mirroring: a rule's ``RequestMirror`` filter sends a copy of its ``percent`` (or ``fraction``;
+  neither: all) of the rule's requests to the mirror's Service too. The copies count in that
+  Service's own metrics (analysis sees how the canary answers them) but never at the gateway:
+  their answers are discarded, no user sees them, and they give the Service no weight.
 - The per-Service metrics are the application's own, as if its pods exported them: a Service
   without ready pods (or a backend Service that does not exist) serves nothing, so it counts
   nothing. The gateway answers those requests 503, and its own counters, per route and status
@@ -60,7 +69,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from operators.rollout.ownership import STABLE, TRACK_LABEL
 from operators.traffic.gateway_api import DEFAULT_BACKEND_GROUP, DEFAULT_BACKEND_KIND, DEFAULT_BACKEND_WEIGHT
@@ -95,6 +104,34 @@ ServiceKey = tuple[str, str]  # (namespace, name)
 RouteKey = tuple[str, str]  # (namespace, name) of an HTTPRoute
 K = TypeVar("K")
 V = TypeVar("V")
+MIRROR_FILTER = "RequestMirror"
+
+
+@dataclass(frozen=True)
+class MarkedRequests:
+    """The share of the simulated requests that carry a header, so that header routes get requests."""
+
+    header: str = "x-canary"
+    value: str = "always"
+    share: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.share <= 1.0:
+            raise ValueError(
+                f"the share of requests with header {self.header} must be in [0, 1], not {self.share}"
+            )
+
+
+DEFAULT_MARKED = MarkedRequests()
+
+
+class Share(NamedTuple):
+    """What one backend of a route gets: `rps` requests per second; mirrored copies have no weight."""
+
+    service: ServiceKey
+    weight: int
+    rps: float
+    mirrored: bool = False
 
 
 # ----- The pure part: who gets which requests -----
@@ -142,14 +179,81 @@ def refused(route: Mapping[str, Any]) -> bool:
     return bool(parents) and not any(accepted)
 
 
-def _service_shares(route: Mapping[str, Any], rps: float) -> Iterator[tuple[ServiceKey, int, float]]:
-    """(Service, weight, requests per second) of each Service backendRef of the route's rules; none
-    for a route no Gateway accepted."""
+def _header_matches(match: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return list(match.get("headers") or [])
+
+
+def _matched_headers(rule: Mapping[str, Any], marked: MarkedRequests) -> int | None:
+    """How many header matches of the rule a marked request (GET /, its one header) meets at best;
+    None when no match of the rule takes it."""
+    best: int | None = None
+    for match in rule.get("matches") or []:
+        headers = _header_matches(match)
+        path = match.get("path") or {}
+        takes = (
+            all(
+                h.get("type", "Exact") == "Exact"
+                and str(h.get("name", "")).lower() == marked.header.lower()
+                and h.get("value") == marked.value
+                for h in headers
+            )
+            and not match.get("queryParams")
+            and match.get("method") in (None, "GET")
+            and path.get("type", "PathPrefix") in ("PathPrefix", "Exact")
+            and path.get("value", "/") == "/"
+        )
+        if takes and (best is None or len(headers) > best):
+            best = len(headers)
+    return best
+
+
+def _has_header_match(rule: Mapping[str, Any]) -> bool:
+    return any(_header_matches(match) for match in rule.get("matches") or [])
+
+
+def _rule_rates(rules: Sequence[Mapping[str, Any]], rps: float, marked: MarkedRequests) -> list[float]:
+    """The requests per second each rule gets: header rules the marked requests they win, the others
+    an even split of the rest."""
+    rates = [0.0] * len(rules)
+    plain = [index for index, rule in enumerate(rules) if not _has_header_match(rule)]
+    scored = [
+        (score, -index)
+        for index, rule in enumerate(rules)
+        if _has_header_match(rule) and (score := _matched_headers(rule, marked)) is not None
+    ]
+    rest = rps
+    if scored:
+        _, negative_index = max(scored)  # the most header matches; between equals, the first rule
+        rates[-negative_index] = rps * marked.share
+        rest -= rates[-negative_index]
+    for index in plain:
+        rates[index] = rest / len(plain)
+    return rates
+
+
+def _mirrored_fraction(mirror: Mapping[str, Any]) -> float:
+    """The share of a rule's requests a RequestMirror filter copies: percent, fraction, or all."""
+    percent = mirror.get("percent")
+    if isinstance(percent, int):
+        return max(0.0, min(1.0, percent / 100))
+    fraction = mirror.get("fraction")
+    if isinstance(fraction, Mapping):
+        numerator, denominator = fraction.get("numerator"), fraction.get("denominator", 100)
+        if isinstance(numerator, int) and isinstance(denominator, int) and denominator > 0:
+            return max(0.0, min(1.0, numerator / denominator))
+    return 1.0
+
+
+def _service_shares(
+    route: Mapping[str, Any], rps: float, marked: MarkedRequests = DEFAULT_MARKED
+) -> Iterator[Share]:
+    """What each Service backendRef of the route's rules gets, and each Service a rule mirrors to;
+    nothing for a route no Gateway accepted."""
     if refused(route):
         return
     namespace = route.get("metadata", {}).get("namespace", "")
     rules = (route.get("spec") or {}).get("rules") or []
-    for rule in rules:
+    for rule, rule_rps in zip(rules, _rule_rates(rules, rps, marked), strict=True):
         backends = rule.get("backendRefs") or []
         total = sum(_weight(backend) for backend in backends)
         for backend in backends:
@@ -157,8 +261,14 @@ def _service_shares(route: Mapping[str, Any], rps: float) -> Iterator[tuple[Serv
                 continue
             key = (backend.get("namespace", namespace), backend.get("name", ""))
             weight = _weight(backend)
-            share = rps / len(rules) * weight / total if total else 0.0
-            yield key, weight, share
+            yield Share(key, weight, rule_rps * weight / total if total else 0.0)
+        for item in rule.get("filters") or []:
+            mirror = item.get("requestMirror") or {}
+            target = mirror.get("backendRef") or {}
+            if item.get("type") != MIRROR_FILTER or not _is_service(target):
+                continue
+            key = (target.get("namespace", namespace), target.get("name", ""))
+            yield Share(key, 0, rule_rps * _mirrored_fraction(mirror), mirrored=True)
 
 
 def virtual_service_as_route(virtual_service: Mapping[str, Any]) -> dict[str, Any]:
@@ -191,11 +301,13 @@ def virtual_service_as_route(virtual_service: Mapping[str, Any]) -> dict[str, An
 _UNSIMULATED_HOST = {"group": "networking.istio.io", "kind": "Host", "name": ""}
 
 
-def route_split(routes: Iterable[Mapping[str, Any]], rps: float) -> dict[ServiceKey, tuple[int, float]]:
-    """(weight, requests per second) of every Service the routes send to."""
+def route_split(
+    routes: Iterable[Mapping[str, Any]], rps: float, marked: MarkedRequests = DEFAULT_MARKED
+) -> dict[ServiceKey, tuple[int, float]]:
+    """(weight, requests per second, mirrored copies included) of every Service the routes send to."""
     split: dict[ServiceKey, tuple[int, float]] = {}
     for route in routes:
-        for key, weight, share in _service_shares(route, rps):
+        for key, weight, share, _ in _service_shares(route, rps, marked):
             old_weight, old_rps = split.get(key, (0, 0.0))
             split[key] = (old_weight + weight, old_rps + share)
     return split
@@ -248,12 +360,13 @@ def service_traffic(
     pods: Iterable[Mapping[str, Any]],
     *,
     rps: float = DEFAULT_RPS,
+    marked: MarkedRequests = DEFAULT_MARKED,
 ) -> dict[ServiceKey, ServiceTraffic]:
     """The traffic of every Service the routes send to, each route sending `rps` requests per second."""
     by_key = {_key(service): service for service in services}
     pods = list(pods)
     result: dict[ServiceKey, ServiceTraffic] = {}
-    for key, (weight, share) in route_split(routes, rps).items():
+    for key, (weight, share) in route_split(routes, rps, marked).items():
         service = by_key.get(key)
         ready = selected_ready_pods(service, pods) if service is not None else []
         streams, problems = served_streams(share, ready)
@@ -280,6 +393,7 @@ def gateway_traffic(
     pods: Iterable[Mapping[str, Any]],
     *,
     rps: float = DEFAULT_RPS,
+    marked: MarkedRequests = DEFAULT_MARKED,
 ) -> dict[RouteKey, dict[str, float]]:
     """What the gateway answers on each route, in requests per second by status code.
 
@@ -293,9 +407,9 @@ def gateway_traffic(
     result: dict[RouteKey, dict[str, float]] = {}
     for route in routes:
         rates = dict.fromkeys(GATEWAY_CODES, 0.0)
-        for key, _, share in _service_shares(route, rps):
-            if share <= 0:
-                continue
+        for key, _, share, mirrored in _service_shares(route, rps, marked):
+            if share <= 0 or mirrored:
+                continue  # a mirrored copy's answer is discarded: no user sees it
             if key not in ready:
                 service = by_key.get(key)
                 ready[key] = selected_ready_pods(service, pods) if service is not None else []
@@ -339,14 +453,15 @@ class TrafficIndex:
     - a route: the Services it sends to (their weight and share) and its own gateway rates.
     """
 
-    def __init__(self, rps: float = DEFAULT_RPS) -> None:
+    def __init__(self, rps: float = DEFAULT_RPS, marked: MarkedRequests = DEFAULT_MARKED) -> None:
         self.rps = rps
+        self.marked = marked
         self.routes: dict[RouteKey, Mapping[str, Any]] = {}
         self.services: dict[ServiceKey, Mapping[str, Any]] = {}
         self.traffic: dict[ServiceKey, ServiceTraffic] = {}
         self.gateway: dict[RouteKey, dict[str, float]] = {}
         self._pods: dict[Any, dict[str, Mapping[str, Any]]] = {}  # namespace -> name -> pod
-        self._shares: dict[RouteKey, list[tuple[ServiceKey, int, float]]] = {}  # each route's backends
+        self._shares: dict[RouteKey, list[Share]] = {}  # each route's backends
         self._routes_to: dict[ServiceKey, set[RouteKey]] = {}
         # Each Service with a selector under one (namespace, label, value) of it; those whose
         # selector has no string value to index by are checked against every pod of their namespace.
@@ -358,7 +473,7 @@ class TrafficIndex:
         self._stale_routes: set[RouteKey] = set()  # whose gateway rates may have moved
 
     def put_route(self, key: RouteKey, route: Mapping[str, Any] | None) -> None:
-        for service, _, _ in self._shares.pop(key, []):
+        for service, *_ in self._shares.pop(key, []):
             self._stale_services.add(service)
             routes = self._routes_to.get(service)
             if routes is not None:
@@ -370,8 +485,8 @@ class TrafficIndex:
             self.routes.pop(key, None)
             return
         self.routes[key] = route
-        self._shares[key] = shares = list(_service_shares(route, self.rps))
-        for service, _, _ in shares:
+        self._shares[key] = shares = list(_service_shares(route, self.rps, self.marked))
+        for service, *_ in shares:
             self._stale_services.add(service)
             self._routes_to.setdefault(service, set()).add(key)
 
@@ -490,7 +605,7 @@ class TrafficIndex:
             return None
         weight, share = 0, 0.0
         for route in sorted(routes):
-            for service, backend_weight, backend_share in self._shares[route]:
+            for service, backend_weight, backend_share, _ in self._shares[route]:
                 if service == key:
                     weight, share = weight + backend_weight, share + backend_share
         return weight, share
@@ -509,8 +624,8 @@ class TrafficIndex:
     def _gateway_rates(self, key: RouteKey) -> dict[str, float]:
         """As gateway_traffic() computes one route's rates."""
         rates = dict.fromkeys(GATEWAY_CODES, 0.0)
-        for service, _, share in self._shares[key]:
-            if share <= 0:
+        for service, _, share, mirrored in self._shares[key]:
+            if share <= 0 or mirrored:
                 continue
             add_gateway_rates(rates, share, self._ready(service))
         return rates
@@ -607,6 +722,7 @@ class TrafficSimulator:
         exporter: MetricsExporter,
         rps: float = DEFAULT_RPS,
         *,
+        marked: MarkedRequests = DEFAULT_MARKED,
         interval: float = DEFAULT_INTERVAL,
         history_limit: int = DEFAULT_HISTORY,
         clock: Callable[[], float] = time.monotonic,
@@ -614,11 +730,12 @@ class TrafficSimulator:
         self._store = store
         self._exporter = exporter
         self._rps = rps
+        self._marked = marked
         self._interval = interval
         self._clock = clock
         self._started = clock()
         self._task: asyncio.Task[None] | None = None
-        self._index = TrafficIndex(rps)
+        self._index = TrafficIndex(rps, marked)
         self._unsubscribe: list[Callable[[], None]] = []
         self._resynced = False  # a fresh index: the next tick looks at every series exported before
         # What each tick records of the routed Services (ServingRecord less the time), in order.
@@ -655,7 +772,7 @@ class TrafficSimulator:
         """Follow the store (once; again after a stop, from a fresh index)."""
         if self._unsubscribe:
             return
-        self._index = index = TrafficIndex(self._rps)
+        self._index = index = TrafficIndex(self._rps, self._marked)
         self._resynced = True
 
         def on_route(change: Change) -> None:

@@ -12,7 +12,7 @@ from jsonschema import Draft7Validator
 
 from operators.api.refs import RolloutRef
 from operators.api.rollout import RolloutSpec, Traffic
-from operators.foundation.diff import covers
+from operators.foundation.diff import covers, without_nulls
 from operators.foundation.keys import ObjectKey
 from operators.rollout.ownership import MANAGED_BY, MANAGED_BY_LABEL, ROLLOUT_LABEL, is_owned_by
 from operators.rollout.routing import Routing, routing_of
@@ -64,7 +64,7 @@ WEIGHTS = [Weights(100, 0), Weights(90, 10), Weights(50, 50), Weights(0, 100)]
 
 def desired_route(config: dict[str, Any], weights: Weights, port: int = 80) -> dict[str, Any]:
     (route,) = routing(make_spec(config, port)).desired(weights)
-    return route
+    return without_nulls(route)  # as applied: a null (an absent field that must stay absent) is left out
 
 
 def all_generated_routes() -> Iterator[tuple[str, dict[str, Any]]]:
@@ -430,7 +430,7 @@ def two_rule_route() -> dict[str, Any]:
 
 def adopt(route: dict[str, Any], weights: Weights) -> dict[str, Any]:
     (adopted,) = routing(make_spec({})).desired(weights, {key_of(route): route})
-    return adopted
+    return without_nulls(adopted)  # as applied
 
 
 def as_applied(live: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
