@@ -44,7 +44,7 @@ def switch_writes(world: World, since: int) -> int:
     return sum(world.key("web", "Service") in p.writes for p in world.passes[since:])
 
 
-def test_the_new_version_runs_at_full_size_behind_the_preview_while_the_active_service_keeps_the_old() -> None:
+def test_the_new_version_runs_in_full_behind_the_preview_while_the_active_service_keeps_the_old() -> None:
     world = released(World(blue_green_spec(prePromotionAnalysis=ANALYSIS)))
     old = world.status.stable_revision
     world.settle()
