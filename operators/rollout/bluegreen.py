@@ -38,6 +38,8 @@ from operators.rollout.inventory import canary_deployment_key
 from operators.rollout.render import render_service, service_name
 from operators.rollout.workload import is_rolled_out, ready_replicas, revision_of
 
+SERVICE_NAME_MAX = 63  # a DNS-1035 label
+
 
 class BlueGreenReconciliation(_Reconciliation):
     """One pass of a blue-green Rollout (``spec.strategy.blueGreen``)."""
@@ -54,6 +56,16 @@ class BlueGreenReconciliation(_Reconciliation):
         self.revision = self.obs.template_revision()
         self.stable_revision = revision_of(self.stable_obj) or self.before.stable_revision or self.revision
         return super().run()
+
+    def _render_problems(self) -> list[str]:
+        preview = self._preview_name()
+        if len(preview) <= SERVICE_NAME_MAX:
+            return super()._render_problems()
+        return [
+            *super()._render_problems(),
+            f"the preview Service name {preview!r} is longer than {SERVICE_NAME_MAX} characters: "
+            "set strategy.blueGreen.previewService",
+        ]
 
     # ---- the stages ------------------------------------------------------------------------------
 

@@ -7,11 +7,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from operators.api.refs import RolloutRef
 from operators.api.rollout import Outcome, Phase, RolloutSpec
 from operators.rollout.bluegreen_stages import POST_PROMOTION, PRE_PROMOTION
 from operators.rollout.commands import Command
 from operators.rollout.ownership import PREVIEW_LABEL, REVISION_LABEL, TRACK_LABEL
-from tests.unit.engine_world import METRIC, ROUTE_KEY, World, template
+from tests.unit.engine_world import METRIC, REF, ROUTE_KEY, World, template
 
 ANALYSIS = {"interval": "30s", "minChecksPerStep": 2, "metrics": [METRIC]}
 
@@ -134,3 +135,12 @@ def test_with_a_route_every_request_goes_to_the_active_service() -> None:
 def test_a_strategy_has_exactly_one_of_canary_and_blue_green(strategy: dict[str, Any]) -> None:
     with pytest.raises(ValidationError, match="exactly one of canary and blueGreen"):
         RolloutSpec.model_validate({"template": template(), "strategy": strategy})
+
+
+def test_a_default_preview_name_too_long_for_a_service_is_reported() -> None:
+    ref = RolloutRef(name="a" * 56, namespace=REF.namespace, uid=REF.uid)
+    world = World(blue_green_spec(), ref=ref)
+    world.reconcile()
+    assert world.status.phase == Phase.DEGRADED
+    assert "set strategy.blueGreen.previewService" in world.status.message
+    assert not world.objects
