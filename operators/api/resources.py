@@ -110,6 +110,7 @@ ROLLOUT = ResourceType(
     object_rules=(CelRule(**rollout.NAME_RULE),),
     printer_columns=(
         PrinterColumn("Phase", "string", ".status.phase", "Where the release stands."),
+        PrinterColumn("Strategy", "string", ".status.strategy", "Canary or BlueGreen."),
         PrinterColumn("Weight", "integer", ".status.canaryWeight", "Percent of traffic on the canary."),
         PrinterColumn("Step", "integer", ".status.currentStepIndex", "Index of the current canary step."),
         PrinterColumn("Stable", "string", ".status.stableRevision", "Revision serving as stable."),

@@ -365,8 +365,72 @@ class Canary(ApiModel):
         return steps
 
 
+class PostPromotionAnalysis(Analysis):
+    """Analysis after a blue-green switch, while the old pods are still there to switch back to."""
+
+    duration: Duration = Field(
+        default="5m", description="How long after the switch the checks run before the release completes."
+    )
+
+
+BLUE_GREEN_PREVIEW_SUFFIX = "-preview"
+
+
+class BlueGreen(ApiModel):
+    """The blue-green strategy: the new version runs at full size behind a preview Service, then the
+    active (stable) Service switches to it in one write; all requests go to all-old or all-new pods."""
+
+    preview_service: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=NAME_PATTERN,
+        description=f"The Service in front of the new version before the switch (default <name>"
+        f"{BLUE_GREEN_PREVIEW_SUFFIX}); analysis and test traffic read it.",
+    )
+    auto_promotion_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        description="Switch this many seconds after the new version is ready and its pre-promotion "
+        "analysis passed. Absent: wait for the sluice.dev/promote annotation.",
+    )
+    pre_promotion_analysis: Analysis | None = Field(
+        default=None, description="Checks of the preview that must pass before the switch."
+    )
+    post_promotion_analysis: PostPromotionAnalysis | None = Field(
+        default=None, description="Checks after the switch; a failure switches back to the old pods."
+    )
+    scale_down_delay_seconds: int = Field(
+        default=30,
+        ge=0,
+        description="How long the old pods are kept after the switch (and the new ones after a rollback).",
+    )
+
+
+STRATEGY_ONE_OF = "strategy needs exactly one of canary and blueGreen"
+
+
 class Strategy(ApiModel):
-    canary: Canary
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {"rule": "has(self.canary) != has(self.blueGreen)", "message": STRATEGY_ONE_OF}
+            ]
+        }
+    }
+
+    canary: Canary | None = None
+    blue_green: BlueGreen | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Strategy:
+        if (self.canary is None) == (self.blue_green is None):
+            raise ValueError(STRATEGY_ONE_OF)
+        return self
+
+    @property
+    def name(self) -> str:
+        """What `kubectl get rollouts` shows in its Strategy column."""
+        return "BlueGreen" if self.blue_green is not None else "Canary"
 
 
 TEMPLATE_OR_WORKLOAD = (
@@ -422,7 +486,8 @@ class RolloutSpec(ApiModel):
     def _traffic_needs_service(self) -> RolloutSpec:
         if self.traffic is not None and self.service is None:
             raise ValueError("traffic routes to the Rollout's Services: set service (e.g. {port: 80})")
-        if any(step.sets_routes() for step in self.strategy.canary.steps or []):
+        canary_steps = self.strategy.canary.steps if self.strategy.canary is not None else None
+        if any(step.sets_routes() for step in canary_steps or []):
             if self.traffic is None:
                 raise ValueError(HEADER_ROUTES_NEED_TRAFFIC)
             provider, _ = self.traffic.provider()
@@ -560,5 +625,8 @@ class RolloutStatus(ApiModel):
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    strategy: str | None = Field(
+        default=None, description="The release strategy, Canary or BlueGreen (a kubectl get column)."
     )
     message: str = ""

@@ -43,6 +43,8 @@ from operators.foundation.clock import format_time, parse_time, seconds_since
 from operators.foundation.keys import ObjectKey, key_of
 from operators.rollout import verdicts
 from operators.rollout.adoption import Adoption, adopt
+from operators.rollout.bluegreen_stages import analysing as blue_green_analysing
+from operators.rollout.bluegreen_stages import analysis_of
 from operators.rollout.commands import Command, PendingCommand, pending_commands
 from operators.rollout.conditions import RELEASING, STUCK, rollout_conditions
 from operators.rollout.inventory import (
@@ -118,12 +120,17 @@ class Plan:
 
 
 def reconcile(spec: RolloutSpec, status: RolloutStatus, observed: Observed, now: datetime) -> Plan:
+    if spec.strategy.blue_green is not None:
+        # Imported here: the blue-green pass is a subclass of this module's.
+        from operators.rollout.bluegreen import BlueGreenReconciliation
+
+        return BlueGreenReconciliation(spec, status, observed, now).run()
     return _Reconciliation(spec, status, observed, now).run()
 
 
 def analysis_due(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> bool:
     """Should the shell query the metrics before calling :func:`reconcile`?"""
-    analysis = spec.strategy.canary.analysis
+    analysis = analysis_of(spec, status)
     if analysis is None or not _analysing(spec, status):
         return False
     due = verdicts.next_check_at(analysis, status.analysis, status.weight_changed_at)
@@ -132,8 +139,11 @@ def analysis_due(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> boo
 
 def _analysing(spec: RolloutSpec, status: RolloutStatus) -> bool:
     """Analysis runs from the first step that sends the canary requests until promotion: a non-zero
-    weight, or a header or mirror route (a mirrored canary is analysed before it answers a user)."""
-    steps = spec.strategy.canary.effective_steps()
+    weight, or a header or mirror route (a mirrored canary is analysed before it answers a user).
+    Blue-green: while its stage analyses the preview or the switched version."""
+    if spec.strategy.blue_green is not None:
+        return status.phase in RELEASING and blue_green_analysing(status)
+    steps = spec.strategy.canary.effective_steps() if spec.strategy.canary is not None else []
     return (
         status.phase in RELEASING
         and status.canary_revision is not None
@@ -177,8 +187,9 @@ class _Reconciliation:
         self.obs = observed
         self.now = now
         self.ref = observed.ref
-        self.steps: list[Step] = spec.strategy.canary.effective_steps()
-        self.analysis = spec.strategy.canary.analysis
+        canary = spec.strategy.canary
+        self.steps: list[Step] = canary.effective_steps() if canary is not None else []
+        self.analysis = analysis_of(spec, status)
         # The traffic provider bound to this Rollout's Services; None without `traffic`.
         self.routing = routing_of(self.ref, spec)
         self.events: list[EventNote] = []
@@ -266,8 +277,7 @@ class _Reconciliation:
         service = stable_service_key(self.ref, self.spec)
         stable_selector: dict[str, str] = {}
         if self.spec.service is not None:
-            rendered = render_service(self.ref, self.spec, "stable", select_all_tracks=self.routing is None)
-            stable_selector = rendered["spec"]["selector"]
+            stable_selector = self._stable_service()["spec"]["selector"]
         return adopt(
             self.ref,
             self.spec,
@@ -612,7 +622,7 @@ class _Reconciliation:
 
     def _hold_rolled_back(self) -> None:
         """Weight stays 0; the canary keeps its pods for abortScaleDownDelaySeconds, then none."""
-        delay = self.spec.strategy.canary.abort_scale_down_delay_seconds
+        delay = self._scale_down_delay()
         aborted_at = parse_time(self.s.aborted_at) if self.s.aborted_at else self.now
         current = int((self.canary_obj or {}).get("spec", {}).get("replicas") or 0)
         if self.now < aborted_at + timedelta(seconds=delay) and current > 0:
@@ -738,6 +748,7 @@ class _Reconciliation:
         # (and the canary's share of it) on every pass, so a scale mid-release keeps step and weight.
         self.s.replicas.total = pod_count(self.stable_obj, self.canary_obj)
         self.s.selector = selector_text(pod_selector(self.ref, self.spec))
+        self.s.strategy = self.spec.strategy.name
         self.s.conditions = rollout_conditions(
             self.s.phase,
             self.reason,
@@ -796,12 +807,7 @@ class _Reconciliation:
         if routing is None:
             return
         live = routing.observed(self.obs.objects)
-        expected = {
-            self.before.canary_weight,
-            self.s.canary_weight,
-            self.before.routed_canary_weight,
-            self.s.routed_canary_weight,
-        }
+        expected = self._route_weights_written()
         if routing.adopted(self.obs.objects):
             # Someone else's object: a changed split is one of the changes to Sluice's part of it.
             weights = {weight for weight in expected if weight is not None}
@@ -846,6 +852,15 @@ class _Reconciliation:
         for reason, message in adoption.notes:
             self._event("Normal", reason, message)
 
+    def _route_weights_written(self) -> set[int | None]:
+        """The canary weights the route may hold from this pass or the one before."""
+        return {
+            self.before.canary_weight,
+            self.s.canary_weight,
+            self.before.routed_canary_weight,
+            self.s.routed_canary_weight,
+        }
+
     def _stable_name(self) -> str:
         return stable_deployment_key(self.ref, self.spec).name
 
@@ -866,7 +881,7 @@ class _Reconciliation:
             ),
         }
         if self.spec.service is not None:
-            stable_service = render_service(self.ref, self.spec, "stable", select_all_tracks=routing is None)
+            stable_service = self._stable_service()
             by_key[key_of(stable_service)] = stable_service
             canary_service = render_service(self.ref, self.spec, "canary")
             by_key[key_of(canary_service)] = canary_service
@@ -880,6 +895,14 @@ class _Reconciliation:
         # An adopted Service and Deployment get only the fields Sluice takes over.
         by_key.update(self.adoption.objects)
         return [by_key[key] for key in managed_keys(self.ref, self.spec) if key in by_key]
+
+    def _stable_service(self) -> dict[str, Any]:
+        return render_service(self.ref, self.spec, "stable", select_all_tracks=self.routing is None)
+
+    def _scale_down_delay(self) -> int:
+        """How long a rolled-back new version keeps its pods."""
+        canary = self.spec.strategy.canary
+        return canary.abort_scale_down_delay_seconds if canary is not None else 0
 
     def _route_to_nothing(self, keys: Sequence[ObjectKey]) -> bool:
         """A first deployment's route waits for the first ready pod: created earlier, it would send

@@ -19,6 +19,8 @@ MANAGED_BY = "sluice"
 TRACK_LABEL = "sluice.dev/track"
 # The pod template hash: a label on pods, an annotation on Deployments.
 REVISION_LABEL = "sluice.dev/revision"
+# On a blue-green preview Service: test traffic goes to it (the sandbox's simulator sends some).
+PREVIEW_LABEL = "sluice.dev/preview"
 # The Rollout's name, so an event on a managed object maps to its Rollout without a lookup.
 ROLLOUT_LABEL = "sluice.dev/rollout"
 

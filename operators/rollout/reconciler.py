@@ -31,6 +31,7 @@ from operators.foundation.loop import RETRY_AFTER_CONFLICT
 from operators.foundation.status import ReadStatus, read_status, write_status
 from operators.rollout import engine
 from operators.rollout.adoption import hand_back
+from operators.rollout.bluegreen_stages import analysis_of
 from operators.rollout.handback import TRAFFIC_KINDS, hand_back_traffic
 from operators.rollout.inventory import (
     managed_keys,
@@ -122,7 +123,7 @@ class RolloutReconciler:
         effective_template = effective.template
         revision = effective.revision or pod_template_revision(effective_template)
         context = self._query_context(ref, spec, status, revision)
-        analysis = spec.strategy.canary.analysis
+        analysis = analysis_of(spec, status)
         problems = validate_metrics(analysis.metrics, context, self.metrics) if analysis else []
         check = None
         if analysis and not problems:
@@ -299,7 +300,7 @@ class RolloutReconciler:
     def _query_context(
         self, ref: RolloutRef, spec: RolloutSpec, status: RolloutStatus, revision: str
     ) -> QueryContext:
-        analysis = spec.strategy.canary.analysis
+        analysis = analysis_of(spec, status)
         return QueryContext(
             namespace=ref.namespace,
             rollout_name=ref.name,

@@ -14,8 +14,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from operators.api.refs import RolloutRef
-from operators.api.rollout import MATCH_WEIGHT, NAME_MAX, NAME_MESSAGE, NAME_PATTERN, RolloutSpec
+from operators.api.rollout import (
+    BLUE_GREEN_PREVIEW_SUFFIX,
+    MATCH_WEIGHT,
+    NAME_MAX,
+    NAME_MESSAGE,
+    NAME_PATTERN,
+    RolloutSpec,
+)
 from operators.rollout.ownership import (
+    PREVIEW_LABEL,
     REVISION_LABEL,
     ROLLOUT_LABEL,
     STABLE,
@@ -55,9 +63,13 @@ def deployment_name(ref: RolloutRef, spec: RolloutSpec, track: Track) -> str:
 
 
 def service_name(ref: RolloutRef, spec: RolloutSpec, track: Track) -> str:
-    """A track's Service: `spec.service.name` (default `<name>`) for stable, `<name>-canary`."""
+    """A track's Service: `spec.service.name` (default `<name>`) for stable, `<name>-canary` (with
+    blue-green: the preview Service, default `<name>-preview`)."""
     if track == STABLE and spec.service is not None and spec.service.name:
         return spec.service.name
+    blue_green = spec.strategy.blue_green
+    if track != STABLE and blue_green is not None:
+        return blue_green.preview_service or f"{ref.name}{BLUE_GREEN_PREVIEW_SUFFIX}"
     return object_name(ref, track)
 
 
@@ -191,7 +203,11 @@ def render_deployment(
 
 
 def render_service(
-    ref: RolloutRef, spec: RolloutSpec, track: Track, select_all_tracks: bool = False
+    ref: RolloutRef,
+    spec: RolloutSpec,
+    track: Track,
+    select_all_tracks: bool = False,
+    active_revision: str | None = None,
 ) -> dict[str, Any]:
     """The v1 ClusterIP Service of one track.
 
@@ -200,17 +216,23 @@ def render_service(
     The canary Service always selects canary pods only: metric queries on it
     must see the canary alone. It is therefore safe to pass the same flag for both.
     Services select `pod_selector` (plus the track), the same stable labels the
-    Deployments select by.
+    Deployments select by. With `active_revision` (blue-green) the stable Service selects the
+    pods of that revision, of either track: moving it is the switch, one write.
     """
     if spec.service is None:
         raise RenderError("the Rollout has no service: nothing to render")
     selector = pod_selector(ref, spec)
-    if not (select_all_tracks and track == STABLE):
+    labels: dict[str, str] = {TRACK_LABEL: track}
+    if active_revision is not None and track == STABLE:
+        selector[REVISION_LABEL] = active_revision
+    elif not (select_all_tracks and track == STABLE):
         selector[TRACK_LABEL] = track
+    if spec.strategy.blue_green is not None and track != STABLE:
+        labels[PREVIEW_LABEL] = "true"
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": managed_metadata(ref, service_name(ref, spec, track), {TRACK_LABEL: track}),
+        "metadata": managed_metadata(ref, service_name(ref, spec, track), labels),
         "spec": {
             "type": "ClusterIP",
             "selector": selector,
@@ -237,6 +259,8 @@ def canary_replicas(spec: RolloutSpec, weight: int) -> int:
     """
     if not 0 <= weight <= 100:
         raise ValueError(f"weight must be between 0 and 100, got {weight}")
+    if spec.strategy.canary is None:
+        return spec.replicas if weight > 0 else 0  # blue-green: the new version runs at full size
     wanted = spec.strategy.canary.canary_replicas
     if isinstance(wanted, int):
         return wanted

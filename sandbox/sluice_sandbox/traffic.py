@@ -52,6 +52,10 @@ Decisions, and why:
   Prometheus reads as a counter reset. Only a deleted Service's series is removed.
 - Services that no route sends to get no traffic, even the stable Service of a Rollout without
   a traffic provider: the simulator plays users reaching the application through a gateway.
+  The exception is a blue-green preview Service (label ``sluice.dev/preview: "true"``): it gets
+  test traffic, ``rps * PREVIEW_SHARE`` on top of any route's, as a team's smoke tests would send
+  it, so that pre-promotion analysis has requests to measure. Test traffic is no user's: the
+  gateway's counters never count it.
 - A Service's endpoints (:func:`selected_ready_pods`) are its ready pods that are not
   terminating; when it has none, its terminating pods that are still ready serve instead (as
   kube-proxy and gateways use EndpointSlices' ``serving`` terminating endpoints, KEP-1669,
@@ -71,7 +75,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
-from operators.rollout.ownership import STABLE, TRACK_LABEL
+from operators.rollout.ownership import PREVIEW_LABEL, STABLE, TRACK_LABEL
 from operators.traffic.gateway_api import DEFAULT_BACKEND_GROUP, DEFAULT_BACKEND_KIND, DEFAULT_BACKEND_WEIGHT
 from operators.traffic.istio import service_of
 from sluice_sandbox.behaviour import Behaviour, pod_behaviour
@@ -97,6 +101,8 @@ _VIRTUAL_SERVICES_KEY: StorageKey = ("networking.istio.io", "virtualservices")
 _SERVICES_KEY: StorageKey = ("", "services")
 _PODS_KEY: StorageKey = ("", "pods")
 DEFAULT_RPS = 20.0
+# Test traffic to a blue-green preview Service, as a share of a route's requests per second.
+PREVIEW_SHARE = 0.25
 DEFAULT_INTERVAL = 0.5
 DEFAULT_HISTORY = 100_000
 
@@ -301,6 +307,12 @@ def virtual_service_as_route(virtual_service: Mapping[str, Any]) -> dict[str, An
 _UNSIMULATED_HOST = {"group": "networking.istio.io", "kind": "Host", "name": ""}
 
 
+def preview_rps(service: Mapping[str, Any] | None, rps: float) -> float:
+    """The test traffic a Service gets besides its routes': some for a blue-green preview, else none."""
+    labels = (service or {}).get("metadata", {}).get("labels") or {}
+    return rps * PREVIEW_SHARE if labels.get(PREVIEW_LABEL) == "true" else 0.0
+
+
 def route_split(
     routes: Iterable[Mapping[str, Any]], rps: float, marked: MarkedRequests = DEFAULT_MARKED
 ) -> dict[ServiceKey, tuple[int, float]]:
@@ -366,7 +378,12 @@ def service_traffic(
     by_key = {_key(service): service for service in services}
     pods = list(pods)
     result: dict[ServiceKey, ServiceTraffic] = {}
-    for key, (weight, share) in route_split(routes, rps, marked).items():
+    split = route_split(routes, rps, marked)
+    for key, preview in by_key.items():
+        if (extra := preview_rps(preview, rps)) > 0:
+            weight, share = split.get(key, (0, 0.0))
+            split[key] = (weight, share + extra)
+    for key, (weight, share) in split.items():
         service = by_key.get(key)
         ready = selected_ready_pods(service, pods) if service is not None else []
         streams, problems = served_streams(share, ready)
@@ -600,10 +617,11 @@ class TrafficIndex:
 
     def _split(self, key: ServiceKey) -> tuple[int, float] | None:
         """As route_split() sums it: routes in the API's order, then rules and backends in theirs."""
+        test = preview_rps(self.services.get(key), self.rps)
         routes = self._routes_to.get(key)
         if not routes:
-            return None
-        weight, share = 0, 0.0
+            return (0, test) if test > 0 else None
+        weight, share = 0, test
         for route in sorted(routes):
             for service, backend_weight, backend_share, _ in self._shares[route]:
                 if service == key:

@@ -236,6 +236,7 @@ def test_get_prints_the_printer_columns(
         sandbox_api,
         {
             "phase": "Progressing",
+            "strategy": "Canary",
             "canaryWeight": 20,
             "currentStepIndex": 1,
             "stableRevision": "7d4b9c",
@@ -243,8 +244,8 @@ def test_get_prints_the_printer_columns(
         },
     )
     [header, row] = table(kubectl("get", "rollouts", "-n", NS))
-    assert header == ["NAME", "PHASE", "WEIGHT", "STEP", "STABLE", "CANARY", "AGE"]
-    assert row[:6] == ["web", "Progressing", "20", "1", "7d4b9c", "5f6a8e"] and row[6].endswith("s")
+    assert header == ["NAME", "PHASE", "STRATEGY", "WEIGHT", "STEP", "STABLE", "CANARY", "AGE"]
+    assert row[:7] == ["web", "Progressing", "Canary", "20", "1", "7d4b9c", "5f6a8e"] and row[7].endswith("s")
 
     [header, row] = table(kubectl("get", "rollouts", "-A"))
     assert header[:3] == ["NAMESPACE", "NAME", "PHASE"] and row[:3] == [NS, "web", "Progressing"]

@@ -133,6 +133,7 @@ def test_rollout_printer_columns(rollout_crd: dict[str, Any]) -> None:
     columns = rollout_crd["spec"]["versions"][0]["additionalPrinterColumns"]
     assert [(c["name"], c["type"], c["jsonPath"]) for c in columns] == [
         ("Phase", "string", ".status.phase"),
+        ("Strategy", "string", ".status.strategy"),
         ("Weight", "integer", ".status.canaryWeight"),
         ("Step", "integer", ".status.currentStepIndex"),
         ("Stable", "string", ".status.stableRevision"),
@@ -143,7 +144,7 @@ def test_rollout_printer_columns(rollout_crd: dict[str, Any]) -> None:
     ]
 
 
-@pytest.mark.parametrize("column", ["Phase", "Weight", "Step", "Stable", "Canary"])
+@pytest.mark.parametrize("column", ["Phase", "Strategy", "Weight", "Step", "Stable", "Canary"])
 def test_printer_columns_point_at_status_fields(
     rollout_crd: dict[str, Any], rollout_schema: dict[str, Any], column: str
 ) -> None:

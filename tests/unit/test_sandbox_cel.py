@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from operators.api.application import COMPONENT_COLLISION_MESSAGE
-from operators.api.rollout import NAME_MESSAGE
+from operators.api.rollout import NAME_MESSAGE, STRATEGY_ONE_OF
 from sluice_sandbox.celcheck import rule_problems
 from sluice_sandbox.celrules import compile_expression, compile_rules, escape
 from sluice_sandbox.crds import CUSTOM_RESOURCE_DEFINITIONS, resources_from_crd
@@ -117,6 +117,21 @@ def test_traffic_without_a_service_is_refused_at_the_spec() -> None:
     [(field, reason, message)] = causes(refusal(rollouts, rollout))
     assert (field, reason) == ("spec", "FieldValueInvalid")
     assert message.startswith('Invalid value: "object": traffic routes to the Rollout')
+
+
+@pytest.mark.parametrize("blue_green", [None, {}], ids=["neither", "both"])
+def test_a_strategy_needs_exactly_one_of_canary_and_blue_green(blue_green: dict[str, Any] | None) -> None:
+    rollouts = served(sluice_crd("Rollout"))
+    rollout = example_rollout()
+    if blue_green is None:
+        rollout["spec"]["strategy"] = {}
+    else:
+        rollout["spec"]["strategy"]["blueGreen"] = blue_green
+    assert causes(refusal(rollouts, rollout)) == [
+        ("spec.strategy", "FieldValueInvalid", f'Invalid value: "object": {STRATEGY_ONE_OF}')
+    ]
+    rollout["spec"]["strategy"] = {"blueGreen": {}}
+    assert write(rollouts, rollout)["spec"]["strategy"] == {"blueGreen": {"scaleDownDelaySeconds": 30}}
 
 
 def test_colliding_components_are_refused_at_the_list() -> None:

@@ -133,6 +133,7 @@ def test_a_crd_gets_its_printer_columns() -> None:
         "spec": {"replicas": 4},
         "status": {
             "phase": "Progressing",
+            "strategy": "Canary",
             "canaryWeight": 20,
             "currentStepIndex": 1,
             "stableRevision": "abc",
@@ -142,6 +143,7 @@ def test_a_crd_gets_its_printer_columns() -> None:
     assert cells(rollouts(), rollout) == {
         "Name": "web",
         "Phase": "Progressing",
+        "Strategy": "Canary",
         "Weight": 20,
         "Step": 1,
         "Stable": "abc",

@@ -13,7 +13,9 @@ from sluice_sandbox.behaviour import DEFAULT_LATENCY_SECONDS, Behaviour, pod_beh
 from sluice_sandbox.exporter import MetricsExporter, TrafficSetting
 from sluice_sandbox.gateway import HTTPROUTE_CRD
 from sluice_sandbox.traffic import (
+    PREVIEW_SHARE,
     ServingRecord,
+    TrafficIndex,
     TrafficSimulator,
     gateway_traffic,
     never_stopped_serving,
@@ -515,3 +517,33 @@ async def _gateway_ticks() -> None:
         with pytest.raises(KeyError):
             exporter.gateway_totals("ns", "web")  # the route is gone: so are its series
     store.close()
+
+
+def preview_service(name: str, /, **selector: str) -> dict[str, Any]:
+    body = service(name, "canary", **selector)
+    body["metadata"]["labels"]["sluice.dev/preview"] = "true"
+    return body
+
+
+def test_a_blue_green_preview_gets_test_traffic_that_no_gateway_counts() -> None:
+    routes = [route([("web", 1)])]
+    services = [service("web", "stable", track="stable"), preview_service("web-preview", track="canary")]
+    pods = [serving_pod("s1", track="stable"), serving_pod("c1", track="canary", error_rate="0.5")]
+    traffic = service_traffic(routes, services, pods, rps=100)
+    preview = traffic["ns", "web-preview"]
+    assert (preview.weight, preview.rps, preview.ready_pods) == (0, 100 * PREVIEW_SHARE, 1)
+    assert preview.streams == (settings(100 * PREVIEW_SHARE, 0.5),)
+    assert traffic["ns", "web"].rps == 100
+    # Users reach the route only: what the gateway answers knows nothing of the test traffic.
+    assert gateway_traffic(routes, services, pods, rps=100)["ns", "web"]["500"] == 0
+    # The simulator's index says the same as the pure function, change by change.
+    index = TrafficIndex(100)
+    for obj in services:
+        index.put_service(("ns", obj["metadata"]["name"]), obj)
+    for pod in pods:
+        index.put_pod("ns", pod["metadata"]["name"], pod)
+    index.refresh()
+    assert index.traffic["ns", "web-preview"] == preview
+    index.put_service(("ns", "web-preview"), None)
+    index.refresh()
+    assert ("ns", "web-preview") not in index.traffic
