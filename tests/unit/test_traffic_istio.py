@@ -339,3 +339,20 @@ def test_the_simulator_splits_a_virtual_service_by_its_first_routes_weights() ->
     assert route_split([virtual_service_as_route(external)], 20.0) == {}, (
         "no host naming a Service: no requests"
     )
+
+
+def test_header_and_mirror_steps_are_refused_with_istio_for_now() -> None:
+    # Istio's match and mirror/mirrorPercentage are not mapped yet: a clear message, not a silent no-op.
+    spec = {
+        "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "w:1"}]},
+        },
+        "service": {"port": 80},
+        "traffic": {"istio": {}},
+        "strategy": {
+            "canary": {"steps": [{"setHeaderRoute": {"name": "t", "matches": [{"path": {"value": "/"}}]}}]}
+        },
+    }
+    with pytest.raises(ValidationError, match="not supported with traffic.istio yet: use traffic.gatewayAPI"):
+        RolloutSpec.model_validate(spec)
