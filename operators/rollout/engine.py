@@ -67,7 +67,7 @@ from operators.rollout.render import (
 from operators.rollout.routing import routing_of
 from operators.rollout.scale import pod_count, selector_text
 from operators.rollout.workload import is_rolled_out, ready_replicas, revision_of, template_of
-from operators.traffic.base import Refusal, Weights
+from operators.traffic.base import CannotAdopt, Refusal, Weights
 from operators.traffic.routes import NO_ROUTES, Routes, with_header_route, with_mirror_route
 
 HISTORY_LIMIT = 20
@@ -247,6 +247,10 @@ class _Reconciliation:
             # Only the live stable template can fail here (e.g. it lacks a selector label added
             # since): report it like any invalid spec instead of raising out of the engine.
             return self._blocked("InvalidSpec", [str(error)])
+        except CannotAdopt as refused:
+            # An adopted object that cannot take this step's header or mirror routes (an Istio route
+            # mirroring already): routing.problems judged it without them. Hold the release, saying why.
+            return self._blocked("ObjectConflict", [f"cannot adopt: {refused.message}"])
 
     # ---- guards ------------------------------------------------------------------------------
 

@@ -24,13 +24,22 @@ Istio reports nothing about a VirtualService in its status that says "refused"
 the way a Gateway's `Accepted=False` does (its analysis messages are warnings):
 `refusals` is always empty.
 
-Header routes and mirroring (Istio's `match`, `mirror`, `mirrorPercentage`) are
-not mapped yet: this provider routes by weight only.
+Header and mirror routes map to Istio's own fields (`sluice_routes`). Istio takes
+the first HTTP route whose `match` holds, in order, so Sluice's routes go right
+before each route that splits traffic: a header route becomes an HTTP route
+`sluice-header-<name>` whose `match` is the split route's narrowed by the header
+route's (`istio_match` converts the Gateway API HTTPRouteMatch shape) and whose
+one destination is the canary Service; a mirror route with matches becomes
+`sluice-mirror-<name>`, the split with `mirror`/`mirrorPercentage` added; a
+mirror route without matches puts `mirror`/`mirrorPercentage` on the split route
+itself. Sluice's routes and its mirrors to the canary are recognised on the live
+object (by name, by mirror host), recomputed on every pass, and removed on hand-back.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,7 +49,7 @@ from operators.foundation.keys import ObjectKey
 from operators.foundation.model import ApiModel
 from operators.traffic.base import CannotAdopt, Refusal, TrafficTarget, Weights
 from operators.traffic.gateway_api import DNS1123_SUBDOMAIN_PATTERN
-from operators.traffic.routes import NO_ROUTES, Routes
+from operators.traffic.routes import NO_ROUTES, MirrorRoute, RouteMatch, Routes
 
 GROUP = "networking.istio.io"
 VERSION = "v1"
@@ -52,6 +61,11 @@ DEFAULT_ROUTE = "primary"
 ADOPTED_DESTINATIONS_ANNOTATION = "sluice.dev/adopted-destinations"
 # The suffix of a Service's fully qualified host name inside the mesh.
 CLUSTER_DOMAIN = "svc.cluster.local"
+# The HTTP routes Sluice adds for header and mirror routes are named so: recognised, and recomputed
+# or removed, on every pass.
+SLUICE_ROUTE_PREFIX = "sluice-"
+# The fields of an HTTP route that mirror its requests (`mirror_percent`, `mirrorPercent`: deprecated).
+MIRROR_FIELDS = ("mirror", "mirrorPercentage", "mirrors", "mirror_percent", "mirrorPercent")
 
 
 class VirtualServiceRef(ApiModel):
@@ -83,8 +97,8 @@ class IstioProvider:
     """Traffic shifting with an Istio (networking.istio.io/v1) VirtualService."""
 
     field = "istio"
-    # Header and mirror routes would map to Istio's match and mirror/mirrorPercentage: not yet.
-    supports_routes = False
+    # Header and mirror routes map to Istio's match and mirror/mirrorPercentage (sluice_routes).
+    supports_routes = True
     config_model = IstioTraffic
     resources = ((GROUP, VERSION, "virtualservices", KIND),)
 
@@ -100,16 +114,19 @@ class IstioProvider:
     ) -> list[dict[str, Any]]:
         names = config.virtual_service.routes or [DEFAULT_ROUTE]
         port = {"number": target.port}
-        http = [
-            {
-                "name": route,
+        canary = {"host": target.canary_service, "port": port}
+        http: list[dict[str, Any]] = []
+        for number, name in enumerate(names, start=1):
+            split = {
+                "name": name,
                 "route": [
                     {"destination": {"host": target.stable_service, "port": port}, "weight": weights.stable},
-                    {"destination": {"host": target.canary_service, "port": port}, "weight": weights.canary},
+                    {"destination": canary, "weight": weights.canary},
                 ],
             }
-            for route in names
-        ]
+            suffix = f"-{number}" if len(names) > 1 else ""
+            http.extend(sluice_routes(split, canary, routes, suffix))
+            http.append(with_mirrors(split, canary, _unmatched(routes)))
         return [
             {
                 "apiVersion": API_VERSION,
@@ -131,8 +148,8 @@ class IstioProvider:
         named = set(config.virtual_service.routes)
         canary_shares: set[int] = set()
         for route in (live.get("spec") or {}).get("http") or []:
-            if named and route.get("name") not in named:
-                continue
+            if (named and route.get("name") not in named) or is_sluice_route(route):
+                continue  # Sluice's header and mirror routes are additions on top of the split
             weights, elsewhere = _route_split(route, namespace, ours)
             if not weights:
                 continue  # not one of ours (an adopted object's other routes)
@@ -153,7 +170,7 @@ class IstioProvider:
         live: Mapping[str, Any],
         routes: Routes = NO_ROUTES,
     ) -> dict[str, Any]:
-        return adopted_virtual_service(live, target, weights, config.virtual_service.routes)
+        return adopted_virtual_service(live, target, weights, config.virtual_service.routes, routes)
 
     def hand_back(self, live: Mapping[str, Any]) -> dict[str, Any]:
         return hand_back_virtual_service(live)
@@ -211,17 +228,28 @@ def _route_split(
 
 
 def adopted_virtual_service(
-    live: Mapping[str, Any], target: TrafficTarget, weights: Weights, names: Sequence[str] = ()
+    live: Mapping[str, Any],
+    target: TrafficTarget,
+    weights: Weights,
+    names: Sequence[str] = (),
+    routes: Routes = NO_ROUTES,
 ) -> dict[str, Any]:
     """The apply body that makes an existing VirtualService (not ours) split its stable traffic.
 
     Only `spec.http` (the whole list: it is atomic) and our marks in the metadata: no hosts, no
-    gateways, no owner references. Raises CannotAdopt when it cannot be split without guessing.
+    gateways, no owner references. Header and mirror `routes` become HTTP routes of Sluice's own
+    right before each split route (`sluice_routes`), and mirrors on the split routes. Raises
+    CannotAdopt when it cannot be split without guessing.
     """
     meta = live.get("metadata") or {}
     namespace = meta.get("namespace") or target.namespace
     described = f"VirtualService {namespace}/{meta.get('name')}"
-    http = list((live.get("spec") or {}).get("http") or [])
+    # What Sluice added at its last pass goes first: it is recomputed below from the owner's routes.
+    http = [
+        _without_mirrors_to(route, target.canary_service, namespace)
+        for route in (live.get("spec") or {}).get("http") or []
+        if not is_sluice_route(route)
+    ]
     recorded = _recorded(live)
     before = recorded.get("stableWeights") if recorded.get("canaryService") == target.canary_service else None
     before = before if isinstance(before, Mapping) else {}
@@ -232,7 +260,8 @@ def adopted_virtual_service(
             f"{described} has no HTTP route named {', '.join(missing)}: name routes it has in "
             f"traffic.istio.virtualService.routes (its routes: {_names(http)})"
         )
-    new_http: list[dict[str, Any]] = []
+    # Each route as it will be, with the canary destination of those that split (None: not split).
+    new_http: list[tuple[dict[str, Any], dict[str, Any] | None, str]] = []
     originals: dict[str, int | None] = {}
     for number, route in enumerate(http, start=1):
         label = f"HTTP route {route.get('name')!r}" if route.get("name") else f"HTTP route {number}"
@@ -240,7 +269,7 @@ def adopted_virtual_service(
             route, namespace, target.stable_service, target.canary_service
         )
         if names and route.get("name") not in names:
-            new_http.append(_copied(route))
+            new_http.append((_copied(route), None, label))
             continue
         if not stable:
             if names:
@@ -248,7 +277,7 @@ def adopted_virtual_service(
                     f"{described} {label} sends no traffic to Service {target.stable_service}: there is "
                     f"nothing for Sluice to split in it; point it at the stable Service or name another route"
                 )
-            new_http.append(_copied(route))  # not the stable Service's traffic: exactly as found
+            new_http.append((_copied(route), None, label))  # not the stable Service's traffic: as found
             continue
         if others:
             raise CannotAdopt(
@@ -284,7 +313,7 @@ def adopted_virtual_service(
             {**_copied(stable_destination), "weight": weights.stable},
             {**_copied(stable_destination), "destination": canary_destination, "weight": weights.canary},
         ]
-        new_http.append(new_route)
+        new_http.append((new_route, canary_destination, label))
     if not originals:
         raise CannotAdopt(
             f"{described} has no HTTP route sending traffic to Service {target.stable_service}: there is "
@@ -309,15 +338,35 @@ def adopted_virtual_service(
             "labels": dict(target.labels),
             "annotations": annotations,
         },
-        "spec": {"http": new_http},
+        "spec": {"http": _with_sluice_routes(new_http, routes, described)},
     }
+
+
+def _with_sluice_routes(
+    http: Sequence[tuple[dict[str, Any], dict[str, Any] | None, str]], routes: Routes, described: str
+) -> list[dict[str, Any]]:
+    """The HTTP routes with Sluice's header and mirror routes right before each split route."""
+    split_count = sum(1 for _, canary, _ in http if canary is not None)
+    result: list[dict[str, Any]] = []
+    number = 0
+    for route, canary, label in http:
+        if canary is None:
+            result.append(route)
+            continue
+        number += 1
+        suffix = f"-{number}" if split_count > 1 else ""
+        where = f"{described} {label}"
+        result.extend(sluice_routes(route, canary, routes, suffix, where))
+        result.append(with_mirrors(route, canary, _unmatched(routes), where))
+    return result
 
 
 def hand_back_virtual_service(live: Mapping[str, Any]) -> dict[str, Any]:
     """The apply body that gives an adopted VirtualService back as its owner last wrote it.
 
     The canary destinations go from the routes the adoption recorded, each stable destination
-    gets back the weight it had (none: Istio's default), and our labels and annotations go too,
+    gets back the weight it had (none: Istio's default), Sluice's header and mirror routes and its
+    mirrors to the canary go, and our labels and annotations go too,
     being left out of the apply. Every other route and field is as the live object has it now.
     """
     meta = live.get("metadata") or {}
@@ -327,7 +376,10 @@ def hand_back_virtual_service(live: Mapping[str, Any]) -> dict[str, Any]:
     weights = recorded.get("stableWeights")
     weights = weights if isinstance(weights, Mapping) else {}
     http: list[dict[str, Any]] = []
-    for route in (live.get("spec") or {}).get("http") or []:
+    for live_route in (live.get("spec") or {}).get("http") or []:
+        if is_sluice_route(live_route):
+            continue  # a header or mirror route of Sluice's
+        route = _without_mirrors_to(live_route, canary_service, namespace)
         if route.get("name") not in weights:
             http.append(_copied(route))
             continue
@@ -398,3 +450,171 @@ def _copied(value: Any) -> Any:
     if isinstance(value, list):
         return [_copied(item) for item in value]
     return value
+
+
+# ---- header and mirror routes ---------------------------------------------------------------------
+
+
+def is_sluice_route(route: Mapping[str, Any]) -> bool:
+    """Whether an HTTP route is one Sluice added for a header or mirror route (by its name)."""
+    name = route.get("name")
+    return isinstance(name, str) and name.startswith(SLUICE_ROUTE_PREFIX)
+
+
+def sluice_routes(
+    split: Mapping[str, Any], canary: Mapping[str, Any], routes: Routes, suffix: str = "", where: str = ""
+) -> list[dict[str, Any]]:
+    """Sluice's HTTP routes for the header routes and the mirror routes with matches, derived from
+    one route that splits traffic (already holding its stable and canary destinations), to go
+    right before it.
+
+    Each keeps the split route's own `match`, narrowed by the route's (`_narrowed`): it takes a
+    subset of the requests the split route would, and, coming first, takes them. A header route
+    sends to the canary alone; a mirror route keeps the split and adds the mirror. The split route's
+    other fields (retries, timeout, header rules) carry over: the requests are treated as before.
+    """
+    kept = {key: _copied(value) for key, value in split.items() if key not in ("name", "match")}
+    derived: list[dict[str, Any]] = []
+    for header in routes.headers:
+        derived.append(
+            {
+                **{key: value for key, value in kept.items() if key not in MIRROR_FIELDS},
+                "name": f"{SLUICE_ROUTE_PREFIX}header-{header.name}{suffix}",
+                "match": _narrowed(split.get("match"), header.matches or []),
+                # One destination, the canary's: Istio sends a lone destination all the requests.
+                "route": [{"destination": _copied(canary), "weight": 100}],
+            }
+        )
+    for mirror in routes.mirrors:
+        if mirror.matches is None or mirror.percent is None:
+            continue  # mirrors every request the split route gets: on the split route (with_mirrors)
+        derived.append(
+            with_mirrors(
+                {
+                    **kept,
+                    "name": f"{SLUICE_ROUTE_PREFIX}mirror-{mirror.name}{suffix}",
+                    "match": _narrowed(split.get("match"), mirror.matches),
+                },
+                canary,
+                [mirror],
+                where,
+            )
+        )
+    return derived
+
+
+def with_mirrors(
+    route: Mapping[str, Any], canary: Mapping[str, Any], mirrors: Sequence[MirrorRoute], where: str = ""
+) -> dict[str, Any]:
+    """The route copying `percent` of its requests to the canary per mirror route.
+
+    One mirror is Istio's `mirror` and `mirrorPercentage`; several (each its own copy, as Gateway
+    API filters are) its `mirrors` list. None: the mirror fields set to None, not absent, so that a
+    live route still holding a removed mirror differs (foundation/diff.py's covers); the apply leaves
+    them out (apply_body). A route of the owner's that mirrors already is refused: Istio takes
+    `mirror` or `mirrors`, one per route, and Sluice would have to replace the owner's.
+    """
+    owners = [field for field in MIRROR_FIELDS if route.get(field) is not None]
+    if not mirrors:
+        return {**route, **{field: None for field in ("mirror", "mirrorPercentage") if field not in owners}}
+    if owners:
+        raise CannotAdopt(
+            f"{where} mirrors its requests already ({', '.join(owners)}): Istio takes one mirror "
+            f"setting per route, so Sluice cannot add its mirror to the canary; remove the owner's "
+            f"mirror or mirror in a route of its own"
+        )
+    if len(mirrors) == 1:
+        return {
+            **route,
+            "mirror": _copied(canary),
+            "mirrorPercentage": {"value": float(mirrors[0].percent or 0)},
+        }
+    return {
+        **route,
+        "mirrors": [
+            {"destination": _copied(canary), "percentage": {"value": float(mirror.percent or 0)}}
+            for mirror in mirrors
+        ],
+    }
+
+
+def istio_match(match: RouteMatch) -> dict[str, Any]:
+    """A Gateway API HTTPRouteMatch as Istio's HTTPMatchRequest: the same requests, all conditions ANDed.
+
+    Header names go lowercase (Istio wants them so; HTTP header names are case-insensitive). A
+    path prefix is Gateway API's, element by element (`/api` takes `/api` and `/api/v1`, not
+    `/apis`), which Istio's `prefix` is not: it becomes a `regex` but for `/`, which takes every path.
+    """
+    result: dict[str, Any] = {}
+    if match.path is not None:
+        result["uri"] = _uri(match.path.type or "PathPrefix", match.path.value or "/")
+    if match.headers:
+        result["headers"] = {
+            header.name.lower(): _string_match(header.type, header.value) for header in match.headers
+        }
+    if match.query_params:
+        result["queryParams"] = {
+            param.name: _string_match(param.type, param.value) for param in match.query_params
+        }
+    if match.method is not None:
+        result["method"] = {"exact": match.method}
+    return result
+
+
+def _uri(kind: str, value: str) -> dict[str, str]:
+    if kind == "Exact":
+        return {"exact": value}
+    if kind == "RegularExpression":
+        return {"regex": value}
+    trimmed = value.rstrip("/")
+    if not trimmed:
+        return {"prefix": "/"}
+    return {"regex": f"{re.escape(trimmed)}(/.*)?"}
+
+
+def _string_match(kind: str | None, value: str) -> dict[str, str]:
+    return {"regex": value} if kind == "RegularExpression" else {"exact": value}
+
+
+def _narrowed(base: Any, matches: Sequence[RouteMatch]) -> list[dict[str, Any]]:
+    """Every (route match, Sluice's match) pair as one match holding the conditions of both (Istio
+    ORs the entries of a `match` list and ANDs the conditions of one). The route's headers and query
+    parameters gain Sluice's; Sluice's path and method take the place of the route's."""
+    result: list[dict[str, Any]] = []
+    for outer in base or [{}]:
+        for inner in matches:
+            extra = istio_match(inner)
+            merged = _copied(outer)
+            for key in ("uri", "method"):
+                if key in extra:
+                    merged[key] = extra[key]
+            for key in ("headers", "queryParams"):
+                if key in extra:
+                    merged[key] = {**(merged.get(key) or {}), **extra[key]}
+            result.append(merged)
+    return result
+
+
+def _unmatched(routes: Routes) -> list[MirrorRoute]:
+    """The mirror routes that mirror every request of the split routes."""
+    return [mirror for mirror in routes.mirrors if mirror.matches is None and mirror.percent is not None]
+
+
+def _without_mirrors_to(route: Mapping[str, Any], canary_service: Any, namespace: str) -> dict[str, Any]:
+    """The route without the mirrors to the canary Service that Sluice added (the owner's stay)."""
+    # A null mirror field is one Sluice left unset (with_mirrors): no field at all.
+    result = {key: value for key, value in route.items() if not (key in MIRROR_FIELDS and value is None)}
+    if service_of((route.get("mirror") or {}).get("host"), namespace) == canary_service:
+        for field in ("mirror", "mirrorPercentage", "mirror_percent", "mirrorPercent"):
+            result.pop(field, None)
+    mirrors = route.get("mirrors")
+    if isinstance(mirrors, list):
+        kept = [
+            item
+            for item in mirrors
+            if service_of(((item or {}).get("destination") or {}).get("host"), namespace) != canary_service
+        ]
+        result.pop("mirrors")
+        if kept:
+            result["mirrors"] = kept
+    return result

@@ -38,7 +38,8 @@ Decisions, and why:
   serving history (:func:`outages`) tells when, and which Service.
 - An Istio VirtualService is routed as the HTTPRoute it amounts to
   (:func:`virtual_service_as_route`): if one of its ``hosts`` names a Service of its namespace,
-  it gets ``rps`` requests per second, split by its first HTTP route's destination weights,
+  it gets ``rps`` requests per second, split by its HTTP routes' destination weights (each
+  route a rule, with its header matches and mirrors, up to the first route without a match),
   counted in the same per-Service series and in gateway series under its own name (the
   gateway standing for the mesh's sidecars). An HTTPRoute and a VirtualService of the same
   name in one namespace share one route entry: the last written wins (Sluice's Rollouts use
@@ -278,29 +279,106 @@ def _service_shares(
 
 
 def virtual_service_as_route(virtual_service: Mapping[str, Any]) -> dict[str, Any]:
-    """An Istio VirtualService as the HTTPRoute that routes the same: one rule, its first HTTP route.
+    """An Istio VirtualService as the HTTPRoute that routes the same: one rule per HTTP route.
 
     Requests reach a VirtualService through its `hosts`: one without a host naming a Service of
-    its namespace gets none (no rule). Its first HTTP route's destinations become backendRefs with
-    Istio's weights (a lone destination without one gets everything); a destination host that
-    names no Service of the namespace takes its share unsimulated, like a backend of another kind.
+    its namespace gets none (no rules). Its HTTP routes become rules in order, up to the first
+    without a `match`, which takes every request left (Istio never reaches the ones after it). A
+    route's destinations become backendRefs with Istio's weights (a lone destination without one
+    gets everything); a destination host that names no Service of the namespace takes its share
+    unsimulated, like a backend of another kind. Its `match` becomes HTTPRouteMatches (header,
+    query parameter, uri and method conditions), its `mirror`/`mirrorPercentage` and `mirrors`
+    RequestMirror filters.
+
+    The simulator then applies Gateway API precedence (the rule with the most matching headers
+    wins), not Istio's first match in order. For the VirtualServices Sluice writes (its header
+    and mirror routes, with header matches, before the split route, which has none) both send
+    the marked requests to the header route and all others to the split: the same answer.
     """
     meta = virtual_service.get("metadata") or {}
     namespace = meta.get("namespace") or ""
     spec = virtual_service.get("spec") or {}
     hosts = [host for host in spec.get("hosts") or [] if service_of(host, namespace) is not None]
-    http = spec.get("http") or []
     rules: list[dict[str, Any]] = []
-    if hosts and http and isinstance(http[0], Mapping):
-        destinations = http[0].get("route") or []
+    http = (spec.get("http") or []) if hosts else []
+    for route in http:
+        if not isinstance(route, Mapping):
+            continue
+        destinations = route.get("route") or []
         backends: list[dict[str, Any]] = []
         for destination in destinations:
             weight = destination.get("weight", 100 if len(destinations) == 1 else 0)
             service = service_of((destination.get("destination") or {}).get("host"), namespace)
             backend = {"name": service} if service is not None else _UNSIMULATED_HOST
             backends.append({**backend, "weight": weight})
-        rules.append({"backendRefs": backends})
+        rule: dict[str, Any] = {"backendRefs": backends}
+        if route.get("match"):
+            rule["matches"] = [
+                _as_route_match(match) for match in route["match"] if isinstance(match, Mapping)
+            ]
+        filters = _as_mirror_filters(route, namespace)
+        if filters:
+            rule["filters"] = filters
+        rules.append(rule)
+        if not route.get("match"):
+            break  # takes every request left: Istio never reaches the routes after it
     return {"metadata": {"name": meta.get("name"), "namespace": namespace}, "spec": {"rules": rules}}
+
+
+_ISTIO_STRING_MATCH = {"exact": "Exact", "regex": "RegularExpression"}
+_ISTIO_URI_MATCH = {"exact": "Exact", "prefix": "PathPrefix", "regex": "RegularExpression"}
+
+
+def _as_route_match(match: Mapping[str, Any]) -> dict[str, Any]:
+    """An Istio HTTPMatchRequest as a Gateway API HTTPRouteMatch, as far as the simulator reads one.
+
+    A header or query parameter `prefix` (no Gateway API shape) becomes a regular expression, which
+    the simulator's marked requests never match, as they would not match most prefixes either."""
+    result: dict[str, Any] = {}
+    for field, key in (("headers", "headers"), ("queryParams", "queryParams")):
+        conditions = match.get(field)
+        if isinstance(conditions, Mapping) and conditions:
+            result[key] = [_as_string_match(name, condition) for name, condition in conditions.items()]
+    uri = match.get("uri")
+    if isinstance(uri, Mapping):
+        for istio_kind, kind in _ISTIO_URI_MATCH.items():
+            if isinstance(uri.get(istio_kind), str):
+                result["path"] = {"type": kind, "value": uri[istio_kind]}
+    method = match.get("method")
+    if isinstance(method, Mapping) and isinstance(method.get("exact"), str):
+        result["method"] = method["exact"]
+    return result
+
+
+def _as_string_match(name: str, condition: Any) -> dict[str, Any]:
+    condition = condition if isinstance(condition, Mapping) else {}
+    for istio_kind, kind in _ISTIO_STRING_MATCH.items():
+        if isinstance(condition.get(istio_kind), str):
+            return {"type": kind, "name": name, "value": condition[istio_kind]}
+    return {"type": "RegularExpression", "name": name, "value": str(condition.get("prefix", ""))}
+
+
+def _as_mirror_filters(route: Mapping[str, Any], namespace: str) -> list[dict[str, Any]]:
+    """A route's `mirror` (with `mirrorPercentage`; absent: every request) and `mirrors` as
+    RequestMirror filters; a mirror to no Service of the namespace is not simulated."""
+    mirrors: list[tuple[Any, Any]] = []
+    if isinstance(route.get("mirror"), Mapping):
+        mirrors.append((route["mirror"], route.get("mirrorPercentage")))
+    for item in route.get("mirrors") or []:
+        if isinstance(item, Mapping):
+            mirrors.append((item.get("destination") or {}, item.get("percentage")))
+    filters: list[dict[str, Any]] = []
+    for destination, percentage in mirrors:
+        service = service_of(destination.get("host"), namespace)
+        if service is None:
+            continue
+        mirror: dict[str, Any] = {"backendRef": {"name": service}}
+        value = percentage.get("value") if isinstance(percentage, Mapping) else None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            # Istio's percentage is a double: a fraction out of 10000 keeps two decimals of it.
+            mirror["fraction"] = {"numerator": round(value * 100), "denominator": 10000}
+        filters.append({"type": MIRROR_FILTER, "requestMirror": mirror})
+    return filters
 
 
 # A VirtualService destination outside the namespace's Services: a backend the simulator skips.

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from operators.api.refs import RolloutRef
 from operators.api.rollout import RolloutSpec
-from operators.foundation.diff import covers
+from operators.foundation.diff import covers, without_nulls
 from operators.foundation.keys import ObjectKey
 from operators.rollout.ownership import ROLLOUT_LABEL, is_owned_by
 from operators.rollout.routing import Routing, routing_of
@@ -22,10 +22,12 @@ from operators.traffic.istio import (
     KIND,
     IstioProvider,
     hand_back_virtual_service,
+    istio_match,
     service_of,
 )
 from operators.traffic.registry import PROVIDERS
-from sluice_sandbox.traffic import route_split, virtual_service_as_route
+from operators.traffic.routes import HeaderRoute, MirrorRoute, RouteMatch, Routes
+from sluice_sandbox.traffic import MarkedRequests, route_split, virtual_service_as_route
 from tests.reference import ISTIO_NETWORKING, upstream_crd_of, upstream_schema
 
 REF = RolloutRef(name="web", namespace="shop", uid="0b5a-rollout-uid")
@@ -306,8 +308,10 @@ def test_written_virtual_services_pass_istios_schema(validator: Draft7Validator)
         (adopted,) = routing().desired(Weights.to_canary(30), {key(): live})
         bodies.append(adopted)
         bodies.append(hand_back_virtual_service({**live, **{"metadata": adopted["metadata"]}}))
+    bodies.extend(bodies_with_routes())
     for body in bodies:
-        errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(body)]
+        # What the apply sends: nulls (fields Sluice no longer sets) are left out (apply_body).
+        errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(without_nulls(body))]
         assert errors == [], body
 
 
@@ -341,18 +345,205 @@ def test_the_simulator_splits_a_virtual_service_by_its_first_routes_weights() ->
     )
 
 
-def test_header_and_mirror_steps_are_refused_with_istio_for_now() -> None:
-    # Istio's match and mirror/mirrorPercentage are not mapped yet: a clear message, not a silent no-op.
-    spec = {
-        "template": {
-            "metadata": {"labels": {"app": "web"}},
-            "spec": {"containers": [{"name": "web", "image": "w:1"}]},
-        },
-        "service": {"port": 80},
-        "traffic": {"istio": {}},
-        "strategy": {
-            "canary": {"steps": [{"setHeaderRoute": {"name": "t", "matches": [{"path": {"value": "/"}}]}}]}
-        },
+# --- header and mirror routes as Istio's match and mirror ------------------------------------------
+
+TESTERS = HeaderRoute.model_validate(
+    {"name": "testers", "matches": [{"headers": [{"name": "X-Canary", "value": "always"}]}]}
+)
+SHADOW = MirrorRoute.model_validate({"name": "shadow", "percent": 30})
+API_SHADOW = MirrorRoute.model_validate(
+    {"name": "api", "percent": 50, "matches": [{"path": {"type": "PathPrefix", "value": "/api"}}]}
+)
+ALL_ROUTES = Routes(headers=(TESTERS,), mirrors=(SHADOW, API_SHADOW))
+
+
+def match(api: dict[str, Any]) -> RouteMatch:
+    return RouteMatch.model_validate(api)
+
+
+@pytest.mark.parametrize(
+    ("api", "istio"),
+    [
+        (
+            {"headers": [{"name": "X-Canary", "value": "always"}]},
+            {"headers": {"x-canary": {"exact": "always"}}},
+        ),
+        (
+            {"headers": [{"type": "RegularExpression", "name": "user", "value": "b.*"}]},
+            {"headers": {"user": {"regex": "b.*"}}},
+        ),
+        (
+            {
+                "queryParams": [
+                    {"name": "Beta", "value": "1"},
+                    {"type": "RegularExpression", "name": "v", "value": "2.*"},
+                ]
+            },
+            {"queryParams": {"Beta": {"exact": "1"}, "v": {"regex": "2.*"}}},
+        ),
+        ({"path": {"type": "Exact", "value": "/login"}}, {"uri": {"exact": "/login"}}),
+        ({"path": {"type": "RegularExpression", "value": "/v[0-9]+/.*"}}, {"uri": {"regex": "/v[0-9]+/.*"}}),
+        ({"path": {"value": "/"}}, {"uri": {"prefix": "/"}}),
+        ({"path": {}}, {"uri": {"prefix": "/"}}),
+        # Gateway API prefixes match whole path elements; Istio's prefix would take /apis too.
+        ({"path": {"type": "PathPrefix", "value": "/api/"}}, {"uri": {"regex": "/api(/.*)?"}}),
+        ({"path": {"type": "PathPrefix", "value": "/a.b"}}, {"uri": {"regex": "/a\\.b(/.*)?"}}),
+        (
+            {"method": "POST", "headers": [{"name": "x-a", "value": "1"}, {"name": "x-b", "value": "2"}]},
+            {"method": {"exact": "POST"}, "headers": {"x-a": {"exact": "1"}, "x-b": {"exact": "2"}}},
+        ),
+    ],
+)
+def test_a_gateway_api_match_becomes_the_istio_match_taking_the_same_requests(
+    api: dict[str, Any], istio: dict[str, Any]
+) -> None:
+    assert istio_match(match(api)) == istio
+
+
+def test_the_path_regex_of_a_prefix_matches_whole_path_elements() -> None:
+    import re
+
+    regex = istio_match(match({"path": {"value": "/api"}}))["uri"]["regex"]
+    assert all(re.fullmatch(regex, path) for path in ("/api", "/api/", "/api/v1"))
+    assert not any(re.fullmatch(regex, path) for path in ("/apis", "/", "/x/api"))
+
+
+def test_a_header_route_goes_before_the_split_and_sends_its_requests_to_the_canary_only() -> None:
+    bound = routing(port=8080)
+    routes = Routes(
+        headers=(
+            TESTERS,
+            HeaderRoute.model_validate(
+                {
+                    "name": "beta",
+                    "matches": [{"queryParams": [{"name": "beta", "value": "1"}]}, {"method": "PUT"}],
+                }
+            ),
+        )
+    )
+    (vs,) = bound.desired(Weights.to_canary(10), None, routes)
+    testers, beta, primary = vs["spec"]["http"]
+    assert testers == {
+        "name": "sluice-header-testers",
+        "match": [{"headers": {"x-canary": {"exact": "always"}}}],
+        "route": [{"destination": {"host": "web-canary", "port": {"number": 8080}}, "weight": 100}],
     }
-    with pytest.raises(ValidationError, match="not supported with traffic.istio yet: use traffic.gatewayAPI"):
-        RolloutSpec.model_validate(spec)
+    assert beta["name"] == "sluice-header-beta"
+    assert beta["match"] == [{"queryParams": {"beta": {"exact": "1"}}}, {"method": {"exact": "PUT"}}], (
+        "several matches: several entries, any one is enough"
+    )
+    assert primary["name"] == "primary" and weights_of(vs, 2) == {"web": 90, "web-canary": 10}
+    assert bound.observed({key(): vs}) == Weights.to_canary(10), "Sluice's routes are not the split"
+    (without,) = bound.desired(Weights.to_canary(10))
+    assert not covers(vs, without), "removing the header route is a change to apply"
+
+
+def test_a_mirror_without_matches_sits_on_the_split_route_and_one_with_matches_gets_its_own() -> None:
+    bound = routing()
+    (vs,) = bound.desired(Weights.to_canary(0), None, Routes(mirrors=(SHADOW, API_SHADOW)))
+    api, primary = vs["spec"]["http"]
+    assert primary["mirror"] == {"host": "web-canary", "port": {"number": 80}}
+    assert primary["mirrorPercentage"] == {"value": 30.0}
+    assert api["name"] == "sluice-mirror-api"
+    assert api["match"] == [{"uri": {"regex": "/api(/.*)?"}}]
+    assert api["route"] == primary["route"], "a mirror route keeps the split: only a copy goes to the canary"
+    assert api["mirror"] == primary["mirror"] and api["mirrorPercentage"] == {"value": 50.0}
+    assert bound.observed({key(): vs}) == Weights.to_canary(0)
+    # A live route still mirroring differs from one without mirror routes: the mirror gets removed.
+    (plain,) = bound.desired(Weights.to_canary(0))
+    assert plain["spec"]["http"][0]["mirror"] is None
+    assert not covers({**vs, "spec": {"http": [primary]}}, plain)
+    # Two mirrors of every request: Istio's mirrors list, one copy each (as two Gateway API filters).
+    twice = Routes(mirrors=(SHADOW, MirrorRoute.model_validate({"name": "more", "percent": 5})))
+    ((primary2,),) = [vs2["spec"]["http"] for vs2 in bound.desired(Weights.to_canary(0), None, twice)]
+    assert primary2["mirrors"] == [
+        {"destination": {"host": "web-canary", "port": {"number": 80}}, "percentage": {"value": 30.0}},
+        {"destination": {"host": "web-canary", "port": {"number": 80}}, "percentage": {"value": 5.0}},
+    ]
+
+
+def adopted_live(live: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """The live object after the apply of `body` (spec.http is atomic: the applied list replaces it)."""
+    return {
+        **live,
+        "metadata": {**live["metadata"], **body["metadata"]},
+        "spec": {**live["spec"], **without_nulls(body["spec"])},
+    }
+
+
+def test_adopted_routes_get_sluices_routes_right_before_them_and_keep_everything_else() -> None:
+    bound = routing({"virtualService": {"routes": ["primary"]}})
+    http = copy.deepcopy(USERS_HTTP)
+    http[1]["match"] = [{"uri": {"prefix": "/shop"}, "headers": {"x-region": {"exact": "eu"}}}]
+    live = users_virtual_service(http)
+    (body,) = bound.desired(Weights.to_canary(20), {key(): live}, ALL_ROUTES)
+    names = [route["name"] for route in body["spec"]["http"]]
+    assert names == ["testers", "sluice-header-testers", "sluice-mirror-api", "primary"]
+    assert body["spec"]["http"][0] == USERS_HTTP[0], "the owner's other routes are exactly as found"
+    header, mirror, primary = body["spec"]["http"][1:]
+    # Narrowed: the owner's conditions stay, the header route's are added (Istio ANDs them).
+    assert header["match"] == [
+        {
+            "uri": {"prefix": "/shop"},
+            "headers": {"x-region": {"exact": "eu"}, "x-canary": {"exact": "always"}},
+        }
+    ]
+    assert header["retries"] == {"attempts": 3} and header["timeout"] == "5s"
+    assert header["route"] == [
+        {"destination": {"host": "web-canary.shop.svc.cluster.local", "port": {"number": 80}}, "weight": 100}
+    ]
+    assert mirror["match"] == [{"uri": {"regex": "/api(/.*)?"}, "headers": {"x-region": {"exact": "eu"}}}]
+    assert primary["mirror"] == {"host": "web-canary.shop.svc.cluster.local", "port": {"number": 80}}
+    # The next pass starts from the live object holding all that: the same body, not one more of each.
+    after = adopted_live(live, body)
+    assert bound.desired(Weights.to_canary(20), {key(): after}, ALL_ROUTES) == [body]
+    assert bound.observed({key(): after}) == Weights.to_canary(20)
+    # Without routes, Sluice's are gone and the split route mirrors no more.
+    (bare,) = bound.desired(Weights.to_canary(20), {key(): after})
+    assert [route["name"] for route in bare["spec"]["http"]] == ["testers", "primary"]
+    assert "mirror" not in without_nulls(bare["spec"])["http"][1]
+    # Handed back, it is the owner's again, exactly.
+    assert hand_back_virtual_service(after)["spec"]["http"] == http
+
+
+def test_an_owners_route_that_mirrors_already_cannot_take_sluices_mirror() -> None:
+    bound = routing({"virtualService": {"routes": ["primary"]}})
+    http = copy.deepcopy(USERS_HTTP)
+    http[1]["mirror"] = {"host": "audit"}
+    live = users_virtual_service(http)
+    assert bound.problems({key(): live}) == [], "weights alone split it, the owner's mirror kept"
+    (body,) = bound.desired(Weights.to_canary(20), {key(): live}, Routes(headers=(TESTERS,)))
+    assert body["spec"]["http"][2]["mirror"] == {"host": "audit"}
+    assert "mirror" not in body["spec"]["http"][1], "the owner's mirror is not copied to the canary's route"
+    with pytest.raises(CannotAdopt, match="HTTP route 'primary' mirrors its requests already \\(mirror\\)"):
+        bound.desired(Weights.to_canary(20), {key(): live}, Routes(mirrors=(SHADOW,)))
+
+
+def bodies_with_routes() -> list[dict[str, Any]]:
+    """VirtualServices written with header and mirror routes: created, adopted, handed back."""
+    bodies: list[dict[str, Any]] = []
+    for routes in (
+        ALL_ROUTES,
+        Routes(headers=(TESTERS,)),
+        Routes(mirrors=(SHADOW, MirrorRoute(name="b", percent=1))),
+    ):
+        for istio in ({}, {"virtualService": {"routes": ["a", "b"]}}):
+            bodies.extend(routing(istio).desired(Weights.to_canary(40), None, routes))
+        live = users_virtual_service(copy.deepcopy(USERS_HTTP))
+        (adopted,) = routing().desired(Weights.to_canary(40), {key(): live}, routes)
+        bodies.append(adopted)
+        bodies.append(hand_back_virtual_service(adopted_live(live, adopted)))
+    return bodies
+
+
+def test_the_simulator_sends_marked_requests_to_the_header_route_and_mirrors_copies() -> None:
+    marked = MarkedRequests(share=0.1)
+    (vs,) = routing().desired(Weights.to_canary(0), None, Routes(headers=(TESTERS,)))
+    assert route_split([virtual_service_as_route(vs)], 100.0, marked) == {
+        ("shop", "web"): (100, 90.0),
+        ("shop", "web-canary"): (100, 10.0),
+    }
+    (mirrored,) = routing().desired(Weights.to_canary(0), None, Routes(mirrors=(SHADOW,)))
+    split = route_split([virtual_service_as_route(mirrored)], 100.0, marked)
+    assert split[("shop", "web")] == (100, 100.0)
+    assert split[("shop", "web-canary")] == pytest.approx((0, 30.0))
