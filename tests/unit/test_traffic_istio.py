@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from jsonschema import Draft7Validator
 from pydantic import ValidationError
 
 from operators.api.refs import RolloutRef
-from operators.api.rollout import RolloutSpec
+from operators.api.rollout import Phase, RolloutSpec
 from operators.foundation.diff import covers, without_nulls
 from operators.foundation.keys import ObjectKey
 from operators.rollout.ownership import ROLLOUT_LABEL, is_owned_by
@@ -29,6 +30,8 @@ from operators.traffic.registry import PROVIDERS
 from operators.traffic.routes import HeaderRoute, MirrorRoute, RouteMatch, Routes
 from sluice_sandbox.traffic import MarkedRequests, route_split, virtual_service_as_route
 from tests.reference import ISTIO_NETWORKING, upstream_crd_of, upstream_schema
+from tests.unit.engine_world import World
+from tests.unit.engine_world import make_spec as make_world_spec
 
 REF = RolloutRef(name="web", namespace="shop", uid="0b5a-rollout-uid")
 
@@ -401,8 +404,6 @@ def test_a_gateway_api_match_becomes_the_istio_match_taking_the_same_requests(
 
 
 def test_the_path_regex_of_a_prefix_matches_whole_path_elements() -> None:
-    import re
-
     regex = istio_match(match({"path": {"value": "/api"}}))["uri"]["regex"]
     assert all(re.fullmatch(regex, path) for path in ("/api", "/api/", "/api/v1"))
     assert not any(re.fullmatch(regex, path) for path in ("/apis", "/", "/x/api"))
@@ -547,3 +548,27 @@ def test_the_simulator_sends_marked_requests_to_the_header_route_and_mirrors_cop
     split = route_split([virtual_service_as_route(mirrored)], 100.0, marked)
     assert split[("shop", "web")] == (100, 100.0)
     assert split[("shop", "web-canary")] == pytest.approx((0, 30.0))
+
+
+def test_the_engine_holds_a_release_whose_mirror_an_adopted_route_cannot_take() -> None:
+    # routing.problems judges an adopted VirtualService by weights alone; a mirror step that the
+    # owner's route cannot take is found when the pass renders it: the release holds, saying why.
+    steps = [{"setMirrorRoute": {"name": "shadow", "percent": 30}}, {"setWeight": 50}]
+    body = make_world_spec(steps).model_dump(by_alias=True, exclude_none=True, mode="json")
+    spec = RolloutSpec.model_validate(
+        {**body, "traffic": {"istio": {"virtualService": {"routes": ["primary"]}}}}
+    )
+    http = copy.deepcopy(USERS_HTTP)
+    http[1]["mirror"] = {"host": "audit"}
+    world = World(spec, ref=REF)
+    world.put(users_virtual_service(http))
+    world.settle()
+    assert world.status.phase == Phase.HEALTHY, world.status.message
+    world.set_image("ghcr.io/acme/web:2")
+    world.run_until(
+        lambda w: "mirrors its requests already" in (w.status.message or ""), follow_requeue=False
+    )
+    assert "cannot adopt: VirtualService shop/web HTTP route 'primary'" in (world.status.message or "")
+    live = world.objects[key()]
+    assert live["spec"]["http"][1]["mirror"] == {"host": "audit"}, "the owner's mirror is left alone"
+    assert world.status.mirror_routes == [], "the mirror step is not taken"
