@@ -515,8 +515,10 @@ def with_mirrors(
     `mirror` or `mirrors`, one per route, and Sluice would have to replace the owner's.
     """
     owners = [field for field in MIRROR_FIELDS if route.get(field) is not None]
+    # Every mirror field Sluice may write, unset unless written below (and not the owner's).
+    unset = {field: None for field in ("mirror", "mirrorPercentage", "mirrors") if field not in owners}
     if not mirrors:
-        return {**route, **{field: None for field in ("mirror", "mirrorPercentage") if field not in owners}}
+        return {**route, **unset}
     if owners:
         raise CannotAdopt(
             f"{where} mirrors its requests already ({', '.join(owners)}): Istio takes one mirror "
@@ -526,11 +528,13 @@ def with_mirrors(
     if len(mirrors) == 1:
         return {
             **route,
+            **unset,
             "mirror": _copied(canary),
             "mirrorPercentage": {"value": float(mirrors[0].percent or 0)},
         }
     return {
         **route,
+        **unset,
         "mirrors": [
             {"destination": _copied(canary), "percentage": {"value": float(mirror.percent or 0)}}
             for mirror in mirrors

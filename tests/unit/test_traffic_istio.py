@@ -456,11 +456,16 @@ def test_a_mirror_without_matches_sits_on_the_split_route_and_one_with_matches_g
     assert not covers({**vs, "spec": {"http": [primary]}}, plain)
     # Two mirrors of every request: Istio's mirrors list, one copy each (as two Gateway API filters).
     twice = Routes(mirrors=(SHADOW, MirrorRoute.model_validate({"name": "more", "percent": 5})))
-    ((primary2,),) = [vs2["spec"]["http"] for vs2 in bound.desired(Weights.to_canary(0), None, twice)]
+    (vs2,) = bound.desired(Weights.to_canary(0), None, twice)
+    (primary2,) = vs2["spec"]["http"]
     assert primary2["mirrors"] == [
         {"destination": {"host": "web-canary", "port": {"number": 80}}, "percentage": {"value": 30.0}},
         {"destination": {"host": "web-canary", "port": {"number": 80}}, "percentage": {"value": 5.0}},
     ]
+    assert primary2["mirror"] is None
+    # From two mirrors to one, or none: the live `mirrors` list is a difference to apply away.
+    live2 = without_nulls(vs2)
+    assert not covers(live2, vs) and not covers(live2, plain)
 
 
 def adopted_live(live: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
