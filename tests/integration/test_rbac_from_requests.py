@@ -50,7 +50,7 @@ from sluice_sandbox.authz import (
 from sluice_sandbox.exporter import MetricsExporter
 from sluice_sandbox.prometheus import PrometheusServer, free_port
 from tests import scenarios
-from tests.harness import Harness, httproute_crd, running_operator, sluice_crds, status_of
+from tests.harness import Harness, httproute_crd, running_operator, sluice_crds, status_of, virtualservice_crd
 from tests.integration.test_sidecarset_operator import (
     AGENT,
     agent_image,
@@ -247,7 +247,7 @@ def test_rbac_grants_exactly_what_the_operator_does(
     docs = install_documents()
     operator_namespace, service_account = operator_account(docs)
     kubeconfig = sandbox_api.kubeconfig
-    for crd in [*sluice_crds(), httproute_crd()]:
+    for crd in [*sluice_crds(), httproute_crd(), virtualservice_crd()]:
         sandbox_api.run(sandbox_api.server.install_crd(crd))
     setup = harness_of(kubeconfig)
     setup.cluster.request("POST", CONFIGURATIONS_PATH, webhook_configuration())
@@ -265,24 +265,28 @@ def test_rbac_grants_exactly_what_the_operator_does(
     )
     prefix = metrics_namespace[:50].rstrip("-")
 
-    def scene(suffix: str) -> scenarios.Scene:
+    def scene(suffix: str, traffic: scenarios.TrafficUnderTest = scenarios.GATEWAY_API) -> scenarios.Scene:
         return scenarios.Scene(
             harness=harness_of(kubeconfig),
             namespace=f"{prefix}-{suffix}",
             exporter=metrics_exporter,
             prometheus_url=prometheus.url,
             restart_operator=lambda: None,
+            traffic=traffic,
         )
 
     promoted, rolled_back, history, app, pods = (
         scene(suffix) for suffix in ("promoted", "rolled-back", "history", "app", "pods")
     )
+    # The second traffic provider's kind: its VirtualService watched, read and applied.
+    istio = scene("istio", scenarios.ISTIO)
     drives: list[Callable[[], None]] = [
         lambda: scenarios.healthy_release_is_promoted(promoted),
         lambda: scenarios.failing_metric_rolls_back(rolled_back),
         lambda: history_pruned_then_deleted(history),
         lambda: application_changed_and_shrunk(app),
         lambda: sidecar_injected_then_upgraded_in_place(pods, sandbox_api, webhook_port),
+        lambda: scenarios.deploy_stable(istio, scenarios.web_rollout(traffic=scenarios.ISTIO)),
     ]
     log = sandbox_api.requests
     log.clear()

@@ -514,7 +514,7 @@ def example_routes() -> list[Any]:
                 routing = routing_of(
                     RolloutRef(name, namespace, "uid"), RolloutSpec.model_validate(rollout["spec"])
                 )
-                if routing is not None:
+                if routing is not None and routing.provider.field == "gatewayAPI":  # Istio: no Gateway
                     [desired] = routing.desired(Weights.to_canary(0))
                     desired["metadata"]["generation"] = 1
                     params.append(pytest.param(desired, id=f"{path.relative_to(EXAMPLES)}:{name}"))
