@@ -15,6 +15,7 @@ from typing import Any
 
 from operators.api.refs import RolloutRef
 from operators.api.rollout import MATCH_WEIGHT, NAME_MAX, NAME_MESSAGE, NAME_PATTERN, RolloutSpec
+from operators.foundation.diff import plain
 from operators.rollout.ownership import (
     REVISION_LABEL,
     ROLLOUT_LABEL,
@@ -73,15 +74,6 @@ def name_problems(ref: RolloutRef) -> list[str]:
     if len(ref.name) <= NAME_MAX and re.fullmatch(NAME_PATTERN, ref.name):
         return []
     return [f"invalid name {ref.name!r} ({len(ref.name)} characters): {NAME_MESSAGE}"]
-
-
-def plain(value: Any) -> Any:
-    """A deep copy made of dicts and lists only (kopf bodies are Mappings, not dicts)."""
-    if isinstance(value, Mapping):
-        return {str(key): plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(item) for item in value]
-    return value
 
 
 def _template_labels(template: Mapping[str, Any]) -> dict[str, str]:
