@@ -118,3 +118,15 @@ def without_nulls(value: Any) -> Any:
     if isinstance(value, list):
         return [without_nulls(item) for item in value]
     return value
+
+
+def plain(value: Any) -> Any:
+    """A deep copy made of dicts and lists only (kopf bodies are Mappings, not dicts).
+
+    What is kept exactly as found (a user's route rules) must not share lists with the input.
+    """
+    if isinstance(value, Mapping):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    return value

@@ -210,21 +210,19 @@ class RolloutReconciler:
         if body is None:
             return None
         # Routes first, in one step: their traffic goes back to the stable Service alone.
-        owner = RolloutRef(name=name, namespace=namespace, uid=str(body["metadata"].get("uid")))
-        self._hand_back_traffic(body, owner, keep=(), now=self.clock())
+        ref = RolloutRef(name=name, namespace=namespace, uid=str(body["metadata"].get("uid")))
+        self._hand_back_traffic(body, ref, keep=(), now=self.clock())
         adoption = read_status(RolloutStatus, body).status.adoption
         if adoption is None:
             return None
-        ref = RolloutRef(name=name, namespace=namespace, uid=str(body["metadata"].get("uid")))
         keys = {
             "deployment": ObjectKey("apps/v1", "Deployment", namespace, adoption.deployment or ""),
             "service": ObjectKey("v1", "Service", namespace, adoption.service or ""),
         }
-        live = {what: Cluster.get(self.cluster, key) if key.name else None for what, key in keys.items()}
-        step = hand_back(ref, adoption, live["deployment"], live["service"])
-        by_key = {key: obj for key, obj in zip(keys.values(), live.values(), strict=True)}
+        live = {key: Cluster.get(self.cluster, key) if key.name else None for key in keys.values()}
+        step = hand_back(ref, adoption, live[keys["deployment"]], live[keys["service"]])
         for obj in step.objects:
-            self.cluster.apply(apply_body(obj, by_key.get(key_of(obj))))
+            self.cluster.apply(apply_body(obj, live.get(key_of(obj))))
         now = self.clock()
         if step.waiting is not None:
             logger.info("Rollout %s/%s: %s", namespace, name, step.waiting)

@@ -22,6 +22,7 @@ from operators.api.rollout import (
     NAME_PATTERN,
     RolloutSpec,
 )
+from operators.foundation.diff import plain
 from operators.rollout.ownership import (
     PREVIEW_LABEL,
     REVISION_LABEL,
@@ -85,15 +86,6 @@ def name_problems(ref: RolloutRef) -> list[str]:
     if len(ref.name) <= NAME_MAX and re.fullmatch(NAME_PATTERN, ref.name):
         return []
     return [f"invalid name {ref.name!r} ({len(ref.name)} characters): {NAME_MESSAGE}"]
-
-
-def plain(value: Any) -> Any:
-    """A deep copy made of dicts and lists only (kopf bodies are Mappings, not dicts)."""
-    if isinstance(value, Mapping):
-        return {str(key): plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(item) for item in value]
-    return value
 
 
 def _template_labels(template: Mapping[str, Any]) -> dict[str, str]:

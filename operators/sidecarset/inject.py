@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from operators.api.sidecarset import PodInjectPolicy, SidecarSetSpec
-from operators.rollout.render import plain
+from operators.foundation.diff import plain
 
 INJECTED_ANNOTATION = "sidecarset.sluice.dev/injected"
 Json = dict[str, Any]

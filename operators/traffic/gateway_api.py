@@ -34,6 +34,7 @@ from typing import Any
 
 from pydantic import Field
 
+from operators.foundation.diff import plain
 from operators.foundation.keys import ObjectKey
 from operators.foundation.model import ApiModel
 from operators.traffic.base import CannotAdopt, Refusal, TrafficTarget, Weights
@@ -291,7 +292,7 @@ def adopted_route(
             rule, target.namespace, target.stable_service, target.canary_service
         )
         if not stable:
-            new_rules.append(_copied(rule))  # not the stable Service's traffic: exactly as found
+            new_rules.append(plain(rule))  # not the stable Service's traffic: exactly as found
             continue
         if others:
             raise CannotAdopt(
@@ -311,10 +312,10 @@ def adopted_route(
             originals.append(_nth(before, len(originals), stable_ref.get("weight")))
         else:
             originals.append(stable_ref.get("weight"))
-        new_rule = _copied(rule)
+        new_rule = plain(rule)
         new_rule["backendRefs"] = [
-            {**_copied(stable_ref), "weight": weights.stable},
-            {**_copied(stable_ref), "name": target.canary_service, "weight": weights.canary},
+            {**plain(stable_ref), "weight": weights.stable},
+            {**plain(stable_ref), "name": target.canary_service, "weight": weights.canary},
         ]
         split_rules.append(new_rule)
         new_rules.append(with_mirrors(new_rule, target, routes))
@@ -368,7 +369,7 @@ def hand_back_route(live: Mapping[str, Any]) -> dict[str, Any]:
     for rule in owners:
         stable, _, _ = _sort_backends(rule, namespace, stable_service, canary_service)
         if not stable or not isinstance(stable_service, str):
-            rules.append(_copied(rule))
+            rules.append(plain(rule))
             continue
         original = _nth(weights, adopted, None)
         adopted += 1
@@ -376,13 +377,13 @@ def hand_back_route(live: Mapping[str, Any]) -> dict[str, Any]:
         for ref in rule.get("backendRefs") or []:
             if _is_local_service(ref, namespace) and ref.get("name") == canary_service:
                 continue
-            restored = _copied(ref)
+            restored = plain(ref)
             if _is_local_service(ref, namespace) and ref.get("name") == stable_service:
                 restored.pop("weight", None)
                 if original is not None:
                     restored["weight"] = original
             backends.append(restored)
-        rules.append({**_copied(rule), "backendRefs": backends})
+        rules.append({**plain(rule), "backendRefs": backends})
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -431,15 +432,6 @@ def _describe(ref: Mapping[str, Any]) -> str:
     return f"{kind} {namespace}{ref.get('name')}"
 
 
-def _copied(value: Any) -> Any:
-    """A deep copy of JSON data: what is kept exactly as found must not share lists with the input."""
-    if isinstance(value, Mapping):
-        return {key: _copied(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_copied(item) for item in value]
-    return value
-
-
 # ---- header and mirror routes ---------------------------------------------------------------------
 
 
@@ -466,9 +458,9 @@ def routed_rules(
     numbered = len(split_rules) > 1
     for number, rule in enumerate(split_rules, start=1):
         suffix = f"-{number}" if numbered else ""
-        kept = {key: _copied(value) for key, value in rule.items() if key not in ("name", "matches")}
+        kept = {key: plain(value) for key, value in rule.items() if key not in ("name", "matches")}
         canary_refs = [
-            {key: _copied(value) for key, value in ref.items() if key != "weight"}
+            {key: plain(value) for key, value in ref.items() if key != "weight"}
             for ref in rule.get("backendRefs") or []
             if ref.get("name") == target.canary_service
         ]
@@ -521,7 +513,7 @@ def _narrowed(base: Any, matches: Sequence[RouteMatch]) -> list[dict[str, Any]]:
     for outer in base or [{}]:
         for inner in matches:
             extra = inner.to_api()
-            merged = _copied(outer)
+            merged = plain(outer)
             for key in ("path", "method"):
                 if key in extra:
                     merged[key] = extra[key]

@@ -45,6 +45,7 @@ from typing import Any
 
 from pydantic import Field
 
+from operators.foundation.diff import plain
 from operators.foundation.keys import ObjectKey
 from operators.foundation.model import ApiModel
 from operators.traffic.base import CannotAdopt, Refusal, TrafficTarget, Weights
@@ -269,7 +270,7 @@ def adopted_virtual_service(
             route, namespace, target.stable_service, target.canary_service
         )
         if names and route.get("name") not in names:
-            new_http.append((_copied(route), None, label))
+            new_http.append((plain(route), None, label))
             continue
         if not stable:
             if names:
@@ -277,7 +278,7 @@ def adopted_virtual_service(
                     f"{described} {label} sends no traffic to Service {target.stable_service}: there is "
                     f"nothing for Sluice to split in it; point it at the stable Service or name another route"
                 )
-            new_http.append((_copied(route), None, label))  # not the stable Service's traffic: as found
+            new_http.append((plain(route), None, label))  # not the stable Service's traffic: as found
             continue
         if others:
             raise CannotAdopt(
@@ -304,14 +305,14 @@ def adopted_virtual_service(
         originals[route_name] = (
             original if isinstance(original, int) and not isinstance(original, bool) else None
         )
-        canary_destination = _copied(stable_destination.get("destination") or {})
+        canary_destination = plain(stable_destination.get("destination") or {})
         canary_destination["host"] = _canary_host(canary_destination.get("host"), target.canary_service)
         # A subset is a DestinationRule's, for the stable host: the canary Service has none.
         canary_destination.pop("subset", None)
-        new_route = _copied(route)
+        new_route = plain(route)
         new_route["route"] = [
-            {**_copied(stable_destination), "weight": weights.stable},
-            {**_copied(stable_destination), "destination": canary_destination, "weight": weights.canary},
+            {**plain(stable_destination), "weight": weights.stable},
+            {**plain(stable_destination), "destination": canary_destination, "weight": weights.canary},
         ]
         new_http.append((new_route, canary_destination, label))
     if not originals:
@@ -381,7 +382,7 @@ def hand_back_virtual_service(live: Mapping[str, Any]) -> dict[str, Any]:
             continue  # a header or mirror route of Sluice's
         route = _without_mirrors_to(live_route, canary_service, namespace)
         if route.get("name") not in weights:
-            http.append(_copied(route))
+            http.append(plain(route))
             continue
         original = weights[route.get("name")]
         destinations: list[dict[str, Any]] = []
@@ -389,13 +390,13 @@ def hand_back_virtual_service(live: Mapping[str, Any]) -> dict[str, Any]:
             service = service_of((destination.get("destination") or {}).get("host"), namespace)
             if service == canary_service:
                 continue
-            restored = _copied(destination)
+            restored = plain(destination)
             if service == stable_service:
                 restored.pop("weight", None)
                 if isinstance(original, int) and not isinstance(original, bool):
                     restored["weight"] = original
             destinations.append(restored)
-        http.append({**_copied(route), "route": destinations})
+        http.append({**plain(route), "route": destinations})
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -443,15 +444,6 @@ def _names(http: Sequence[Mapping[str, Any]]) -> str:
     return ", ".join(names) if names else "none named"
 
 
-def _copied(value: Any) -> Any:
-    """A deep copy of JSON data: what is kept exactly as found must not share lists with the input."""
-    if isinstance(value, Mapping):
-        return {key: _copied(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_copied(item) for item in value]
-    return value
-
-
 # ---- header and mirror routes ---------------------------------------------------------------------
 
 
@@ -473,7 +465,7 @@ def sluice_routes(
     sends to the canary alone; a mirror route keeps the split and adds the mirror. The split route's
     other fields (retries, timeout, header rules) carry over: the requests are treated as before.
     """
-    kept = {key: _copied(value) for key, value in split.items() if key not in ("name", "match")}
+    kept = {key: plain(value) for key, value in split.items() if key not in ("name", "match")}
     derived: list[dict[str, Any]] = []
     for header in routes.headers:
         derived.append(
@@ -482,7 +474,7 @@ def sluice_routes(
                 "name": f"{SLUICE_ROUTE_PREFIX}header-{header.name}{suffix}",
                 "match": _narrowed(split.get("match"), header.matches or []),
                 # One destination, the canary's: Istio sends a lone destination all the requests.
-                "route": [{"destination": _copied(canary), "weight": 100}],
+                "route": [{"destination": plain(canary), "weight": 100}],
             }
         )
     for mirror in routes.mirrors:
@@ -529,14 +521,14 @@ def with_mirrors(
         return {
             **route,
             **unset,
-            "mirror": _copied(canary),
+            "mirror": plain(canary),
             "mirrorPercentage": {"value": float(mirrors[0].percent or 0)},
         }
     return {
         **route,
         **unset,
         "mirrors": [
-            {"destination": _copied(canary), "percentage": {"value": float(mirror.percent or 0)}}
+            {"destination": plain(canary), "percentage": {"value": float(mirror.percent or 0)}}
             for mirror in mirrors
         ],
     }
@@ -588,7 +580,7 @@ def _narrowed(base: Any, matches: Sequence[RouteMatch]) -> list[dict[str, Any]]:
     for outer in base or [{}]:
         for inner in matches:
             extra = istio_match(inner)
-            merged = _copied(outer)
+            merged = plain(outer)
             for key in ("uri", "method"):
                 if key in extra:
                     merged[key] = extra[key]

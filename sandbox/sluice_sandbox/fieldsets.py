@@ -48,22 +48,19 @@ BUILTIN_ATOMIC_MAPS = frozenset(
         "secretKeyRef",
     }
 )
+# Metadata that only the server manages: client-sent values are ignored on every write (store.py).
+SYSTEM_METADATA = (
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+    "resourceVersion",
+    "selfLink",
+)
 # Never owned by anyone: identity and server-managed metadata (the API server's "stripped" fields).
 _STRIPPED_ROOT = frozenset({"apiVersion", "kind"})
-STRIPPED_METADATA = frozenset(
-    {
-        "name",
-        "namespace",
-        "uid",
-        "creationTimestamp",
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-        "generation",
-        "resourceVersion",
-        "selfLink",
-        "managedFields",
-    }
-)
+STRIPPED_METADATA = frozenset({"name", "namespace", "managedFields", *SYSTEM_METADATA})
 METADATA: Path = ("f:metadata",)
 _MISSING: Any = object()
 

@@ -48,7 +48,7 @@ import kmock
 from sluice_sandbox import fieldmanager, patching, selectors
 from sluice_sandbox.crds import CUSTOM_RESOURCE_DEFINITIONS, resources_from_crd
 from sluice_sandbox.errors import ApiError, FieldError, GoValue
-from sluice_sandbox.fieldsets import Shape
+from sluice_sandbox.fieldsets import SYSTEM_METADATA, Shape
 from sluice_sandbox.resources import (
     ALL_VERBS,
     SUBRESOURCE_VERBS,
@@ -86,17 +86,6 @@ __all__ = [
 ADDED, MODIFIED, DELETED, BOOKMARK = "ADDED", "MODIFIED", "DELETED", "BOOKMARK"
 # Deletion propagation policies. Foreground is accepted, but works as Background.
 BACKGROUND, ORPHAN = "Background", "Orphan"
-
-# Metadata that only the server manages: client-sent values are ignored on every write.
-_SYSTEM_METADATA = (
-    "uid",
-    "creationTimestamp",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "generation",
-    "resourceVersion",
-    "selfLink",
-)
 
 NAMESPACES_KEY = ("", "namespaces")
 
@@ -974,7 +963,7 @@ class Store:
             raise ApiError.bad_request("the body of the request must be a JSON object with metadata")
         obj = copy.deepcopy(dict(body))
         meta = obj.setdefault("metadata", {})
-        for field in _SYSTEM_METADATA:
+        for field in SYSTEM_METADATA:
             meta.pop(field, None)
         if spec.namespaced:
             meta["namespace"] = self._namespace_for_create(spec, meta, namespace)
@@ -1121,7 +1110,7 @@ class Store:
             _set_or_pop(new, "status", candidate.get("status"))
             return new
         new = candidate
-        for field in _SYSTEM_METADATA:
+        for field in SYSTEM_METADATA:
             _set_or_pop(new["metadata"], field, old["metadata"].get(field))
         new["apiVersion"], new["kind"] = old["apiVersion"], old["kind"]
         if not spec.namespaced:
