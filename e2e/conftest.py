@@ -51,6 +51,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in item.path.parents:
             item.add_marker(pytest.mark.timeout(E2E_TEST_TIMEOUT))
+            # One kind cluster for the run: every e2e test on the same xdist worker (--dist loadgroup).
+            item.add_marker(pytest.mark.xdist_group("kind"))
 
 
 def unavailable(reason: str) -> NoReturn:
