@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 # Prometheus' default buckets (as client libraries use them), in seconds.
 BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, math.inf)
@@ -189,6 +190,21 @@ class _Route:
     rates: dict[str, float]  # requests per second by status code
 
 
+class _ScrapeServer(ThreadingHTTPServer):
+    """The exporter's HTTP server, quiet when a scraper hangs up early.
+
+    Prometheus drops a scrape that outlasts its timeout (on a busy machine it
+    does): writing the answer then fails with a broken pipe. That is the
+    scraper's choice, not an error of ours, and socketserver's default would
+    print a traceback to stderr for each one.
+    """
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 class MetricsExporter:
     """Serves simulated service and gateway traffic and test gauges on http://HOST:PORT/metrics.
 
@@ -205,7 +221,7 @@ class MetricsExporter:
         self._routes: dict[tuple[str, str], _Route] = {}
         self._gauges: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
         self._host = host
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        self._server = _ScrapeServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics-exporter", daemon=True

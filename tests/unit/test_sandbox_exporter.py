@@ -46,6 +46,19 @@ def test_exporter_serves_the_text_format(metrics_exporter: MetricsExporter) -> N
     assert missing.value.code == 404
 
 
+def test_a_scraper_hanging_up_early_is_not_an_error_but_a_failing_handler_is(
+    metrics_exporter: MetricsExporter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Prometheus drops scrapes that outlast its timeout; the broken pipe that follows is no bug.
+    server = metrics_exporter._server
+    for error, printed in ((BrokenPipeError(32, "Broken pipe"), False), (ValueError("a bug"), True)):
+        try:
+            raise error
+        except Exception:
+            server.handle_error(None, ("127.0.0.1", 1))
+        assert ("Traceback" in capsys.readouterr().err) is printed, error
+
+
 def test_exporter_counters_never_decrease_across_changes() -> None:
     now = [100.0]
     with MetricsExporter(clock=lambda: now[0]) as exporter:
