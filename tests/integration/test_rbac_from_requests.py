@@ -3,9 +3,10 @@
 The real operator (kopf and all, leader election on, the SidecarSet webhook served) runs against the
 sandbox API server, which records every request. The test drives, all at once, what the operator
 does in practice: a release promoted by analysis against a real Prometheus, one rolled back by it, one
-whose metric's credentials are read from a Secret, a release past the revision history limit (the oldest records pruned) and that Rollout's deletion, an
-Application rendering Rollouts (one component changed, one removed), and a SidecarSet whose sidecar a
-pod gets from the webhook and then a new image of in place.
+whose metric's credentials are read from a Secret, a release past the revision history limit (the
+oldest records pruned) and that Rollout's deletion, an Application rendering Rollouts (one component
+changed, one removed), and a SidecarSet whose sidecar a pod gets from the webhook and then a new
+image of in place.
 
 Every request with the operator's User-Agent (its own clients', kopf's, the Lease's) becomes the
 attributes kube-apiserver's authorizer sees (sluice_sandbox.authz). The rules the manifests bind to
