@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +29,7 @@ from operators.metrics.hosts import AllowedHosts
 from operators.metrics.prometheus import PrometheusProvider
 from operators.metrics.registry import PROVIDERS
 from operators.metrics.web import WebProvider
+from operators.webhook.certs import CertificateFiles, self_signed
 
 NAMESPACE = "shop"
 CONTEXT = QueryContext(
@@ -53,7 +56,7 @@ class Recorded:
 
 
 class Server:
-    def __init__(self) -> None:
+    def __init__(self, tls: CertificateFiles | None = None) -> None:
         self.state = Recorded()
         state = self.state
 
@@ -79,7 +82,13 @@ class Server:
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls.certfile, tls.keyfile)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
@@ -255,6 +264,29 @@ def test_the_credentials_never_show_in_their_repr() -> None:
     m = prom_metric("http://127.0.0.1:9", auth={"bearerTokenSecretRef": {"name": "prom", "key": "token"}})
     _, block = m.source()
     assert TOKEN not in repr(PrometheusProvider().bind(block, NAMESPACE, reader))
+
+
+def test_an_https_prometheus_is_verified_with_the_ca_bundle_from_a_secret(tmp_path: Path) -> None:
+    certs = self_signed(["127.0.0.1"], tmp_path)
+    server = Server(tls=certs)
+    try:
+        server.state.body = PROM_ANSWER
+        objects = {(NAMESPACE, "ca"): secret(**{"ca.crt": certs.ca_bundle.read_text()})}
+        src = sources(api_secrets(objects))
+        trusted = check_one(prom_metric(server.url, tls={"caSecretRef": {"name": "ca"}}), src)
+        assert trusted.outcome == Outcome.PASSED and trusted.value == 0.5
+        untrusted = check_one(prom_metric(server.url), src)
+        assert untrusted.outcome == Outcome.ERROR and "CERTIFICATE_VERIFY_FAILED" in untrusted.message
+    finally:
+        server.close()
+
+
+def test_a_ca_key_without_a_certificate_is_an_error() -> None:
+    reader = api_secrets({(NAMESPACE, "ca"): secret(**{"ca.crt": "not a certificate"})})
+    m = prom_metric("https://127.0.0.1:9", tls={"caSecretRef": {"name": "ca"}})
+    result = check_one(m, sources(reader))
+    assert result.outcome == Outcome.ERROR
+    assert 'key "ca.crt" of Secret "ca" holds no PEM certificate' in result.message
 
 
 def test_auth_needs_exactly_one_kind() -> None:
