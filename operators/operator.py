@@ -24,7 +24,8 @@ from operators.analysis.fanin import QueryFanIn
 from operators.application.reconciler import ApplicationReconciler
 from operators.application.types import ComponentTypes
 from operators.foundation.cache import CachedCluster, WatchCache, Watched
-from operators.foundation.cluster import Cluster, load_api_client
+from operators.foundation.cluster import Cluster, KubeError, load_api_client
+from operators.foundation.keys import ObjectKey
 from operators.foundation.leadership import (
     ALWAYS_LEADING,
     FencedApiClient,
@@ -40,6 +41,8 @@ from operators.handlers import applications as application_handlers
 from operators.handlers import rollouts as handlers
 from operators.handlers import sidecarsets as sidecarset_handlers
 from operators.handlers.context import OperatorContext
+from operators.metrics.base import ProviderError
+from operators.metrics.credentials import CachedSecrets, SecretReader
 from operators.metrics.hosts import AllowedHosts
 from operators.rollout.reconciler import RolloutReconciler
 from operators.sidecarset.reconciler import SidecarSetReconciler
@@ -89,7 +92,9 @@ def build_context(
     cache = WatchCache(watched_kinds(), namespaces=() if options.all_namespaces else options.namespaces)
     cluster = CachedCluster(api, cache)
     reconciler = RolloutReconciler(
-        cluster=cluster, metrics=metric_sources(options), sidecars=RolloutSidecars(cluster)
+        cluster=cluster,
+        metrics=metric_sources(options, secrets=secret_reader(Cluster(api))),
+        sidecars=RolloutSidecars(cluster),
     )
     types = types or ComponentTypes(options.component_types)
     applications = ApplicationReconciler(cluster=cluster, types=types)
@@ -134,10 +139,31 @@ def server_side_selectors() -> dict[tuple[str, str], str]:
     return selectors
 
 
-def metric_sources(options: OperatorOptions) -> MetricSources:
+def secret_reader(cluster: Cluster) -> CachedSecrets:
+    """Reads the Secrets metrics name, by GET, each at most once per few seconds (see CachedSecrets).
+
+    A GET rather than a watch: Secrets are the one kind the operator reads by name only, and
+    watching every Secret of the cluster would hold them all in its memory, for a few names.
+    """
+
+    def fetch(namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return cluster.get(ObjectKey("v1", "Secret", namespace, name))
+        except KubeError as error:
+            why = error.reason or str(error.status)
+            raise ProviderError(f'cannot read Secret "{name}" in namespace {namespace}: {why}') from None
+        except Exception as error:  # the API unreachable: this check's Error, never the pass's crash
+            why = type(error).__name__
+            raise ProviderError(f'cannot read Secret "{name}" in namespace {namespace}: {why}') from None
+
+    return CachedSecrets(fetch)
+
+
+def metric_sources(options: OperatorOptions, secrets: SecretReader | None = None) -> MetricSources:
     """Raises ValueError for a malformed --metric-hosts entry."""
     prometheus_url = options.resolved_prometheus_url()
     return MetricSources(
+        secrets=secrets,
         allowed=AllowedHosts.of([prometheus_url], options.metric_hosts),
         default_addresses={"prometheus": prometheus_url} if prometheus_url else {},
         # One per operator: the checks of Rollouts using the same built-in template against

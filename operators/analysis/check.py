@@ -24,7 +24,14 @@ from operators.analysis.thresholds import combine, evaluate
 from operators.api.base import parse_duration
 from operators.api.rollout import Check, Metric, MetricResult, Outcome, ThresholdRange
 from operators.foundation.clock import format_time
-from operators.metrics.base import GroupingProvider, MetricProvider, ProviderError
+from operators.metrics.base import (
+    CredentialedProvider,
+    GroupingProvider,
+    MetricProvider,
+    ProviderError,
+    takes_query,
+)
+from operators.metrics.credentials import SecretReader
 from operators.metrics.hosts import AllowedHosts
 from operators.metrics.registry import PROVIDERS
 
@@ -72,6 +79,15 @@ class MetricSources:
     # Gathers the grouped queries of many Rollouts into one (the operator has one);
     # None: every metric is one query per Rollout.
     fanin: QueryFanIn | None = None
+    # Reads the Secrets metrics name (credentials, CA bundles) in their Rollout's namespace, cached
+    # (the operator's reads through the API); None: a metric naming a Secret is an Error.
+    secrets: SecretReader | None = None
+
+    def bind(self, provider: MetricProvider, config: object, namespace: str) -> object:
+        """The block with the credentials it names, for a provider that has any; ProviderError if missing."""
+        if isinstance(provider, CredentialedProvider):
+            return provider.bind(config, namespace, self.secrets)
+        return config
 
     def resolve(self, metric: Metric) -> tuple[MetricProvider, object, str]:
         """The metric's provider, its block and the address to ask; ProviderError when there is none.
@@ -160,6 +176,12 @@ def _unix(moment: datetime) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
+def _render(metric: Metric, context: QueryContext) -> str:
+    """The metric's rendered query; empty for a provider whose block says it all (`web`)."""
+    provider, _ = metric.source()
+    return render_query(metric, context) if takes_query(provider) else ""
+
+
 def start_metric(
     metric: Metric, context: QueryContext, sources: MetricSources, now: datetime
 ) -> Future[MetricResult]:
@@ -169,12 +191,16 @@ def start_metric(
     here, in the caller's thread; only the query itself is waited for.
     """
     try:
-        query = render_query(metric, context)
+        query = _render(metric, context)
         provider, config, address = sources.resolve(metric)
     except (QueryTemplateError, ProviderError) as err:
         return _finished(_error(metric, str(err)))
     if not sources.allowed.allows(address):  # checked at validation too; never send one regardless
         return _finished(_error(metric, sources.allowed.refusal(address)))
+    try:  # after the address check: no Secret is read for a metric that may not be sent anywhere
+        config = sources.bind(provider, config, context.namespace)
+    except ProviderError as err:
+        return _finished(_error(metric, str(err)))
     try:
         timeout = query_timeout(provider.timeout_seconds(config), context)
         answer: Future[float | None] | None = None
@@ -238,7 +264,7 @@ def validate_metrics(metrics: Sequence[Metric], context: QueryContext, sources: 
     problems: list[str] = []
     for metric in metrics:
         try:
-            render_query(metric, context)
+            _render(metric, context)
         except QueryTemplateError as err:
             problems.append(str(err))
         refused = sources.problem(metric)

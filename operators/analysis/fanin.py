@@ -74,6 +74,11 @@ class _Batch:
 
 
 def _config_key(config: object) -> str:
+    # A block bound to credentials (`metrics.credentials.Bound`) keys by their digest: metrics
+    # with other credentials or headers are never answered by one query.
+    group_key = getattr(config, "group_key", None)
+    if callable(group_key):
+        return str(group_key())
     dump = getattr(config, "model_dump", None)
     if callable(dump):
         return json.dumps(dump(mode="json"), sort_keys=True)

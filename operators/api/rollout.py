@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from pydantic import Field, create_model, model_validator
 
 from operators.api.base import ApiModel, Condition, Duration, LabelSelector, parse_duration
-from operators.metrics.base import MetricProvider
+from operators.metrics.base import MetricProvider, takes_query
 from operators.metrics.registry import DEFAULT_PROVIDER as DEFAULT_METRIC_PROVIDER
 from operators.metrics.registry import PROVIDERS as METRIC_PROVIDERS
 from operators.traffic.base import TrafficProvider
@@ -245,6 +245,14 @@ class NoDataPolicy(StrEnum):
     PASS = "pass"
 
 
+# A metric has a query, or a template, or the block of a provider that takes neither (`web`).
+_METRIC_SOURCES: list[Any] = [
+    {"required": ["query"]},
+    {"required": ["template"]},
+    *[{"required": [field]} for field, p in METRIC_PROVIDERS.items() if not takes_query(p)],
+]
+
+
 class MetricBase(ApiModel):
     """One health check: a Jinja2 `query`, or a built-in `template` with `args`, asked of one provider.
 
@@ -253,7 +261,7 @@ class MetricBase(ApiModel):
     one is given, and none means the default provider with its defaults.
     """
 
-    model_config = {"json_schema_extra": {"oneOf": [{"required": ["query"]}, {"required": ["template"]}]}}
+    model_config = {"json_schema_extra": {"oneOf": _METRIC_SOURCES}}
 
     name: str = Field(min_length=1)
     query: str | None = Field(default=None, description="The query as a sandboxed Jinja2 template.")
@@ -264,9 +272,12 @@ class MetricBase(ApiModel):
 
     @model_validator(mode="after")
     def _query_or_template(self) -> MetricBase:
-        if (self.query is None) == (self.template is None):
-            raise ValueError(f"metric {self.name!r} needs exactly one of query or template")
         given = provider_blocks(self, METRIC_PROVIDERS)
+        queryless = [p.field for p, _ in given if not takes_query(p)]
+        if queryless and (self.query is not None or self.template is not None):
+            raise ValueError(f"metric {self.name!r}: a {queryless[0]} metric takes no query or template")
+        if not queryless and (self.query is None) == (self.template is None):
+            raise ValueError(f"metric {self.name!r} needs exactly one of query or template")
         if len(given) > 1:
             names = ", ".join(provider.field for provider, _ in given)
             raise ValueError(f"metric {self.name!r} names more than one provider: {names}")

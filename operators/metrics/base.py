@@ -10,9 +10,12 @@ the block owns the provider's address, timeout and credentials.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from operators.foundation.model import ApiModel
+
+if TYPE_CHECKING:
+    from operators.metrics.credentials import SecretReader
 
 # Error messages end up in Rollout status and Events: keep them a line long.
 MAX_DETAIL = 200
@@ -73,6 +76,24 @@ class GroupingProvider(MetricProvider, Protocol):
         when the answer is not a list of series (a scalar, a range vector).
         """
         ...
+
+
+@runtime_checkable
+class CredentialedProvider(MetricProvider, Protocol):
+    """A provider whose block names Secrets (credentials, a CA bundle): an optional capability.
+
+    The analysis calls `bind` before each query, in the caller's thread, and
+    passes its result to `query` (and `query_series`) in place of the block.
+    """
+
+    def bind(self, config: Any, namespace: str, secrets: SecretReader | None) -> Any:
+        """The block with its credentials from `namespace`; ProviderError naming a missing Secret or key."""
+        ...
+
+
+def takes_query(provider: MetricProvider) -> bool:
+    """Whether the provider's metrics have a `query` (or `template`); False: the block says it all (web)."""
+    return bool(getattr(provider, "takes_query", True))
 
 
 def shorten(text: str, limit: int = MAX_DETAIL) -> str:

@@ -1,7 +1,10 @@
 """Prometheus (and PromQL-compatible servers: Thanos, Mimir, VictoriaMetrics) as a metric provider.
 
-A metric's ``prometheus: {address, timeout}`` block; without an address the
-operator's ``--prometheus-url`` is used.
+A metric's ``prometheus: {address, timeout, headers, auth, tls}`` block;
+without an address the operator's ``--prometheus-url`` is used. Credentials
+(a bearer token, basic auth) and a CA bundle come from Secrets in the
+Rollout's namespace (`operators.metrics.credentials`), bound to the block
+before each query; an address gets one session per set of credentials.
 
 One HTTP session per address, shared by every query to it: its connections
 are kept alive and pooled (as many as the analysis runs queries at once).
@@ -20,9 +23,11 @@ are the one path sent on the session directly: see ``_post_query``.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import re
+import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +43,7 @@ from urllib3.util.retry import Retry
 from operators.foundation.model import ApiModel, Duration, parse_duration
 from operators.metrics.base import ProviderError, Series
 from operators.metrics.base import shorten as _shorten
+from operators.metrics.credentials import Auth, Bound, Credentials, SecretReader, Tls, resolve, unbind
 
 # Connections kept per address: at least as many as the analysis sends queries at once
 # (operators.analysis.pool), so that none is opened and dropped per query under load.
@@ -51,6 +57,15 @@ class PrometheusSource(ApiModel):
         "its host must be allowed (sluice run --metric-hosts).",
     )
     timeout: Duration = "10s"
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra HTTP headers sent with every query, e.g. X-Scope-OrgID for a Mimir, Cortex or "
+        "Thanos tenant. Not for secrets: use auth.",
+    )
+    auth: Auth | None = Field(
+        default=None, description="Credentials read from a Secret in the Rollout's namespace."
+    )
+    tls: Tls | None = Field(default=None, description="The CA bundle an https:// address is verified with.")
 
 
 def _root_cause(err: BaseException) -> str:
@@ -207,6 +222,7 @@ class _Endpoint:
 
     session: requests.Session
     client: PrometheusConnect
+    headers: dict[str, str]  # the operator's and the block's, credentials included
 
 
 class PrometheusProvider:
@@ -222,7 +238,9 @@ class PrometheusProvider:
     def __init__(self, headers: dict[str, str] | None = None, pool_size: int = POOL_SIZE) -> None:
         self._headers = dict(headers or {})
         self._pool_size = pool_size
-        self._endpoints: dict[str, _Endpoint] = {}
+        # One per address and set of credentials: a tenant's headers are never sent for another's query.
+        self._endpoints: dict[tuple[str, str], _Endpoint] = {}
+        self._ca_files: list[str] = []
         self._lock = threading.Lock()
         self._sent = 0
 
@@ -231,18 +249,20 @@ class PrometheusProvider:
         with self._lock:
             return self._sent
 
-    def _session(self, address: str) -> requests.Session:
-        return self._endpoint(address).session
+    def _session(self, address: str, credentials: Credentials | None = None) -> requests.Session:
+        return self._endpoint(address, credentials or Credentials()).session
 
-    def _endpoint(self, address: str) -> _Endpoint:
+    def _endpoint(self, address: str, credentials: Credentials | None = None) -> _Endpoint:
+        credentials = credentials or Credentials()
+        key = (address, credentials.fingerprint())
         with self._lock:
-            endpoint = self._endpoints.get(address)
+            endpoint = self._endpoints.get(key)
             if endpoint is None:
-                endpoint = self._new_endpoint(address)
-                self._endpoints[address] = endpoint
+                endpoint = self._new_endpoint(address, credentials)
+                self._endpoints[key] = endpoint
             return endpoint
 
-    def _new_endpoint(self, address: str) -> _Endpoint:
+    def _new_endpoint(self, address: str, credentials: Credentials) -> _Endpoint:
         problem = _address_problem(address)
         if problem:
             raise ProviderError(f"invalid Prometheus address {address!r}: {problem}")
@@ -254,6 +274,13 @@ class PrometheusProvider:
         bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         if bundle:
             session.verify = bundle
+        if credentials.ca_pem is not None:
+            session.verify = self._ca_file(credentials.ca_pem)
+        headers = {**self._headers, **dict(credentials.headers)}
+        if credentials.headers:
+            # A redirect would carry the block's headers (a tenant id, a token) to wherever it points,
+            # past the allowed hosts: an address with headers is queried where it says, or not at all.
+            session.max_redirects = 0
         # No retries: urllib3's usual retries with backoff (also on 503; the client's default is
         # 3 of them) would stretch a 10s timeout to a minute. The analysis retries at its next
         # interval, and errorLimit decides how many consecutive errors are too many. read=False
@@ -265,36 +292,53 @@ class PrometheusProvider:
         session.mount("https://", adapter)
         # Neither `proxy=` (the client would replace the session's proxies, read above with it)
         # nor `disable_ssl=` (ignored with a session): both are the session's.
-        client = PrometheusConnect(
-            url=address, headers=self._headers, retry=retry, session=session, method="GET"
-        )
+        client = PrometheusConnect(url=address, headers=headers, retry=retry, session=session, method="GET")
         # PrometheusConnect mounts a fresh HTTPAdapter(max_retries=retry) of its own on the
         # address, which requests prefers (longest prefix) to ours: a second, default-sized
         # (10) connection pool per address. Mount ours back on it, so that every query to the
         # address, the client's and the grouped ones, shares the one pool sized for concurrency.
         session.mount(address, adapter)
-        return _Endpoint(session, client)
+        return _Endpoint(session, client, headers)
 
-    def address(self, config: PrometheusSource) -> str | None:
-        return config.address
+    def _ca_file(self, pem: bytes) -> str:
+        # requests verifies against a file, not bytes: one per CA bundle, removed on close().
+        # Called with the lock held.
+        handle = tempfile.NamedTemporaryFile(prefix="sluice-ca-", suffix=".pem", delete=False)  # noqa: SIM115
+        with handle:
+            handle.write(pem)
+        self._ca_files.append(handle.name)
+        return handle.name
 
-    def timeout_seconds(self, config: PrometheusSource) -> float:
-        return parse_duration(config.timeout).total_seconds()
+    def address(self, config: PrometheusSource | Bound) -> str | None:
+        source: PrometheusSource = unbind(config)[0]
+        return source.address
+
+    def timeout_seconds(self, config: PrometheusSource | Bound) -> float:
+        return parse_duration(unbind(config)[0].timeout).total_seconds()
+
+    def bind(self, config: PrometheusSource, namespace: str, secrets: SecretReader | None) -> Bound:
+        """The block with its headers, credentials and CA bundle read from `namespace`."""
+        return Bound(config, resolve(namespace, config.headers, config.auth, config.tls, secrets))
 
     def query(
-        self, config: PrometheusSource, address: str, query: str, timeout_seconds: float
+        self, config: PrometheusSource | Bound, address: str, query: str, timeout_seconds: float
     ) -> float | None:
-        return self.query_at(address, query, timeout_seconds)
+        return self.query_at(address, query, timeout_seconds, credentials=unbind(config)[1])
 
     def query_at(
-        self, address: str, promql: str, timeout_seconds: float, at: float | None = None
+        self,
+        address: str,
+        promql: str,
+        timeout_seconds: float,
+        at: float | None = None,
+        credentials: Credentials | None = None,
     ) -> float | None:
         """Query `address` directly (the sandbox and tools use this; the analysis goes through `query`).
 
         `at`: the evaluation time (Unix seconds); None: Prometheus' own now.
         """
         address = _checked(address)
-        client = self._endpoint(address).client
+        client = self._endpoint(address, credentials).client
         self._count()
         try:
             result = client.custom_query(
@@ -312,11 +356,11 @@ class PrometheusProvider:
         return _single_value(address, result)
 
     def query_series(
-        self, config: PrometheusSource, address: str, query: str, timeout_seconds: float, at: float
+        self, config: PrometheusSource | Bound, address: str, query: str, timeout_seconds: float, at: float
     ) -> list[Series]:
         """Every series of a grouped query at `at` (`GroupingProvider`)."""
         address = _checked(address)
-        data = self._post_query(address, query, timeout_seconds, at)
+        data = self._post_query(address, query, timeout_seconds, at, unbind(config)[1])
         if data.get("resultType") != "vector":
             kind = data.get("resultType")
             raise ProviderError(
@@ -334,7 +378,9 @@ class PrometheusProvider:
             series.append(({str(name): str(text) for name, text in labels.items()}, value))
         return series
 
-    def _post_query(self, address: str, promql: str, timeout_seconds: float, at: float) -> dict[str, Any]:
+    def _post_query(
+        self, address: str, promql: str, timeout_seconds: float, at: float, credentials: Credentials
+    ) -> dict[str, Any]:
         """/api/v1/query's `data` for a grouped query, sent on the address' session directly.
 
         The one query not sent through prometheus-api-client, which cannot do
@@ -354,13 +400,13 @@ class PrometheusProvider:
         Same session, connection pool, timeouts, headers, counting and error
         texts as the client's queries.
         """
-        session = self._session(address)
+        endpoint = self._endpoint(address, credentials)
         self._count()
         try:
-            response = session.post(
+            response = endpoint.session.post(
                 f"{address}/api/v1/query",
                 data={"query": promql, **_query_params(timeout_seconds, at)},
-                headers=self._headers,
+                headers=endpoint.headers,
                 timeout=timeout_seconds,
             )
         except requests.RequestException as err:
@@ -382,8 +428,12 @@ class PrometheusProvider:
     def close(self) -> None:
         with self._lock:
             endpoints, self._endpoints = list(self._endpoints.values()), {}
+            ca_files, self._ca_files = self._ca_files, []
         for endpoint in endpoints:
             endpoint.client.close()  # closes the address' session
+        for path in ca_files:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def _address_problem(address: str) -> str | None:

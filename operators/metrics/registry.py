@@ -12,8 +12,9 @@ from types import MappingProxyType
 
 from operators.metrics.base import MetricProvider
 from operators.metrics.prometheus import PrometheusProvider
+from operators.metrics.web import WebProvider
 
 PROVIDERS: Mapping[str, MetricProvider] = MappingProxyType(
-    {provider.field: provider for provider in (PrometheusProvider(),)}
+    {provider.field: provider for provider in (PrometheusProvider(), WebProvider())}
 )
 DEFAULT_PROVIDER = "prometheus"

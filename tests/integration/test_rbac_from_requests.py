@@ -2,10 +2,11 @@
 
 The real operator (kopf and all, leader election on, the SidecarSet webhook served) runs against the
 sandbox API server, which records every request. The test drives, all at once, what the operator
-does in practice: a release promoted by analysis against a real Prometheus, one rolled back by it, a
-release past the revision history limit (the oldest records pruned) and that Rollout's deletion, an
-Application rendering Rollouts (one component changed, one removed), and a SidecarSet whose sidecar a
-pod gets from the webhook and then a new image of in place.
+does in practice: a release promoted by analysis against a real Prometheus, one rolled back by it, one
+whose metric's credentials are read from a Secret, a release past the revision history limit (the
+oldest records pruned) and that Rollout's deletion, an Application rendering Rollouts (one component
+changed, one removed), and a SidecarSet whose sidecar a pod gets from the webhook and then a new
+image of in place.
 
 Every request with the operator's User-Agent (its own clients', kopf's, the Lease's) becomes the
 attributes kube-apiserver's authorizer sees (sluice_sandbox.authz). The rules the manifests bind to
@@ -166,6 +167,36 @@ def application_changed_and_shrunk(scene: scenarios.Scene) -> None:
     h.wait_object(application_key(ns, "shop"), running, TIMEOUT, "the Application to run again")
 
 
+def metric_secret_read(scene: scenarios.Scene) -> None:
+    """A release whose metric names a bearer token Secret: the operator reads it (Prometheus ignores it)."""
+    h, ns = scene.harness, scene.namespace
+    h.ensure_namespace(ns)
+    token = base64.b64encode(b"token").decode()
+    h.cluster.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "prom", "namespace": ns},
+            "data": {"t": token},
+        }
+    )
+    auth = {"bearerTokenSecretRef": {"name": "prom", "key": "t"}}
+    metric = {
+        "name": "zero",
+        "query": "vector(0)",
+        "prometheus": {"address": scene.prometheus_url, "timeout": "2s", "auth": auth},
+        "thresholdRange": {"max": 1},
+    }
+    analysis = {"interval": "2s", "metrics": [metric]}
+    first = scenarios.deploy_stable(
+        scene, scenarios.web_rollout(steps=[{"setWeight": 100}], analysis=analysis)
+    )
+    h.set_image(ns, "web", scene.images[1])
+    h.wait_rollout(
+        ns, "web", lambda r: scenarios.promoted(status_of(r), first), TIMEOUT, "the release to be promoted"
+    )
+
+
 def sidecar_injected_then_upgraded_in_place(
     scene: scenarios.Scene, sandbox: SandboxThread, webhook_port: int
 ) -> None:
@@ -275,8 +306,8 @@ def test_rbac_grants_exactly_what_the_operator_does(
             traffic=traffic,
         )
 
-    promoted, rolled_back, history, app, pods = (
-        scene(suffix) for suffix in ("promoted", "rolled-back", "history", "app", "pods")
+    promoted, rolled_back, history, app, pods, secret = (
+        scene(suffix) for suffix in ("promoted", "rolled-back", "history", "app", "pods", "secret")
     )
     # The second traffic provider's kind: its VirtualService watched, read and applied.
     istio = scene("istio", scenarios.ISTIO)
@@ -286,6 +317,7 @@ def test_rbac_grants_exactly_what_the_operator_does(
         lambda: history_pruned_then_deleted(history),
         lambda: application_changed_and_shrunk(app),
         lambda: sidecar_injected_then_upgraded_in_place(pods, sandbox_api, webhook_port),
+        lambda: metric_secret_read(secret),
         lambda: scenarios.deploy_stable(istio, scenarios.web_rollout(traffic=scenarios.ISTIO)),
     ]
     log = sandbox_api.requests
