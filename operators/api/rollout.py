@@ -239,10 +239,47 @@ class ThresholdRange(ApiModel):
         return self
 
 
+COMPARE_NEEDS_A_LIMIT = "compare needs maxIncrease, maxRatio or both"
+
+
+class Compare(ApiModel):
+    """Canary against stable: one query asked of both tracks, the canary judged by the stable's value.
+
+    Higher is worse (an error rate, a latency): the canary passes while its value
+    is at most the stable's plus maxIncrease and, when given, at most maxRatio
+    times the stable's.
+    """
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {"rule": "has(self.maxIncrease) || has(self.maxRatio)", "message": COMPARE_NEEDS_A_LIMIT}
+            ]
+        }
+    }
+
+    against: Literal["stable"] = Field(default="stable", description="The track to compare with.")
+    max_increase: float | None = Field(
+        default=None, ge=0, description="How much higher than the stable's the canary's value may be."
+    )
+    max_ratio: float | None = Field(
+        default=None, gt=0, description="How many times the stable's value the canary's may be at most."
+    )
+
+    @model_validator(mode="after")
+    def _a_limit(self) -> Compare:
+        if self.max_increase is None and self.max_ratio is None:
+            raise ValueError(COMPARE_NEEDS_A_LIMIT)
+        return self
+
+
 class NoDataPolicy(StrEnum):
     INCONCLUSIVE = "inconclusive"
     FAIL = "fail"
     PASS = "pass"
+
+
+VERDICT_NEEDED = "a metric needs thresholdRange, compare or both"
 
 
 class MetricBase(ApiModel):
@@ -253,14 +290,30 @@ class MetricBase(ApiModel):
     one is given, and none means the default provider with its defaults.
     """
 
-    model_config = {"json_schema_extra": {"oneOf": [{"required": ["query"]}, {"required": ["template"]}]}}
+    model_config = {
+        "json_schema_extra": {
+            "oneOf": [{"required": ["query"]}, {"required": ["template"]}],
+            "x-kubernetes-validations": [
+                {"rule": "has(self.thresholdRange) || has(self.compare)", "message": VERDICT_NEEDED}
+            ],
+        }
+    }
 
     name: str = Field(min_length=1)
     query: str | None = Field(default=None, description="The query as a sandboxed Jinja2 template.")
     template: str | None = Field(default=None, description="A built-in query template, instead of query.")
     args: dict[str, str] = Field(default_factory=dict, description="Extra template variables, as `args`.")
-    threshold_range: ThresholdRange
+    threshold_range: ThresholdRange | None = Field(
+        default=None, description="The canary's value must be inside it (optional with compare)."
+    )
+    compare: Compare | None = Field(
+        default=None, description="The canary's value judged against the stable's, by the same query."
+    )
     no_data: NoDataPolicy = NoDataPolicy.INCONCLUSIVE
+    dry_run: bool = Field(
+        default=False,
+        description="Evaluated and recorded (status, Events), but never gates the release or rolls it back.",
+    )
 
     @model_validator(mode="after")
     def _query_or_template(self) -> MetricBase:
@@ -270,6 +323,8 @@ class MetricBase(ApiModel):
         if len(given) > 1:
             names = ", ".join(provider.field for provider, _ in given)
             raise ValueError(f"metric {self.name!r} names more than one provider: {names}")
+        if self.threshold_range is None and self.compare is None:
+            raise ValueError(f"metric {self.name!r}: {VERDICT_NEEDED}")
         return self
 
     def source(self) -> tuple[MetricProvider, Any]:
@@ -298,6 +353,12 @@ class Analysis(ApiModel):
     inconclusive_limit: int = Field(default=3, ge=0)
     error_limit: int = Field(default=4, ge=0)
     min_checks_per_step: int = Field(default=1, ge=0)
+    min_requests: int | None = Field(
+        default=None,
+        ge=1,
+        description="A check whose canary served fewer requests (http_requests_total) in its window is "
+        "Inconclusive, never Passed.",
+    )
     metrics: list[Metric] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -521,6 +582,10 @@ class MetricResult(ApiModel):
     name: str
     outcome: Outcome
     value: float | None = None
+    stable_value: float | None = Field(default=None, description="The stable's value (compare metrics).")
+    dry_run: bool | None = Field(
+        default=None, description="True: a dry-run metric, recorded only, not counted in the check's outcome."
+    )
     message: str = ""
 
 
@@ -528,6 +593,9 @@ class Check(ApiModel):
     time: str
     outcome: Outcome
     metrics: list[MetricResult] = Field(default_factory=list)
+    canary_requests: float | None = Field(
+        default=None, description="Requests the canary served in the check's window (with minRequests)."
+    )
 
 
 class AnalysisStatus(ApiModel):
