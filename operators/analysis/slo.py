@@ -6,10 +6,11 @@ error ratio divided by the error budget (1 - objective); a burn rate of 1
 spends the budget exactly over the SLO period. The value is the LOWER of the
 burn rates over the long and the short window, so a threshold on it holds
 only while both windows burn: the long window says the spending is real, the
-short one that it is still going on. The workbook's page alert, 2% of a
-30-day budget in one hour, is ``thresholdRange: {max: 14.4}`` with the
-default windows (1h and 5m); its ticket alert, 10% in 3 days, is
-``{max: 1}`` with ``longWindow: 6h, shortWindow: 30m``.
+short one that it is still going on. With a 30-day SLO period, the workbook's
+page alerts are ``thresholdRange: {max: 14.4}`` with the default windows (1h
+and 5m: 2% of the budget in an hour) and ``{max: 6}`` with ``longWindow: 6h,
+shortWindow: 30m`` (5% in six hours); its ticket, ``{max: 1}`` with ``72h`` and
+``6h`` (10% in three days). Durations are Sluice's (ms, s, m, h).
 
 Requests and errors are read from ``http_requests_total`` (5xx are errors),
 as the other built-ins do. Either window without requests gives no data.
