@@ -10,15 +10,26 @@ import math
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from operators.analysis.check import request_counter, run_check, validate_metrics
 from operators.analysis.judging import compare_values, gating_outcome, judge, with_min_requests
 from operators.analysis.templates import QueryContext, QueryTemplateError, grouped_query, render_query
-from operators.api.rollout import Analysis, Check, Compare, Metric, MetricResult, Outcome
+from operators.api.rollout import (
+    COMPARE_NEEDS_A_LIMIT,
+    VERDICT_NEEDED,
+    Analysis,
+    Check,
+    Compare,
+    Metric,
+    MetricResult,
+    Outcome,
+)
 from operators.metrics.base import ProviderError
 from operators.rollout.verdicts import describe_check, dry_run_notes
 from tests.unit.test_analysis_check import NOW, FakeProvider, sources
+from tests.unit.test_sandbox_cel import REPO, causes, refusal, served, sluice_crd, write
 
 CONTEXT = QueryContext("shop", "web", "web-canary", "web", "c4n4ry", "30s", stable_revision="st4bl3")
 # A user's query per track, through the new `target` variable.
@@ -273,3 +284,37 @@ def test_slo_burn_rate_args_are_checked_with_clear_messages(args: dict[str, str]
     assert str(raised.value).startswith(f'metric "burn": {message}')
     # The same message stops the release before it starts.
     assert validate_metrics([burn(**args)], CONTEXT, sources(FakeProvider({})))[0] == str(raised.value)
+
+
+# ---- the API server (the CRD's CEL rules, in the sandbox) -----------------------------------------------
+
+
+def compare_example() -> dict[str, Any]:
+    return dict(yaml.safe_load((REPO / "examples" / "analysis" / "compare.yaml").read_text()))
+
+
+def test_the_api_server_refuses_a_metric_without_a_verdict_and_a_compare_without_a_limit() -> None:
+    rollouts = served(sluice_crd("Rollout"))
+    rollout = compare_example()
+    metrics = rollout["spec"]["strategy"]["canary"]["analysis"]["metrics"]
+    del metrics[0]["compare"]
+    metrics[1]["compare"] = {"against": "stable"}
+    assert causes(refusal(rollouts, rollout)) == [
+        (
+            "spec.strategy.canary.analysis.metrics[0]",
+            "FieldValueInvalid",
+            f'Invalid value: "object": {VERDICT_NEEDED}',
+        ),
+        (
+            "spec.strategy.canary.analysis.metrics[1].compare",
+            "FieldValueInvalid",
+            f'Invalid value: "object": {COMPARE_NEEDS_A_LIMIT}',
+        ),
+    ]
+    assert write(rollouts, compare_example())["spec"]["strategy"]["canary"]["analysis"]["metrics"][0][
+        "compare"
+    ] == {
+        "against": "stable",
+        "maxIncrease": 0.01,
+        "maxRatio": 1.5,
+    }
