@@ -13,7 +13,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from operators.analysis.check import request_counter, run_check, validate_metrics
+from operators.analysis.check import request_counter, run_check, start_check, validate_metrics
+from operators.analysis.fanin import QueryFanIn
 from operators.analysis.judging import compare_values, gating_outcome, judge, with_min_requests
 from operators.analysis.templates import QueryContext, QueryTemplateError, grouped_query, render_query
 from operators.api.rollout import (
@@ -29,7 +30,12 @@ from operators.api.rollout import (
 from operators.metrics.base import ProviderError
 from operators.rollout.verdicts import describe_check, dry_run_notes
 from tests.unit.test_analysis_check import NOW, FakeProvider, sources
+from tests.unit.test_fanin import GroupingFake, clocks, fanin
+from tests.unit.test_fanin import context as fanin_context
+from tests.unit.test_fanin import sources as fanin_sources
 from tests.unit.test_sandbox_cel import REPO, causes, refusal, served, sluice_crd, write
+
+__all__ = ["clocks", "fanin"]  # the fan-in's fixtures, from its tests
 
 CONTEXT = QueryContext("shop", "web", "web-canary", "web", "c4n4ry", "30s", stable_revision="st4bl3")
 # A user's query per track, through the new `target` variable.
@@ -318,3 +324,34 @@ def test_the_api_server_refuses_a_metric_without_a_verdict_and_a_compare_without
         "maxIncrease": 0.01,
         "maxRatio": 1.5,
     }
+
+
+# ---- the query fan-in -----------------------------------------------------------------------------
+
+
+def test_through_the_fanin_the_stable_and_the_request_count_cost_no_query_of_their_own(
+    fanin: QueryFanIn,
+) -> None:
+    provider = GroupingFake(
+        series={
+            ("shop", "a-canary"): 0.021,
+            ("shop", "a"): 0.019,
+            ("shop", "b-canary"): 0.2,
+            ("shop", "b"): 0.02,
+        }
+    )
+    compare = Metric(name="errors", template="request-error-rate", compare={"maxIncrease": 0.01})
+    src = fanin_sources(provider, fanin)
+    checks = [start_check([compare], fanin_context(rollout=r), src, NOW) for r in ("a", "b")]
+    fanin.flush()
+    assert len(provider.grouped) == 1 and provider.single == []  # two Rollouts, two tracks: one query
+    a, b = (check.result().metrics[0] for check in checks)
+    assert (a.outcome, a.value, a.stable_value) == (Outcome.PASSED, 0.021, 0.019)
+    assert (b.outcome, b.value, b.stable_value) == (Outcome.FAILED, 0.2, 0.02)
+
+    # minRequests: one more grouped query (request-count) for all of them.
+    provider.series = {("shop", "a-canary"): 12.0, ("shop", "a"): 300.0}
+    counted = start_check([compare], fanin_context(rollout="a"), src, NOW, min_requests=100)
+    fanin.flush()
+    assert len(provider.grouped) == 3 and provider.single == []
+    assert (counted.result().outcome, counted.result().canary_requests) == (Outcome.INCONCLUSIVE, 12.0)
