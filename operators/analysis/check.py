@@ -16,13 +16,29 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from operators.analysis.fanin import QueryFanIn
+from operators.analysis.judging import (
+    format_value,
+    gating_outcome,
+    judge,
+    with_min_requests,
+    without_request_count,
+)
 from operators.analysis.pool import query_pool
-from operators.analysis.templates import QueryContext, QueryTemplateError, grouped_query, render_query
-from operators.analysis.thresholds import combine, evaluate
+from operators.analysis.templates import (
+    CANARY_TRACK,
+    REQUEST_COUNT,
+    STABLE_TRACK,
+    QueryContext,
+    QueryTemplateError,
+    Track,
+    grouped_query,
+    render_query,
+)
 from operators.api.base import parse_duration
-from operators.api.rollout import Check, Metric, MetricResult, Outcome, ThresholdRange
+from operators.api.rollout import Check, Metric, MetricResult, Outcome
 from operators.foundation.clock import format_time
 from operators.metrics.base import (
     CredentialedProvider,
@@ -38,23 +54,8 @@ from operators.metrics.registry import PROVIDERS
 logger = logging.getLogger(__name__)
 
 NO_ADDRESS = "no address: set {field}.address on the metric or run the operator with --prometheus-url"
-NO_DATA = "no data"
 STOPPED = "analysis stopped before the query was answered"
-
-
-def format_value(value: float) -> str:
-    """Numbers as PromQL prints them: 0.31, 1.5e-05, +Inf."""
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return f"{value:.6g}"
-
-
-def _verdict(value: float, threshold: ThresholdRange) -> str:
-    if threshold.min is not None and value < threshold.min:
-        return f"{format_value(value)} < min {format_value(threshold.min)}"
-    if threshold.max is not None and value > threshold.max:
-        return f"{format_value(value)} > max {format_value(threshold.max)}"
-    return ""
+__all__ = ["format_value"]  # re-exported: tests and tools format values as the messages do
 
 
 def rfc3339(moment: datetime) -> str:
@@ -131,37 +132,50 @@ def query_timeout(configured: float, context: QueryContext) -> float:
 
 
 def _error(metric: Metric, message: str) -> MetricResult:
-    return MetricResult(name=metric.name, outcome=Outcome.ERROR, message=message)
-
-
-def _judge(metric: Metric, value: float | None) -> MetricResult:
-    outcome = evaluate(value, metric.threshold_range, metric.no_data)
-    if value is None or math.isnan(value):
-        # NaN cannot be stored in a Kubernetes status (JSON has no NaN): no data is None.
-        return MetricResult(name=metric.name, outcome=outcome, value=None, message=NO_DATA)
     return MetricResult(
-        name=metric.name, outcome=outcome, value=value, message=_verdict(value, metric.threshold_range)
+        name=metric.name, outcome=Outcome.ERROR, dry_run=metric.dry_run or None, message=message
     )
 
 
-def _judged(metric: Metric, answer: Future[float | None]) -> Future[MetricResult]:
-    """The metric's result once `answer` is in: a value judged, or the reason there is none."""
+def _problem(metric: Metric, answered: Future[float | None]) -> str | None:
+    """Why a finished query has no value (cancelled, refused, a provider's bug); None when it has one."""
+    if answered.cancelled():
+        return STOPPED
+    err = answered.exception()
+    if err is None:
+        return None
+    if isinstance(err, ProviderError):
+        return str(err)
+    # a provider bug must not take the whole check (or the operator) down
+    logger.error("metrics provider failed on metric %r", metric.name, exc_info=err)
+    return f"metrics provider failed: {type(err).__name__}"
+
+
+def _judged(
+    metric: Metric, answer: Future[float | None], stable: Future[float | None] | None = None
+) -> Future[MetricResult]:
+    """The metric's result once `answer` (and the `stable`'s, when it compares) is in: the values
+    judged, or the reason there are none."""
     result: Future[MetricResult] = Future()
+    answers = [answer] if stable is None else [answer, stable]
+    remaining = len(answers)
+    lock = threading.Lock()
 
-    def done(answered: Future[float | None]) -> None:
-        if answered.cancelled():
-            result.set_result(_error(metric, STOPPED))
-            return
-        err = answered.exception()
-        if err is None:
-            result.set_result(_judge(metric, answered.result()))
-        elif isinstance(err, ProviderError):
-            result.set_result(_error(metric, str(err)))
-        else:  # a provider bug must not take the whole check (or the operator) down
-            logger.error("metrics provider failed on metric %r", metric.name, exc_info=err)
-            result.set_result(_error(metric, f"metrics provider failed: {type(err).__name__}"))
+    def done(_: Future[float | None]) -> None:
+        nonlocal remaining
+        with lock:
+            remaining -= 1
+            if remaining:
+                return
+        problems = [(track, _problem(metric, a)) for track, a in zip(("", "stable: "), answers, strict=False)]
+        problem = next((f"{track}{p}" for track, p in problems if p is not None), None)
+        if problem is not None:
+            result.set_result(_error(metric, problem))
+        else:
+            result.set_result(judge(metric, answer.result(), stable.result() if stable else None))
 
-    answer.add_done_callback(done)
+    for each in answers:
+        each.add_done_callback(done)
     return result
 
 
@@ -171,15 +185,51 @@ def _finished(result: MetricResult) -> Future[MetricResult]:
     return future
 
 
+class _NotAsked(Exception):
+    """The query was not sent (it did not render, or its address is missing or refused): why."""
+
+
 def _unix(moment: datetime) -> float:
     """Seconds since the epoch; a naive datetime is taken to be UTC already (as `rfc3339` does)."""
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
-def _render(metric: Metric, context: QueryContext) -> str:
-    """The metric's rendered query; empty for a provider whose block says it all (`web`)."""
+def _render(metric: Metric, context: QueryContext, track: Track = CANARY_TRACK) -> str:
+    """The metric's rendered query for `track`; empty for a provider whose block says it all (`web`)."""
     provider, _ = metric.source()
-    return render_query(metric, context) if takes_query(provider) else ""
+    return render_query(metric, context, track) if takes_query(provider) else ""
+
+
+def _ask(
+    metric: Metric, context: QueryContext, sources: MetricSources, now: datetime, track: Track
+) -> Future[float | None]:
+    """The metric's value for `track`, to come; raises _NotAsked when the query cannot be sent.
+
+    Rendering (cached, in the template workers) and the address checks happen
+    here, in the caller's thread; only the query itself is waited for.
+    """
+    try:
+        query = _render(metric, context, track)
+        provider, config, address = sources.resolve(metric)
+    except (QueryTemplateError, ProviderError) as err:
+        raise _NotAsked(str(err)) from None
+    if not sources.allowed.allows(address):  # checked at validation too; never send one regardless
+        raise _NotAsked(sources.allowed.refusal(address))
+    try:  # after the address check: no Secret is read for a metric that may not be sent anywhere
+        config = sources.bind(provider, config, context.namespace)
+    except ProviderError as err:
+        raise _NotAsked(str(err)) from None
+    try:
+        timeout = query_timeout(provider.timeout_seconds(config), context)
+        if sources.fanin is not None and isinstance(provider, GroupingProvider):
+            # A compare metric's stable is one more member of the same batch: one query for both.
+            grouped = grouped_query(metric, context, track)  # None: no grouped form, a query of its own
+            if grouped is not None:
+                return sources.fanin.request(provider, config, address, grouped, timeout, _unix(now))
+        return query_pool().submit(provider.query, config, address, query, timeout)
+    except Exception as err:  # a provider's or the pool's failure is this metric's Error, never a crash
+        logger.exception("could not start the query of metric %r", metric.name)
+        raise _NotAsked(f"metrics provider failed: {type(err).__name__}") from None
 
 
 def start_metric(
@@ -187,52 +237,79 @@ def start_metric(
 ) -> Future[MetricResult]:
     """One metric's result, to come. Never fails: every problem becomes an Error result with its reason.
 
-    Rendering (cached, in the template workers) and the address checks happen
-    here, in the caller's thread; only the query itself is waited for.
+    A `compare` metric asks the same query of both tracks, at once.
     """
     try:
-        query = _render(metric, context)
-        provider, config, address = sources.resolve(metric)
-    except (QueryTemplateError, ProviderError) as err:
+        answer = _ask(metric, context, sources, now, CANARY_TRACK)
+        stable = _ask(metric, context, sources, now, STABLE_TRACK) if metric.compare is not None else None
+    except _NotAsked as err:
         return _finished(_error(metric, str(err)))
-    if not sources.allowed.allows(address):  # checked at validation too; never send one regardless
-        return _finished(_error(metric, sources.allowed.refusal(address)))
-    try:  # after the address check: no Secret is read for a metric that may not be sent anywhere
-        config = sources.bind(provider, config, context.namespace)
-    except ProviderError as err:
-        return _finished(_error(metric, str(err)))
+    return _judged(metric, answer, stable)
+
+
+def request_counter(metrics: Sequence[Metric]) -> Metric:
+    """What `analysis.minRequests` asks: the built-in `request-count` of the canary, of the
+    provider (and its block: address, credentials) of the analysis' first metric on a provider
+    that can run it (Prometheus), else the default provider's defaults."""
+    block: dict[str, object] = {}
+    for metric in metrics:
+        provider, config = metric.source()
+        if isinstance(provider, GroupingProvider):
+            block = {provider.field: config}
+            break
+    return Metric.model_validate(
+        {"name": "minRequests", "template": REQUEST_COUNT, "thresholdRange": {"min": 0}, **block}
+    )
+
+
+def _count_requests(
+    metrics: Sequence[Metric], context: QueryContext, sources: MetricSources, now: datetime
+) -> Future[float | None]:
+    """The canary's requests in the window, to come (failed with _NotAsked when it cannot be asked)."""
     try:
-        timeout = query_timeout(provider.timeout_seconds(config), context)
-        answer: Future[float | None] | None = None
-        if sources.fanin is not None and isinstance(provider, GroupingProvider):
-            grouped = grouped_query(metric, context)  # None: no grouped form, one query of its own
-            if grouped is not None:
-                answer = sources.fanin.request(provider, config, address, grouped, timeout, _unix(now))
-        if answer is None:
-            answer = query_pool().submit(provider.query, config, address, query, timeout)
-    except Exception as err:  # a provider's or the pool's failure is this metric's Error, never a crash
-        logger.exception("could not start the query of metric %r", metric.name)
-        return _finished(_error(metric, f"metrics provider failed: {type(err).__name__}"))
-    return _judged(metric, answer)
+        return _ask(request_counter(metrics), context, sources, now, CANARY_TRACK)
+    except _NotAsked as err:
+        failed: Future[float | None] = Future()
+        failed.set_exception(err)
+        return failed
 
 
 def start_check(
-    metrics: Sequence[Metric], context: QueryContext, sources: MetricSources, now: datetime
+    metrics: Sequence[Metric],
+    context: QueryContext,
+    sources: MetricSources,
+    now: datetime,
+    min_requests: int | None = None,
 ) -> Future[Check]:
     """Start querying every metric (at once); the future is the check at time `now`, once all answered.
 
     Never fails: a metric that cannot be queried is an Error result in the check.
+    With `min_requests`, the canary's requests are counted too (`judging.with_min_requests`).
+    Dry-run metrics are in the check's results, not in its outcome.
     """
     check: Future[Check] = Future()
     results = [start_metric(metric, context, sources, now) for metric in metrics]
-    remaining = len(results)
+    count = _count_requests(metrics, context, sources, now) if min_requests is not None else None
+    waiting: list[Future[Any]] = [*results, *([count] if count is not None else [])]
+    remaining = len(waiting)
     lock = threading.Lock()
 
     def finish() -> None:
         done = [future.result() for future in results]  # in spec order, whatever answered first
-        check.set_result(Check(time=rfc3339(now), outcome=combine(r.outcome for r in done), metrics=done))
+        seen = None
+        if count is not None and min_requests is not None:
+            problem = _problem(request_counter(metrics), count)
+            if problem is not None:
+                done = without_request_count(done, problem)
+            else:
+                seen = count.result()
+                seen = 0.0 if seen is None or math.isnan(seen) else seen  # no series: no requests
+                done = with_min_requests(done, seen, min_requests, context.interval)
+        check.set_result(
+            Check(time=rfc3339(now), outcome=gating_outcome(done), metrics=done, canary_requests=seen)
+        )
 
-    def one_done(_: Future[MetricResult]) -> None:
+    def one_done(_: Future[Any]) -> None:
         nonlocal remaining
         with lock:
             remaining -= 1
@@ -240,18 +317,22 @@ def start_check(
         if last:
             finish()
 
-    if not results:
+    if not waiting:
         finish()
-    for future in results:
+    for future in waiting:
         future.add_done_callback(one_done)
     return check
 
 
 def run_check(
-    metrics: Sequence[Metric], context: QueryContext, sources: MetricSources, now: datetime
+    metrics: Sequence[Metric],
+    context: QueryContext,
+    sources: MetricSources,
+    now: datetime,
+    min_requests: int | None = None,
 ) -> Check:
     """`start_check`, waited for (tests and tools; the operator never waits in a thread)."""
-    return start_check(metrics, context, sources, now).result()
+    return start_check(metrics, context, sources, now, min_requests).result()
 
 
 def validate_metrics(metrics: Sequence[Metric], context: QueryContext, sources: MetricSources) -> list[str]:
@@ -265,6 +346,8 @@ def validate_metrics(metrics: Sequence[Metric], context: QueryContext, sources: 
     for metric in metrics:
         try:
             _render(metric, context)
+            if metric.compare is not None:
+                _render(metric, context, STABLE_TRACK)
         except QueryTemplateError as err:
             problems.append(str(err))
         refused = sources.problem(metric)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from operators.analysis.slo import SloArgsError, burn_rate_query, slo_args
 from operators.api.base import parse_duration
 from operators.api.rollout import Metric
 from operators.templating import renderer
@@ -25,14 +26,19 @@ from operators.templating.sandbox import TemplateProblem, Wording
 VARIABLES = (
     "namespace",
     "rollout.name",
+    "target.service",
+    "target.revision",
+    "target.track",
     "canary.service",
     "canary.revision",
     "stable.service",
+    "stable.revision",
     "interval",
     "args.<name>",
 )
 
-_CANARY = 'namespace="{{ namespace }}",service="{{ canary.service }}"'
+# `target` is the track being asked: the canary, or the stable when a metric compares with it.
+_CANARY = 'namespace="{{ namespace }}",service="{{ target.service }}"'
 
 _ERROR_RATE = f"""\
 (
@@ -51,9 +57,15 @@ histogram_quantile(0.99, sum by (le) (
 # 5xx series on their first error: without `or vector(0)` a perfectly healthy
 # canary would have "no data". No traffic at all still gives no data (an empty
 # denominator), which is the truth.
+# The requests a track served in the check's window: what `analysis.minRequests` counts.
+REQUEST_COUNT = "request-count"
+_REQUEST_COUNT = f"sum(increase(http_requests_total{{{_CANARY}}}[{{{{ interval }}}}]))"
+
 BUILTIN_TEMPLATES: Mapping[str, str] = {
     "request-error-rate": _ERROR_RATE,
     "request-duration-p99": _DURATION_P99,
+    REQUEST_COUNT: _REQUEST_COUNT,
+    "slo-burn-rate": burn_rate_query(_CANARY),
 }
 
 # --- grouped forms (query fan-in) -------------------------------------------------------------
@@ -88,6 +100,10 @@ histogram_quantile(0.99, sum by ({_GROUP_BY}, le) (
   rate(http_request_duration_seconds_bucket{{{_BATCH}}}[{{{{ interval }}}}])
 ))"""
 
+_GROUPED_REQUEST_COUNT = (
+    f"sum by ({_GROUP_BY}) (increase(http_requests_total{{{_BATCH}}}[{{{{ interval }}}}]))"
+)
+
 
 @dataclass(frozen=True)
 class GroupedTemplate:
@@ -104,7 +120,8 @@ class GroupedTemplate:
     pick: Mapping[str, str]
 
 
-_CANARY_SERIES = {"namespace": "namespace", "service": "canary.service"}
+# The asked track's series: a compare metric's stable is one more member of the same batch.
+_CANARY_SERIES = {"namespace": "namespace", "service": "target.service"}
 
 # Only our built-ins have grouped forms. A user's inline `query:` stays one
 # query per Rollout: we cannot know which labels tell its Rollouts apart, nor
@@ -112,6 +129,8 @@ _CANARY_SERIES = {"namespace": "namespace", "service": "canary.service"}
 GROUPED_TEMPLATES: Mapping[str, GroupedTemplate] = {
     "request-error-rate": GroupedTemplate(_GROUPED_ERROR_RATE, _CANARY_SERIES),
     "request-duration-p99": GroupedTemplate(_GROUPED_DURATION_P99, _CANARY_SERIES),
+    REQUEST_COUNT: GroupedTemplate(_GROUPED_REQUEST_COUNT, _CANARY_SERIES),
+    "slo-burn-rate": GroupedTemplate(burn_rate_query(_BATCH, f" by ({_GROUP_BY}) "), _CANARY_SERIES),
 }
 GROUPED_VARIABLES = ("interval", "args.<name>", "batch.<label>")
 
@@ -169,6 +188,16 @@ class QueryContext:
     stable_service: str
     canary_revision: str
     interval: str
+    stable_revision: str = ""
+
+
+# Which track a query is rendered for: `target.*` in templates.
+Track = Literal["canary", "stable"]
+CANARY_TRACK: Track = "canary"
+STABLE_TRACK: Track = "stable"
+
+# Built-in templates whose args are checked (and completed with defaults) before rendering.
+_BUILTIN_ARGS = {"slo-burn-rate": slo_args}
 
 
 QUERY = TemplateKind(Wording(subject="query", template="query template"), MAX_QUERY_LENGTH)
@@ -184,19 +213,33 @@ def promql_range(duration: str) -> str:
     return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
 
 
-def _variables(metric: Metric, context: QueryContext) -> dict[str, Any]:
+def _args(metric: Metric) -> dict[str, str]:
+    """The metric's args; a built-in's checked and completed with its defaults (QueryTemplateError)."""
+    check = _BUILTIN_ARGS.get(metric.template or "") if metric.query is None else None
+    if check is None:
+        return dict(metric.args)
+    try:
+        return check(metric.args)
+    except SloArgsError as err:
+        raise QueryTemplateError(f'metric "{metric.name}": {err}') from None
+
+
+def _variables(metric: Metric, context: QueryContext, track: Track = CANARY_TRACK) -> dict[str, Any]:
     """Plain data; each mapping becomes a Namespace (``canary.servce`` is reported by name) in the worker."""
     try:
         interval = promql_range(context.interval)
     except ValueError:
         interval = context.interval  # already a PromQL range we do not parse, e.g. "1d"
+    canary = {"service": context.canary_service, "revision": context.canary_revision}
+    stable = {"service": context.stable_service, "revision": context.stable_revision}
     return {
         "namespace": context.namespace,
         "rollout": {"name": context.rollout_name},
-        "canary": {"service": context.canary_service, "revision": context.canary_revision},
-        "stable": {"service": context.stable_service},
+        "target": {**(stable if track == STABLE_TRACK else canary), "track": track},
+        "canary": canary,
+        "stable": stable,
         "interval": interval,
-        "args": dict(metric.args),
+        "args": _args(metric),
     }
 
 
@@ -212,11 +255,11 @@ def _source(metric: Metric) -> str:
     return BUILTIN_TEMPLATES[template]
 
 
-def render_query(metric: Metric, context: QueryContext) -> str:
-    """The metric's PromQL for this canary; raises QueryTemplateError on any problem."""
+def render_query(metric: Metric, context: QueryContext, track: Track = CANARY_TRACK) -> str:
+    """The metric's PromQL for this canary (or `track`); raises QueryTemplateError on any problem."""
     prefix = f'metric "{metric.name}"'
     try:
-        query = renderer.render(QUERY, _source(metric), VARIABLES, _variables(metric, context))
+        query = renderer.render(QUERY, _source(metric), VARIABLES, _variables(metric, context, track))
     except TemplateProblem as problem:
         raise QueryTemplateError(f"{prefix}: {problem}") from None
     if not query:
@@ -231,7 +274,7 @@ def _lookup(variables: Mapping[str, Any], path: str) -> str:
     return str(value)
 
 
-def grouped_query(metric: Metric, context: QueryContext) -> GroupedQuery | None:
+def grouped_query(metric: Metric, context: QueryContext, track: Track = CANARY_TRACK) -> GroupedQuery | None:
     """The metric's grouped form for this canary, or None when it has none (then: one query per Rollout).
 
     None too when the grouped form does not render (it cannot, for our built-ins:
@@ -240,7 +283,10 @@ def grouped_query(metric: Metric, context: QueryContext) -> GroupedQuery | None:
     grouped = GROUPED_TEMPLATES.get(metric.template or "") if metric.query is None else None
     if grouped is None:
         return None
-    variables = _variables(metric, context)
+    try:
+        variables = _variables(metric, context, track)
+    except QueryTemplateError:
+        return None
     labels = tuple(grouped.pick)
     values = {
         "interval": variables["interval"],

@@ -23,6 +23,11 @@ def is_no_data(value: float | None) -> bool:
     return value is None or math.isnan(value)
 
 
+def no_data_outcome(no_data: NoDataPolicy) -> Outcome:
+    """What a metric's noData policy makes of no data."""
+    return _NO_DATA_OUTCOME[no_data]
+
+
 def evaluate(value: float | None, threshold: ThresholdRange, no_data: NoDataPolicy) -> Outcome:
     """Passed inside [min, max] (inclusive), Failed outside; no data follows the metric's policy."""
     if value is None or math.isnan(value):

@@ -56,6 +56,7 @@ class AnalysisDefaults(ApiModel):
     inconclusive_limit: int | None = Field(default=None, ge=0)
     error_limit: int | None = Field(default=None, ge=0)
     min_checks_per_step: int | None = Field(default=None, ge=0)
+    min_requests: int | None = Field(default=None, ge=1)
     metrics: list[Metric] | None = Field(default=None, min_length=1)
 
 

@@ -239,6 +239,40 @@ class ThresholdRange(ApiModel):
         return self
 
 
+COMPARE_NEEDS_A_LIMIT = "compare needs maxIncrease, maxRatio or both"
+
+
+class Compare(ApiModel):
+    """Canary against stable: one query asked of both tracks, the canary judged by the stable's value.
+
+    Higher is worse (an error rate, a latency): the canary passes while its value
+    is at most the stable's plus maxIncrease and, when given, at most maxRatio
+    times the stable's.
+    """
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {"rule": "has(self.maxIncrease) || has(self.maxRatio)", "message": COMPARE_NEEDS_A_LIMIT}
+            ]
+        }
+    }
+
+    against: Literal["stable"] = Field(default="stable", description="The track to compare with.")
+    max_increase: float | None = Field(
+        default=None, ge=0, description="How much higher than the stable's the canary's value may be."
+    )
+    max_ratio: float | None = Field(
+        default=None, gt=0, description="How many times the stable's value the canary's may be at most."
+    )
+
+    @model_validator(mode="after")
+    def _a_limit(self) -> Compare:
+        if self.max_increase is None and self.max_ratio is None:
+            raise ValueError(COMPARE_NEEDS_A_LIMIT)
+        return self
+
+
 class NoDataPolicy(StrEnum):
     INCONCLUSIVE = "inconclusive"
     FAIL = "fail"
@@ -252,6 +286,8 @@ _METRIC_SOURCES: list[Any] = [
     *[{"required": [field]} for field, p in METRIC_PROVIDERS.items() if not takes_query(p)],
 ]
 
+VERDICT_NEEDED = "a metric needs thresholdRange, compare or both"
+
 
 class MetricBase(ApiModel):
     """One health check: a Jinja2 `query`, or a built-in `template` with `args`, asked of one provider.
@@ -261,14 +297,30 @@ class MetricBase(ApiModel):
     one is given, and none means the default provider with its defaults.
     """
 
-    model_config = {"json_schema_extra": {"oneOf": _METRIC_SOURCES}}
+    model_config = {
+        "json_schema_extra": {
+            "oneOf": _METRIC_SOURCES,
+            "x-kubernetes-validations": [
+                {"rule": "has(self.thresholdRange) || has(self.compare)", "message": VERDICT_NEEDED}
+            ],
+        }
+    }
 
     name: str = Field(min_length=1)
     query: str | None = Field(default=None, description="The query as a sandboxed Jinja2 template.")
     template: str | None = Field(default=None, description="A built-in query template, instead of query.")
     args: dict[str, str] = Field(default_factory=dict, description="Extra template variables, as `args`.")
-    threshold_range: ThresholdRange
+    threshold_range: ThresholdRange | None = Field(
+        default=None, description="The canary's value must be inside it (optional with compare)."
+    )
+    compare: Compare | None = Field(
+        default=None, description="The canary's value judged against the stable's, by the same query."
+    )
     no_data: NoDataPolicy = NoDataPolicy.INCONCLUSIVE
+    dry_run: bool = Field(
+        default=False,
+        description="Evaluated and recorded (status, Events), but never gates the release or rolls it back.",
+    )
 
     @model_validator(mode="after")
     def _query_or_template(self) -> MetricBase:
@@ -276,11 +328,15 @@ class MetricBase(ApiModel):
         queryless = [p.field for p, _ in given if not takes_query(p)]
         if queryless and (self.query is not None or self.template is not None):
             raise ValueError(f"metric {self.name!r}: a {queryless[0]} metric takes no query or template")
+        if queryless and self.compare is not None:  # one answer, whatever the track: nothing to compare
+            raise ValueError(f"metric {self.name!r}: a {queryless[0]} metric cannot compare against stable")
         if not queryless and (self.query is None) == (self.template is None):
             raise ValueError(f"metric {self.name!r} needs exactly one of query or template")
         if len(given) > 1:
             names = ", ".join(provider.field for provider, _ in given)
             raise ValueError(f"metric {self.name!r} names more than one provider: {names}")
+        if self.threshold_range is None and self.compare is None:
+            raise ValueError(f"metric {self.name!r}: {VERDICT_NEEDED}")
         return self
 
     def source(self) -> tuple[MetricProvider, Any]:
@@ -309,6 +365,12 @@ class Analysis(ApiModel):
     inconclusive_limit: int = Field(default=3, ge=0)
     error_limit: int = Field(default=4, ge=0)
     min_checks_per_step: int = Field(default=1, ge=0)
+    min_requests: int | None = Field(
+        default=None,
+        ge=1,
+        description="A check whose canary served fewer requests (http_requests_total) in its window is "
+        "Inconclusive, never Passed.",
+    )
     metrics: list[Metric] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -532,6 +594,10 @@ class MetricResult(ApiModel):
     name: str
     outcome: Outcome
     value: float | None = None
+    stable_value: float | None = Field(default=None, description="The stable's value (compare metrics).")
+    dry_run: bool | None = Field(
+        default=None, description="True: a dry-run metric, recorded only, not counted in the check's outcome."
+    )
     message: str = ""
 
 
@@ -539,6 +605,9 @@ class Check(ApiModel):
     time: str
     outcome: Outcome
     metrics: list[MetricResult] = Field(default_factory=list)
+    canary_requests: float | None = Field(
+        default=None, description="Requests the canary served in the check's window (with minRequests)."
+    )
 
 
 class AnalysisStatus(ApiModel):

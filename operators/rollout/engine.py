@@ -648,6 +648,8 @@ class _Reconciliation:
         if not _analysing(self.spec, self.before) or self._measured_another_weight(check):
             return False
         self.s.analysis = verdicts.record_check(self.s.analysis, check)
+        for note in verdicts.dry_run_notes(check):
+            self._event("Warning", verdicts.DRY_RUN_REASON, note)
         if verdicts.verdict(self.analysis, self.s.analysis) == verdicts.Verdict.ROLLBACK:
             self._rollback(verdicts.verdict_reason(self.analysis, self.s.analysis))
             return True

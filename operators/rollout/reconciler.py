@@ -128,9 +128,9 @@ class RolloutReconciler:
         check = None
         if analysis and not problems:
             due = engine.analysis_due(spec, status, now)
-            metrics = analysis.metrics
+            metrics, min_requests = analysis.metrics, analysis.min_requests
             check = self.checks.collect_or_start(
-                (namespace, name), due, lambda: start_check(metrics, context, self.metrics, now)
+                (namespace, name), due, lambda: start_check(metrics, context, self.metrics, now, min_requests)
             )
         observed = engine.Observed(
             ref=ref,
@@ -305,6 +305,7 @@ class RolloutReconciler:
             canary_service=service_name(ref, spec, CANARY),
             stable_service=service_name(ref, spec, STABLE),
             canary_revision=status.canary_revision or revision,
+            stable_revision=status.stable_revision or "",
             interval=analysis.interval if analysis else "60s",
         )
 

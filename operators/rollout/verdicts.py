@@ -67,15 +67,30 @@ def verdict_reason(analysis: Analysis, status: AnalysisStatus) -> str:
 
 
 def describe_check(check: Check) -> str:
-    """``error-rate=0.31 Failed (0.31 > max 0.01)``, one clause per metric."""
+    """``error-rate=0.31 Failed (0.31 > max 0.01)``, one clause per metric; dry-run ones say so."""
     parts = []
     for metric in check.metrics:
         value = "n/a" if metric.value is None else f"{metric.value:.6g}"
         clause = f"{metric.name}={value} {metric.outcome.value}"
+        if metric.dry_run:
+            clause += " [dry run]"
         if metric.message:
             clause += f" ({metric.message})"
         parts.append(clause)
     return "; ".join(parts) or check.outcome.value
+
+
+DRY_RUN_REASON = "DryRunMetric"
+
+
+def dry_run_notes(check: Check) -> list[str]:
+    """An Event's message for each dry-run metric that would have held or failed the release."""
+    return [
+        f"dry-run metric {metric.name} {metric.outcome.value} (not gating): "
+        + describe_check(Check(time=check.time, outcome=metric.outcome, metrics=[metric]))
+        for metric in check.metrics
+        if metric.dry_run and metric.outcome != Outcome.PASSED
+    ]
 
 
 def gate_open(analysis: Analysis | None, status: AnalysisStatus) -> bool:

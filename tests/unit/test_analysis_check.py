@@ -160,7 +160,8 @@ def test_template_error_is_an_error_and_queries_nothing_for_that_metric() -> Non
     assert check.outcome is Outcome.ERROR
     assert check.metrics[0].message == (
         "metric \"bad\": query uses undefined variable 'canry' (variables: namespace, rollout.name, "
-        "canary.service, canary.revision, stable.service, interval, args.<name>)"
+        "target.service, target.revision, target.track, canary.service, canary.revision, stable.service, "
+        "stable.revision, interval, args.<name>)"
     )
     assert check.metrics[1].outcome is Outcome.PASSED
     assert [call[1] for call in provider.calls] == ["ok"]

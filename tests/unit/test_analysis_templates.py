@@ -80,7 +80,12 @@ def test_builtin_duration_p99() -> None:
 
 
 def test_builtins_exported() -> None:
-    assert set(BUILTIN_TEMPLATES) == {"request-error-rate", "request-duration-p99"}
+    assert set(BUILTIN_TEMPLATES) == {
+        "request-error-rate",
+        "request-duration-p99",
+        "request-count",
+        "slo-burn-rate",
+    }
 
 
 @pytest.mark.parametrize(

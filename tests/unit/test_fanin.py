@@ -171,7 +171,7 @@ def promql_regex(query: str, label: str) -> str:
 def test_every_builtin_with_a_grouped_form_renders_it_without_a_rollouts_identity() -> None:
     assert set(GROUPED_TEMPLATES) == set(BUILTIN_TEMPLATES)
     for name in GROUPED_TEMPLATES:
-        metric = Metric(name="m", template=name, threshold_range={"max": 1})
+        metric = Metric(name="m", template=name, args={"objective": "0.999"}, threshold_range={"max": 1})
         one = grouped_query(metric, context("shop", "web"))
         other = grouped_query(metric, context("billing", "api"))
         assert one is not None and other is not None
