@@ -215,6 +215,8 @@ def _source(metric: Metric) -> str:
 def render_query(metric: Metric, context: QueryContext) -> str:
     """The metric's PromQL for this canary; raises QueryTemplateError on any problem."""
     prefix = f'metric "{metric.name}"'
+    if metric.template is not None and metric.query is not None:
+        prefix += f' (template "{metric.template}")'  # a user's template, expanded: name it too
     try:
         query = renderer.render(QUERY, _source(metric), VARIABLES, _variables(metric, context))
     except TemplateProblem as problem:
