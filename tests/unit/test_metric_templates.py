@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from operators.analysis.check import MetricSources, validate_metrics
@@ -21,9 +23,13 @@ from operators.analysis.templates import QueryContext, QueryTemplateError, group
 from operators.api.crdgen import build_crd
 from operators.api.metrictemplate import MetricTemplateSpec
 from operators.api.resources import CLUSTER_METRIC_TEMPLATE, METRIC_TEMPLATE
-from operators.api.rollout import Metric
+from operators.api.rollout import Metric, RolloutSpec
+from operators.metrics.hosts import AllowedHosts
 from operators.metrics.registry import PROVIDERS
+from tests.unit.test_examples import schema_validator
 
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "analysis" / "metric-template.yaml"
+RESOURCE_OF = {"MetricTemplate": METRIC_TEMPLATE, "ClusterMetricTemplate": CLUSTER_METRIC_TEMPLATE}
 CONTEXT = QueryContext("shop", "web", "web-canary", "web", "abc123", "30s")
 ERRORS = 'sum(rate(errors_total{service="{{ canary.service }}",code=~"{{ args.codes }}"}[{{ interval }}]))'
 
@@ -214,3 +220,27 @@ def test_crd_identity(resource: Any, scope: str, kind: str) -> None:
     columns = {c["name"]: c for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]}
     assert columns["Prometheus"]["jsonPath"] == ".spec.prometheus.address"
     assert columns["Query"]["priority"] == 1 and "Age" in columns
+
+
+def test_the_examples_templates_are_valid_and_their_rollout_finds_them() -> None:
+    documents = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
+    templates = [d for d in documents if d["kind"] in ("MetricTemplate", "ClusterMetricTemplate")]
+    (rollout,) = [d for d in documents if d["kind"] == "Rollout"]
+    for body in templates:
+        for error in schema_validator(RESOURCE_OF[body["kind"]]).iter_errors(body):
+            pytest.fail(f"{body['metadata']['name']}: {error.message}")
+    known = TemplateCatalog.of(
+        [
+            {**d, "metadata": {**d["metadata"], "namespace": "shop"}}
+            for d in templates
+            if d["kind"] == "MetricTemplate"
+        ],
+        [d for d in templates if d["kind"] == "ClusterMetricTemplate"],
+    )
+    spec = RolloutSpec.model_validate(rollout["spec"])
+    assert spec.strategy.canary is not None and spec.strategy.canary.analysis is not None
+    expanded, problems = expand_all(spec.strategy.canary.analysis.metrics, "shop", known)
+    assert not problems and len(expanded) == 3
+    assert not validate_metrics(
+        expanded, CONTEXT, MetricSources(allowed=AllowedHosts.of(["http://prometheus.monitoring:9090"], []))
+    )
