@@ -8,6 +8,8 @@ real Prometheus scraped of them. One step at 50%, checked every 3s: lean.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -151,8 +153,11 @@ def test_a_cluster_template_serves_every_namespace_but_one_that_shadows_it(
         scene.harness.cluster.delete(template_key("ClusterMetricTemplate", name))
 
 
-def test_a_missing_template_deploys_nothing_until_it_exists(scene: Scene) -> None:
+def test_a_missing_template_deploys_nothing_until_it_exists(
+    sandbox: Sandbox, scene: Scene, caplog: pytest.LogCaptureFixture
+) -> None:
     h, ns = scene.harness, scene.namespace
+    done_pass = f"Rollout {ns}/{NAME}: pass done"
     body = templated_rollout("team-errors")
     body["spec"]["template"]["spec"]["containers"][0]["image"] = scene.images[0]
     h.apply_rollout(ns, body)
@@ -176,6 +181,25 @@ def test_a_missing_template_deploys_nothing_until_it_exists(scene: Scene) -> Non
     h.wait_rollout(
         ns, NAME, lambda r: status_of(r).get("phase") == "Healthy", RELEASE_TIMEOUT, "the first revision"
     )
+    h.wait(  # the pass that reports Healthy posts its Event after the status: let it land first
+        lambda: h.events(ns, NAME),
+        lambda events: any(e.get("reason") == "Healthy" for e in events),
+        RELEASE_TIMEOUT,
+        "the Healthy Event",
+    )
+
+    # Templates come from the watch cache: a pass that finds nothing to do asks for nothing.
+    caplog.set_level(logging.DEBUG, logger="operators.rollout.reconciler")
+    woken_at, since = time.time(), time.monotonic()
+    h.patch_rollout(ns, NAME, {"metadata": {"annotations": {"example.com/note": "nothing to do"}}})
+    h.wait(
+        lambda: [r for r in caplog.records if r.created >= woken_at and r.getMessage().startswith(done_pass)],
+        bool,
+        RELEASE_TIMEOUT,
+        "the annotation to wake the Rollout's loop",
+    )
+    asked = sandbox.requests.snapshot(user_agent="sluice-operator", since=since)
+    assert [f"{r.method} {r.path}" for r in asked if not r.is_watch] == []
 
 
 @pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
