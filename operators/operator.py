@@ -38,6 +38,7 @@ from operators.foundation.leadership import (
 from operators.foundation.loop import GATE_KEY, Gate
 from operators.foundation.shard import Shard
 from operators.handlers import applications as application_handlers
+from operators.handlers import metrictemplates as template_handlers
 from operators.handlers import rollouts as handlers
 from operators.handlers import sidecarsets as sidecarset_handlers
 from operators.handlers.context import OperatorContext
@@ -115,6 +116,7 @@ def watched_kinds() -> list[Watched]:
             *handlers.ROLLOUTS.watched(),
             *application_handlers.APPLICATIONS.watched(),
             *sidecarset_handlers.WATCHED,
+            *template_handlers.WATCHED,
         )
     }
     # Objects another kind owns without a watch of their own (an Application's Rollouts) are
@@ -258,6 +260,7 @@ async def run_operator(
     handlers.register(registry)
     application_handlers.register(registry)
     sidecarset_handlers.register(registry, webhook=options.webhook is not None)
+    template_handlers.register(registry)
     # Every replica serves the webhook and publishes its CA, leader or not: not through the fence.
     webhook_server = build_server(options.webhook, Cluster(api)) if options.webhook else None
 

@@ -258,6 +258,8 @@ def _source(metric: Metric) -> str:
 def render_query(metric: Metric, context: QueryContext, track: Track = CANARY_TRACK) -> str:
     """The metric's PromQL for this canary (or `track`); raises QueryTemplateError on any problem."""
     prefix = f'metric "{metric.name}"'
+    if metric.template is not None and metric.query is not None:
+        prefix += f' (template "{metric.template}")'  # a user's template, expanded: name it too
     try:
         query = renderer.render(QUERY, _source(metric), VARIABLES, _variables(metric, context, track))
     except TemplateProblem as problem:

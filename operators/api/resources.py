@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from operators.api import application, rollout, sidecarset
+from operators.api import application, metrictemplate, rollout, sidecarset
 from operators.api.base import CATEGORY, GROUP
 
 Scope = Literal["Namespaced", "Cluster"]
@@ -167,5 +167,52 @@ SIDECARSET = ResourceType(
     ),
 )
 
+# What `kubectl get` shows of a metric template: where it asks (one column per provider that
+# names an address), its query with -o wide, and its age.
+_TEMPLATE_COLUMNS = (
+    *(
+        PrinterColumn(name, "string", path, f"Where the {name} block asks; empty: the operator's default.")
+        for name, path in metrictemplate.address_columns()
+    ),
+    PrinterColumn("Query", "string", ".spec.query", "The query template.", 1),
+    AGE,
+)
+
+METRIC_TEMPLATE = ResourceType(
+    kind=metrictemplate.KIND,
+    plural=metrictemplate.PLURAL,
+    singular=metrictemplate.SINGULAR,
+    scope="Namespaced",
+    spec_model=metrictemplate.MetricTemplateSpec,
+    status_model=metrictemplate.MetricTemplateStatus,
+    description=(
+        "A MetricTemplate is a metric written once for a namespace: a query, default args and "
+        "a provider, named by the metrics of its Rollouts with `template: NAME`."
+    ),
+    short_names=tuple(metrictemplate.SHORT_NAMES),
+    printer_columns=_TEMPLATE_COLUMNS,
+)
+
+CLUSTER_METRIC_TEMPLATE = ResourceType(
+    kind=metrictemplate.CLUSTER_KIND,
+    plural=metrictemplate.CLUSTER_PLURAL,
+    singular=metrictemplate.CLUSTER_SINGULAR,
+    scope="Cluster",
+    spec_model=metrictemplate.MetricTemplateSpec,
+    status_model=metrictemplate.MetricTemplateStatus,
+    description=(
+        "A ClusterMetricTemplate is a metric written once for every namespace: what a "
+        "MetricTemplate is, used when the Rollout's namespace has no MetricTemplate of that name."
+    ),
+    short_names=tuple(metrictemplate.CLUSTER_SHORT_NAMES),
+    printer_columns=_TEMPLATE_COLUMNS,
+)
+
 # Every resource the operators serve, in the order `sluice crds` writes them.
-RESOURCES: tuple[ResourceType, ...] = (ROLLOUT, APPLICATION, SIDECARSET)
+RESOURCES: tuple[ResourceType, ...] = (
+    ROLLOUT,
+    APPLICATION,
+    SIDECARSET,
+    METRIC_TEMPLATE,
+    CLUSTER_METRIC_TEMPLATE,
+)

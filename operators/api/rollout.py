@@ -308,7 +308,11 @@ class MetricBase(ApiModel):
 
     name: str = Field(min_length=1)
     query: str | None = Field(default=None, description="The query as a sandboxed Jinja2 template.")
-    template: str | None = Field(default=None, description="A built-in query template, instead of query.")
+    template: str | None = Field(
+        default=None,
+        description="Instead of query: a MetricTemplate in the Rollout's namespace, else a "
+        "ClusterMetricTemplate, else a built-in template, of this name.",
+    )
     args: dict[str, str] = Field(default_factory=dict, description="Extra template variables, as `args`.")
     threshold_range: ThresholdRange | None = Field(
         default=None, description="The canary's value must be inside it (optional with compare)."

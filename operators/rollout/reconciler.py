@@ -40,6 +40,7 @@ from operators.rollout.inventory import (
     stable_service_key,
     workload_key,
 )
+from operators.rollout.metric_templates import with_templates
 from operators.rollout.ownership import CANARY, ROLLOUT_LABEL, STABLE, is_owned_by
 from operators.rollout.render import pod_template_revision, service_name
 from operators.rollout.revisions import API_VERSION as REVISION_API_VERSION
@@ -124,11 +125,15 @@ class RolloutReconciler:
         revision = effective.revision or pod_template_revision(effective_template)
         context = self._query_context(ref, spec, status, revision)
         analysis = analysis_of(spec, status)
-        problems = validate_metrics(analysis.metrics, context, self.metrics) if analysis else []
+        # Templates are resolved now: a check started below keeps them, a changed one is the next's.
+        metrics, problems = (
+            with_templates(self.cluster, namespace, analysis.metrics) if analysis else ([], [])
+        )
+        problems += validate_metrics(metrics, context, self.metrics)
         check = None
         if analysis and not problems:
             due = engine.analysis_due(spec, status, now)
-            metrics, min_requests = analysis.metrics, analysis.min_requests
+            min_requests = analysis.min_requests
             check = self.checks.collect_or_start(
                 (namespace, name), due, lambda: start_check(metrics, context, self.metrics, now, min_requests)
             )

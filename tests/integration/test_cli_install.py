@@ -111,8 +111,10 @@ def test_install_applies_every_object_and_returns_once_the_operator_is_available
     assert operator["status"]["availableReplicas"] == operator["status"]["updatedReplicas"] == 2
     lines = progress_lines(err)
     assert len(lines) == len(install_objects()), err
-    assert lines[:4] == [
+    assert lines[:6] == [
         "crd applications.sluice.dev ... established",
+        "crd clustermetrictemplates.sluice.dev ... established",
+        "crd metrictemplates.sluice.dev ... established",
         "crd rollouts.sluice.dev ... established",
         "crd sidecarsets.sluice.dev ... established",
         "namespace sluice-system ... active",
@@ -235,8 +237,10 @@ def test_uninstall_removes_everything_but_the_crds_and_they_go_only_with_crds(
     assert code == 0, err
     assert all(live is None for live in live_objects(harness).values())
     lines = progress_lines(err)
-    assert lines[:3] == [f"crd {crd['metadata']['name']} ... deleted" for crd in crd_objects()]
-    assert lines[3:] == [f"{line.split(' ... ')[0]} ... not found" for line in lines[3:]], "gone already"
+    crds = len(crd_objects())
+    assert lines[:crds] == [f"crd {crd['metadata']['name']} ... deleted" for crd in crd_objects()]
+    rest = lines[crds:]
+    assert rest == [f"{line.split(' ... ')[0]} ... not found" for line in rest], "gone already"
 
     code, _, err = sluice("uninstall", "--crds")
     assert code == 0, "nothing left to delete is fine"

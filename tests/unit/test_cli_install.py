@@ -113,8 +113,10 @@ def test_uninstall_dry_run_lists_what_it_would_delete_and_keeps_the_crds_unless_
 
     code, out, err = run_cli(capsys, "uninstall", "--dry-run", "--crds")
     assert code == 0
-    assert out.splitlines()[:3] == [
+    assert out.splitlines()[:5] == [
         "would delete crd applications.sluice.dev",
+        "would delete crd clustermetrictemplates.sluice.dev",
+        "would delete crd metrictemplates.sluice.dev",
         "would delete crd rollouts.sluice.dev",
         "would delete crd sidecarsets.sluice.dev",
     ]
@@ -254,7 +256,7 @@ def kinds(objects: list[Any]) -> list[str]:
 def test_install_waits_for_the_crds_then_the_namespace_then_applies_the_rest() -> None:
     phases = install_phases(bundle.install_objects())
     assert [kinds(phase) for phase in phases] == [
-        ["CustomResourceDefinition"] * 3,
+        ["CustomResourceDefinition"] * 5,
         ["Namespace"],
         [
             "ServiceAccount",
@@ -276,7 +278,7 @@ def test_uninstall_deletes_the_crds_first_and_the_namespace_last() -> None:
     assert kinds(only)[0] == "MutatingWebhookConfiguration"
     assert kinds(only)[-1] == "Namespace"
     first, rest = uninstall_phases(crds, manifests)
-    assert kinds(first) == ["CustomResourceDefinition"] * 3, "while the operator still clears finalizers"
+    assert kinds(first) == ["CustomResourceDefinition"] * 5, "while the operator still clears finalizers"
     assert rest == only
 
 
