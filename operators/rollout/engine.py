@@ -789,11 +789,12 @@ class _Reconciliation:
             self._rollback(hooks.describe(gate.failed))
             return True
         if gate.waiting:
-            self._set_phase(
-                Phase.PROGRESSING,
-                "WaitingForHooks",
-                self._at_step(f"waiting for {kind.value} hook(s): {', '.join(gate.waiting)}"),
-            )
+            detail = f"waiting for {kind.value} hook(s): {', '.join(gate.waiting)}"
+            if (self.s.current_step_index or 0) >= len(self.steps):  # prePromotion: past the last step
+                detail = f"all steps done, weight {self.s.canary_weight}%; {detail}"
+            else:
+                detail = self._at_step(detail)
+            self._set_phase(Phase.PROGRESSING, "WaitingForHooks", detail)
             return True
         return False
 

@@ -198,6 +198,9 @@ def test_a_failing_pre_promotion_hook_rolls_back_and_the_stable_keeps_the_old_ve
     world = released(hooked(prePromotion=[web("approve")]))
     old = world.status.stable_revision
     world.answers["approve"] = HookOutcome.FAILED
+    world.run_until(lambda w: any(h.kind == HookKind.PRE_PROMOTION for h in w.status.hooks))
+    assert world.status.message == "all steps done, weight 100%; waiting for prePromotion hook(s): approve"
+    assert world.revision("web") == old, "the stable waits for the hook"
     world.run_until(lambda w: w.status.phase == Phase.DEGRADED)
     assert world.revision("web") == old and world.status.canary_weight == 0
     assert world.route_weights() == (100, 0)
