@@ -284,6 +284,7 @@ async def run_operator(
         loop.call_soon_threadsafe(context.wakeups.wake, namespace, name)
 
     checks.on_done = wake
+    context.reconciler.hooks.on_done = wake  # so does a finished batch of lifecycle hooks
     if options.shard.sharded:
         logger.info("reconciling shard %s of the Rollouts, Applications and SidecarSets", options.shard)
     election_task = asyncio.create_task(elector.run(), name="sluice-leader-election") if elector else None

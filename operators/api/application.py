@@ -16,7 +16,16 @@ from pydantic import Field, model_validator
 from pydantic.config import JsonDict
 
 from operators.api.base import ApiModel, Condition, Duration, Image
-from operators.api.rollout import CANARY_SUFFIX, NAME_MAX, NAME_PATTERN, Metric, Phase, Step
+from operators.api.hooks import Hooks
+from operators.api.rollout import (
+    CANARY_SUFFIX,
+    NAME_MAX,
+    NAME_PATTERN,
+    Metric,
+    Phase,
+    PostPromotionAnalysis,
+    Step,
+)
 from operators.traffic.gateway_api import GatewayAPITraffic
 
 KIND = "Application"
@@ -80,6 +89,9 @@ class RolloutDefaults(ApiModel):
     )
     abort_scale_down_delay_seconds: int | None = Field(default=None, ge=0)
     analysis: AnalysisDefaults | None = None
+    # Whole objects here (not field by field): each is a complete verification or set of hooks.
+    post_promotion_analysis: PostPromotionAnalysis | None = None
+    hooks: Hooks | None = None
     progress_deadline_seconds: int | None = Field(default=None, ge=1)
     paused: bool | None = Field(default=None, description="Hold the releases where they are.")
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from pydantic import Field, create_model, model_validator
 
 from operators.api.base import ApiModel, Condition, Duration, LabelSelector, parse_duration
+from operators.api.hooks import HookRun, Hooks
 from operators.metrics.base import MetricProvider, takes_query
 from operators.metrics.registry import DEFAULT_PROVIDER as DEFAULT_METRIC_PROVIDER
 from operators.metrics.registry import PROVIDERS as METRIC_PROVIDERS
@@ -388,6 +389,16 @@ class Analysis(ApiModel):
         return self
 
 
+class PostPromotionAnalysis(Analysis):
+    """Analysis after promotion: blue-green's after the switch, while the old pods are still there to
+    switch back to; a canary's on the new stable, while the previous revision is kept to roll back to."""
+
+    duration: Duration = Field(
+        default="5m",
+        description="How long after the switch (or promotion) the checks run before the release completes.",
+    )
+
+
 MATCH_WEIGHT = "matchWeight"
 
 
@@ -406,6 +417,14 @@ class Canary(ApiModel):
     )
     abort_scale_down_delay_seconds: int = Field(default=30, ge=0)
     analysis: Analysis | None = None
+    post_promotion_analysis: PostPromotionAnalysis | None = Field(
+        default=None,
+        description="Checks of the new stable for `duration` after promotion (`canary.*` in queries then "
+        "names the stable Service); a failure rolls the stable back to the previous revision.",
+    )
+    hooks: Hooks | None = Field(
+        default=None, description="Web calls before the canary gets traffic, before promotion, and after."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Canary:
@@ -440,14 +459,6 @@ class Canary(ApiModel):
         if weights[-1] < 100:
             steps.append(Step(set_weight=100))
         return steps
-
-
-class PostPromotionAnalysis(Analysis):
-    """Analysis after a blue-green switch, while the old pods are still there to switch back to."""
-
-    duration: Duration = Field(
-        default="5m", description="How long after the switch the checks run before the release completes."
-    )
 
 
 BLUE_GREEN_PREVIEW_SUFFIX = "-preview"
@@ -665,6 +676,13 @@ class HistoryEntry(ApiModel):
 CommandName = Literal["promote", "promote-full", "abort", "retry"]
 
 
+class PostPromotionStatus(ApiModel):
+    """A canary release promoted and under postPromotionAnalysis."""
+
+    promoted_at: str = Field(description="When the stable Deployment finished taking the new revision.")
+    previous_revision: str = Field(description="The revision to roll the stable back to if a check fails.")
+
+
 class RolloutStatus(ApiModel):
     # Status is written by the operator only; unknown keys from older versions are kept.
     model_config = {"extra": "ignore"}
@@ -706,6 +724,13 @@ class RolloutStatus(ApiModel):
         default_factory=dict, description="The last value of each sluice.dev/ command annotation acted on."
     )
     history: list[HistoryEntry] = Field(default_factory=list)
+    post_promotion: PostPromotionStatus | None = Field(
+        default=None, description="Set while a promoted canary release is verified (postPromotionAnalysis)."
+    )
+    hooks: list[HookRun] = Field(
+        default_factory=list,
+        description="The lifecycle hooks of the latest release: asked for, then answered.",
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},

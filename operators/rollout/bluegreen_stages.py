@@ -28,8 +28,14 @@ SWITCHED = 100  # canaryWeight once the active Service selects the new version
 def analysis_of(spec: RolloutSpec, status: RolloutStatus) -> Analysis | None:
     """The analysis that applies now: the canary's, or blue-green's before or after the switch."""
     blue_green = spec.strategy.blue_green
+    canary = spec.strategy.canary
+    if blue_green is None and canary is not None:
+        # A promoted canary under verification: its postPromotionAnalysis.
+        if status.post_promotion is not None and canary.post_promotion_analysis is not None:
+            return canary.post_promotion_analysis
+        return canary.analysis
     if blue_green is None:
-        return spec.strategy.canary.analysis if spec.strategy.canary is not None else None
+        return None
     if status.current_step_index == POST_PROMOTION:
         return blue_green.post_promotion_analysis
     return blue_green.pre_promotion_analysis

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from operators.api.base import parse_duration
+from operators.api.hooks import HookKind, HookOutcome, HookRun
 from operators.api.refs import RolloutRef
 from operators.api.rollout import (
     TEMPLATE_OR_WORKLOAD,
@@ -35,13 +36,14 @@ from operators.api.rollout import (
     HistoryEntry,
     Outcome,
     Phase,
+    PostPromotionStatus,
     RolloutSpec,
     RolloutStatus,
     Step,
 )
 from operators.foundation.clock import format_time, parse_time, seconds_since
 from operators.foundation.keys import ObjectKey, key_of
-from operators.rollout import verdicts
+from operators.rollout import hooks, verdicts
 from operators.rollout.adoption import Adoption, adopt
 from operators.rollout.bluegreen_stages import analysing as blue_green_analysing
 from operators.rollout.bluegreen_stages import analysis_of
@@ -96,6 +98,10 @@ class Observed:
     revision: str | None = None
     # When the stable Deployment is missing: the template recorded for status.stableRevision.
     stable_record: Mapping[str, Any] | None = None
+    # While a promoted release is verified: the recorded template of status.postPromotion.previousRevision.
+    previous_record: Mapping[str, Any] | None = None
+    # The hooks the shell ran since the last pass (status.hooks' Pending ones), answered.
+    hook_answers: Sequence[HookRun] = ()
 
     def template_revision(self) -> str:
         return self.revision or pod_template_revision(self.effective_template)
@@ -143,6 +149,8 @@ def _analysing(spec: RolloutSpec, status: RolloutStatus) -> bool:
     Blue-green: while its stage analyses the preview or the switched version."""
     if spec.strategy.blue_green is not None:
         return status.phase in RELEASING and blue_green_analysing(status)
+    if verifying_after_promotion(status):
+        return True
     steps = spec.strategy.canary.effective_steps() if spec.strategy.canary is not None else []
     return (
         status.phase in RELEASING
@@ -150,6 +158,13 @@ def _analysing(spec: RolloutSpec, status: RolloutStatus) -> bool:
         and status.current_step_index is not None
         and status.current_step_index < len(steps)
         and _receives_requests(status)
+    )
+
+
+def verifying_after_promotion(status: RolloutStatus) -> bool:
+    """A canary release promoted, its new stable under postPromotionAnalysis."""
+    return (
+        status.post_promotion is not None and status.canary_revision is not None and status.phase in RELEASING
     )
 
 
@@ -230,6 +245,7 @@ class _Reconciliation:
         self.stable_revision = stable_rev or self.revision
         if self.stable_obj is not None:
             self.stable_template = template_of(self.stable_obj) or self.obs.effective_template
+        self._take_hook_answers()
 
         if stable_rev is None or (self.revision == stable_rev and not self._promoting()):
             self._steady()
@@ -386,6 +402,9 @@ class _Reconciliation:
         self._clear_routes()  # a new release starts its steps, and its routes, from the first
         self.s.aborted_at = None
         self.s.analysis = AnalysisStatus()
+        self.s.post_promotion = None
+        # A release's hooks start afresh (a notification still unanswered for the last one is dropped).
+        self.s.hooks = hooks.ask([], self.spec, HookKind.PRE_ROLLOUT, self.revision)
         self.s.phase = Phase.PROGRESSING
         message = f"release of revision {self.revision} started (stable {stable_rev})"
         self._record("release-started", message)
@@ -409,6 +428,8 @@ class _Reconciliation:
         if self._analyse():
             return
         self.canary_count = self._canary_pods(self.s.canary_weight)
+        if self._held_by_hooks(HookKind.PRE_ROLLOUT):
+            return
         if self.s.analysis.inconclusive > (self.analysis.inconclusive_limit if self.analysis else 0):
             if self._take(Command.PROMOTE):
                 self.s.analysis.inconclusive = 0
@@ -571,6 +592,12 @@ class _Reconciliation:
 
     def _promote(self) -> None:
         """Every step passed: the stable Deployment takes the canary's template, then traffic returns."""
+        if self.s.post_promotion is not None:
+            self._verify_after_promotion()
+            return
+        if self._held_by_hooks(HookKind.PRE_PROMOTION):
+            self.canary_count = self._canary_pods(self.s.canary_weight)
+            return
         self.stable_template = self.obs.effective_template
         self.stable_revision = self.revision
         self.canary_count = canary_replicas(self.spec, self.s.canary_weight)
@@ -592,14 +619,130 @@ class _Reconciliation:
         self._set_weight(0)
         self._clear_routes()
         self.canary_count = 0
+        previous = self.before.stable_revision
         self.s.stable_revision = self.revision
+        self.took_step = True
+        canary = self.spec.strategy.canary
+        if (
+            canary is not None
+            and canary.post_promotion_analysis is not None
+            and previous not in (None, self.revision)
+        ):
+            assert previous is not None
+            self._start_verification(previous)
+            return
+        self._complete()
+
+    def _complete(self) -> None:
+        """The release is over and good: Healthy, and the postRollout hooks told."""
         self._drop_release()
+        self.s.hooks = hooks.ask(self.s.hooks, self.spec, HookKind.POST_ROLLOUT, self.revision)
         self.took_step = True
         self._set_phase(
             Phase.HEALTHY,
             "Healthy",
             f"revision {self.revision}: {self.spec.replicas}/{self.spec.replicas} ready",
         )
+
+    # ---- verification after promotion (canary postPromotionAnalysis) ---------------------------
+
+    def _start_verification(self, previous: str) -> None:
+        """The new stable serves everyone; its checks start now, the previous revision kept to go back to."""
+        self.s.post_promotion = PostPromotionStatus(
+            promoted_at=format_time(self.now), previous_revision=previous
+        )
+        self.s.weight_changed_at = format_time(self.now)  # checks measure the new stable from here
+        self.s.analysis = AnalysisStatus()
+        self._record("verifying", f"postPromotionAnalysis of revision {self.revision} started")
+        self._verify_after_promotion()
+
+    def _verify_after_promotion(self) -> None:
+        """postPromotionAnalysis runs on the new stable for its duration; a failure rolls it back."""
+        verification = self.s.post_promotion
+        canary = self.spec.strategy.canary
+        assert verification is not None and canary is not None
+        post = canary.post_promotion_analysis
+        self.canary_count = 0
+        if post is None:  # removed from the spec meanwhile: nothing left to verify
+            self._finish_verification("postPromotionAnalysis removed from the spec")
+            return
+        if self._take(Command.ABORT):
+            self._roll_back_promotion("aborted by the sluice.dev/abort annotation", aborted=True)
+            return
+        if self._take(Command.PROMOTE_FULL):
+            self._finish_verification("sluice.dev/promote-full: post-promotion analysis skipped")
+            return
+        check = self.obs.check
+        if (
+            check is not None
+            and verifying_after_promotion(self.before)
+            and not self._measured_another_weight(check)
+        ):
+            self.s.analysis = verdicts.record_check(self.s.analysis, check)
+        verdict = verdicts.verdict(post, self.s.analysis)
+        if verdict == verdicts.Verdict.ROLLBACK:
+            self._roll_back_promotion(
+                f"postPromotionAnalysis: {verdicts.verdict_reason(post, self.s.analysis)}"
+            )
+            return
+        if verdict == verdicts.Verdict.PAUSE:
+            if self._take(Command.PROMOTE):
+                self.s.analysis.inconclusive = 0
+                self._record("promote", "inconclusive post-promotion analysis accepted")
+            else:
+                reason = verdicts.verdict_reason(post, self.s.analysis)
+                self._set_phase(Phase.PAUSED, "InconclusiveAnalysis", self._verifying(reason))
+                return
+        ends = parse_time(verification.promoted_at) + parse_duration(post.duration)
+        if self.now < ends:
+            self.wake_at.append(ends)
+            left = math.ceil((ends - self.now).total_seconds())
+            self._set_phase(
+                Phase.PROGRESSING,
+                "VerifyingAfterPromotion",
+                self._verifying(f"verifying after promotion, {left}s left"),
+            )
+            return
+        if not verdicts.gate_open(post, self.s.analysis):
+            self._set_phase(
+                Phase.PROGRESSING,
+                "Analysing",
+                self._verifying("duration over, waiting for postPromotionAnalysis"),
+            )
+            return
+        self._finish_verification(f"postPromotionAnalysis passed for {post.duration}")
+
+    def _verifying(self, detail: str) -> str:
+        """`revision abc promoted, 2 check(s) passed, last: ...; verifying after promotion, 40s left`."""
+        checks = f", {self.s.analysis.passed} check(s) passed"
+        if self.s.analysis.last_check is not None:
+            checks += f", last: {verdicts.describe_check(self.s.analysis.last_check)}"
+        return f"revision {self.revision} promoted{checks}; {detail}"
+
+    def _finish_verification(self, why: str) -> None:
+        self._record("verified", f"revision {self.revision}: {why}")
+        self._event("Normal", "Verified", f"revision {self.revision}: {why}")
+        self._complete()
+
+    def _roll_back_promotion(self, why: str, aborted: bool = False) -> None:
+        """The stable Deployment goes back to the previous revision's template by a rolling update: it
+        keeps serving all traffic meanwhile (there is no other version to send it to)."""
+        verification = self.s.post_promotion
+        assert verification is not None
+        previous = verification.previous_revision
+        self.s.post_promotion = None
+        template = self.obs.previous_record
+        if template is None:
+            self._rollback(
+                f"after promotion: {why}; the template of previous revision {previous} is not in the "
+                f"revision history, so revision {self.revision} stays stable",
+                aborted,
+            )
+            return
+        self.stable_template = template
+        self.stable_revision = previous
+        self.s.stable_revision = previous
+        self._rollback(f"after promotion: {why}; stable back to revision {previous}", aborted)
 
     def _rolled_back(self) -> None:
         """The release was rolled back; it stays so until retried or the template changes."""
@@ -621,8 +764,39 @@ class _Reconciliation:
         self._event("Warning", "Aborted" if aborted else "RolledBack", message)
         self.s.phase = phase
         self.s.message = message
+        self.s.hooks = hooks.ask(self.s.hooks, self.spec, HookKind.ON_ROLLBACK, self.revision)
         self.took_step = True
         self._hold_rolled_back()
+
+    # ---- lifecycle hooks -------------------------------------------------------------------------
+
+    def _take_hook_answers(self) -> None:
+        """The hooks the shell ran: recorded, told in the history and an Event (a failure as a Warning)."""
+        self.s.hooks, taken = hooks.merge(self.s.hooks, self.obs.hook_answers)
+        for run in taken:
+            message = hooks.describe(run)
+            self._record("hook", message)
+            passed = run.outcome == HookOutcome.PASSED
+            self._event("Normal" if passed else "Warning", "HookPassed" if passed else "HookFailed", message)
+            self.took_step = True  # a gate may have opened: look again at once
+
+    def _held_by_hooks(self, kind: HookKind) -> bool:
+        """A gating hook of `kind` failed (the release is rolled back) or is not answered yet (it waits)."""
+        # Asked when first due (again, harmlessly, on later passes: a hook added to the spec meanwhile).
+        self.s.hooks = hooks.ask(self.s.hooks, self.spec, kind, self.revision)
+        gate = hooks.gate(self.s.hooks, self.spec, kind, self.revision)
+        if gate.failed is not None:
+            self._rollback(hooks.describe(gate.failed))
+            return True
+        if gate.waiting:
+            detail = f"waiting for {kind.value} hook(s): {', '.join(gate.waiting)}"
+            if (self.s.current_step_index or 0) >= len(self.steps):  # prePromotion: past the last step
+                detail = f"all steps done, weight {self.s.canary_weight}%; {detail}"
+            else:
+                detail = self._at_step(detail)
+            self._set_phase(Phase.PROGRESSING, "WaitingForHooks", detail)
+            return True
+        return False
 
     def _hold_rolled_back(self) -> None:
         """Weight stays 0; the canary keeps its pods for abortScaleDownDelaySeconds, then none."""
@@ -682,6 +856,7 @@ class _Reconciliation:
 
     def _drop_release(self) -> None:
         self.s.canary_revision = None
+        self.s.post_promotion = None
         self.s.current_step_index = None
         self.s.step_started_at = None
         self.s.aborted_at = None

@@ -33,6 +33,7 @@ from operators.rollout import engine
 from operators.rollout.adoption import hand_back
 from operators.rollout.bluegreen_stages import analysis_of
 from operators.rollout.handback import TRAFFIC_KINDS, hand_back_traffic
+from operators.rollout.hook_runner import HookRunner, hook_problems
 from operators.rollout.inventory import (
     managed_keys,
     rollout_key,
@@ -66,6 +67,7 @@ class RolloutReconciler:
         clock: Callable[[], datetime] = utc_now,
         sidecars: EffectiveTemplates | None = None,
         checks: BackgroundChecks | None = None,
+        hooks: HookRunner | None = None,
     ) -> None:
         self.cluster = cluster
         # The metric providers, their default addresses and the hosts they may be sent to.
@@ -73,6 +75,8 @@ class RolloutReconciler:
         self.clock = clock
         # Analysis runs beside the passes, so a hung query never delays an abort.
         self.checks = checks or BackgroundChecks()
+        # Lifecycle hooks run beside the passes too, sent to the same allowed hosts as queries.
+        self.hooks = hooks or HookRunner(metrics.allowed)
         # Adds the sidecars of matching SidecarSets to the template; None: spec.template as is.
         self.sidecars = sidecars
         # Traffic kinds the API server does not serve (no CRD): there is nothing to hand back.
@@ -83,6 +87,7 @@ class RolloutReconciler:
         body = self.cluster.get_current(rollout_key(namespace, name))
         if body is None:
             self.checks.forget((namespace, name))
+            self.hooks.forget((namespace, name))
             return None
         now = self.clock()
         meta = body["metadata"]
@@ -130,6 +135,7 @@ class RolloutReconciler:
             with_templates(self.cluster, namespace, analysis.metrics) if analysis else ([], [])
         )
         problems += validate_metrics(metrics, context, self.metrics)
+        problems += hook_problems(spec, self.metrics.allowed)
         check = None
         if analysis and not problems:
             due = engine.analysis_due(spec, status, now)
@@ -147,6 +153,8 @@ class RolloutReconciler:
             check=check,
             problems=problems,
             stable_record=self._stable_record(ref, spec, status, objects),
+            previous_record=self._previous_record(ref, status),
+            hook_answers=self.hooks.collect_or_start(ref, spec, status.hooks) if not problems else [],
         )
         plan = engine.reconcile(spec, status, observed, now)
         applied = False
@@ -277,6 +285,12 @@ class RolloutReconciler:
             return None
         return recorded_template(self.cluster.get(revision_key(ref, status.stable_revision)))
 
+    def _previous_record(self, ref: RolloutRef, status: RolloutStatus) -> dict[str, Any] | None:
+        """While a promoted release is verified: the template to roll the stable back to."""
+        if status.post_promotion is None:
+            return None
+        return recorded_template(self.cluster.get(revision_key(ref, status.post_promotion.previous_revision)))
+
     def _record_revisions(self, ref: RolloutRef, plan: engine.Plan, now: datetime) -> None:
         """Keep the revisions the plan names in the history (before the objects that use them)."""
         new = {
@@ -304,10 +318,12 @@ class RolloutReconciler:
         self, ref: RolloutRef, spec: RolloutSpec, status: RolloutStatus, revision: str
     ) -> QueryContext:
         analysis = analysis_of(spec, status)
+        # After promotion the new version is the stable one: `canary.*` in queries then names it there.
+        verifying = engine.verifying_after_promotion(status)
         return QueryContext(
             namespace=ref.namespace,
             rollout_name=ref.name,
-            canary_service=service_name(ref, spec, CANARY),
+            canary_service=service_name(ref, spec, STABLE if verifying else CANARY),
             stable_service=service_name(ref, spec, STABLE),
             canary_revision=status.canary_revision or revision,
             stable_revision=status.stable_revision or "",

@@ -95,7 +95,7 @@ def test_a_missing_template_says_where_it_was_looked_for() -> None:
     assert str(raised.value) == (
         'metric "errors": unknown template "erors": no MetricTemplate "erors" in namespace "shop", '
         'no ClusterMetricTemplate "erors", and no built-in template of that name '
-        "(request-duration-p99, request-error-rate)"
+        "(request-count, request-duration-p99, request-error-rate, slo-burn-rate)"
     )
 
 
