@@ -169,6 +169,8 @@ class QueryContext:
     stable_service: str
     canary_revision: str
     interval: str
+    # The Rollout's uid: what the Jobs of job metrics name as their owner ("": no owner reference).
+    rollout_uid: str = ""
 
 
 QUERY = TemplateKind(Wording(subject="query", template="query template"), MAX_QUERY_LENGTH)

@@ -245,6 +245,21 @@ class NoDataPolicy(StrEnum):
     PASS = "pass"
 
 
+# A job metric (`job: {spec}`) has no query, and its thresholdRange defaults to {min: 1}: so
+# thresholdRange is required with a query or a template only.
+JOB_METRIC_FIELD = "job"
+JOB_METRIC_THRESHOLD = {"min": 1}
+
+
+def _metric_schema_extra(schema: dict[str, Any]) -> None:
+    schema["required"] = [name for name in schema.get("required", []) if name != "thresholdRange"]
+    schema["oneOf"] = [
+        {"required": ["query", "thresholdRange"]},
+        {"required": ["template", "thresholdRange"]},
+        {"required": [JOB_METRIC_FIELD]},
+    ]
+
+
 class MetricBase(ApiModel):
     """One health check: a Jinja2 `query`, or a built-in `template` with `args`, asked of one provider.
 
@@ -253,7 +268,7 @@ class MetricBase(ApiModel):
     one is given, and none means the default provider with its defaults.
     """
 
-    model_config = {"json_schema_extra": {"oneOf": [{"required": ["query"]}, {"required": ["template"]}]}}
+    model_config = {"json_schema_extra": _metric_schema_extra}
 
     name: str = Field(min_length=1)
     query: str | None = Field(default=None, description="The query as a sandboxed Jinja2 template.")
@@ -262,9 +277,23 @@ class MetricBase(ApiModel):
     threshold_range: ThresholdRange
     no_data: NoDataPolicy = NoDataPolicy.INCONCLUSIVE
 
+    @model_validator(mode="before")
+    @classmethod
+    def _job_threshold(cls, data: Any) -> Any:
+        """A job metric passes when its Job succeeds (value 1) unless it says otherwise."""
+        given = isinstance(data, dict) and ("thresholdRange" in data or "threshold_range" in data)
+        if isinstance(data, dict) and data.get(JOB_METRIC_FIELD) is not None and not given:
+            return {**data, "thresholdRange": JOB_METRIC_THRESHOLD}
+        return data
+
     @model_validator(mode="after")
     def _query_or_template(self) -> MetricBase:
-        if (self.query is None) == (self.template is None):
+        if getattr(self, JOB_METRIC_FIELD, None) is not None:
+            if self.query is not None or self.template is not None:
+                raise ValueError(
+                    f"metric {self.name!r}: a job metric runs a Job and takes no query or template"
+                )
+        elif (self.query is None) == (self.template is None):
             raise ValueError(f"metric {self.name!r} needs exactly one of query or template")
         given = provider_blocks(self, METRIC_PROVIDERS)
         if len(given) > 1:

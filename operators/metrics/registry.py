@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from operators.metrics.base import MetricProvider
+from operators.metrics.job import JobProvider
 from operators.metrics.prometheus import PrometheusProvider
 
 PROVIDERS: Mapping[str, MetricProvider] = MappingProxyType(
-    {provider.field: provider for provider in (PrometheusProvider(),)}
+    {provider.field: provider for provider in (PrometheusProvider(), JobProvider())}
 )
 DEFAULT_PROVIDER = "prometheus"

@@ -306,6 +306,7 @@ class RolloutReconciler:
             stable_service=service_name(ref, spec, STABLE),
             canary_revision=status.canary_revision or revision,
             interval=analysis.interval if analysis else "60s",
+            rollout_uid=ref.uid,
         )
 
     def _apply(self, desired: list[dict[str, Any]], live: dict[ObjectKey, dict[str, Any] | None]) -> None:
