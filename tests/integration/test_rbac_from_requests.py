@@ -5,7 +5,7 @@ sandbox API server, which records every request. The test drives, all at once, w
 does in practice: a release promoted by analysis against a real Prometheus, one rolled back by it, a
 release past the revision history limit (the oldest records pruned) and that Rollout's deletion, an
 Application rendering Rollouts (one component changed, one removed), and a SidecarSet whose sidecar a
-pod gets from the webhook and then a new image of in place.
+pod gets from the webhook and then a new image of in place, and a release gated by a job metric.
 
 Every request with the operator's User-Agent (its own clients', kopf's, the Lease's) becomes the
 attributes kube-apiserver's authorizer sees (sluice_sandbox.authz). The rules the manifests bind to
@@ -275,8 +275,8 @@ def test_rbac_grants_exactly_what_the_operator_does(
             traffic=traffic,
         )
 
-    promoted, rolled_back, history, app, pods = (
-        scene(suffix) for suffix in ("promoted", "rolled-back", "history", "app", "pods")
+    promoted, rolled_back, history, app, pods, jobs = (
+        scene(suffix) for suffix in ("promoted", "rolled-back", "history", "app", "pods", "jobs")
     )
     # The second traffic provider's kind: its VirtualService watched, read and applied.
     istio = scene("istio", scenarios.ISTIO)
@@ -287,6 +287,8 @@ def test_rbac_grants_exactly_what_the_operator_does(
         lambda: application_changed_and_shrunk(app),
         lambda: sidecar_injected_then_upgraded_in_place(pods, sandbox_api, webhook_port),
         lambda: scenarios.deploy_stable(istio, scenarios.web_rollout(traffic=scenarios.ISTIO)),
+        # A job metric's Job: created, listed while it runs, deleted once judged.
+        lambda: scenarios.job_metric_gates_release(jobs, exit_code=0),
     ]
     log = sandbox_api.requests
     log.clear()
