@@ -192,6 +192,8 @@ SPEC_FIELDS = [
     "spec.strategy.canary.analysis.metrics.items.thresholdRange.min",
     "spec.strategy.canary.analysis.metrics.items.thresholdRange.max",
     "spec.strategy.canary.analysis.metrics.items.noData",
+    "spec.strategy.canary.analysis.metrics.items.job.spec",
+    "spec.strategy.canary.analysis.metrics.items.job.timeout",
 ]
 
 STATUS_FIELDS = [
@@ -307,7 +309,13 @@ def test_pod_template_keeps_its_hand_written_schema(rollout_schema: dict[str, An
         ("spec.strategy.canary", {"oneOf": [{"required": ["steps"]}, {"required": ["stepWeight"]}]}),
         (
             "spec.strategy.canary.analysis.metrics.items",
-            {"oneOf": [{"required": ["query"]}, {"required": ["template"]}]},
+            {
+                "oneOf": [
+                    {"required": ["query", "thresholdRange"]},
+                    {"required": ["template", "thresholdRange"]},
+                    {"required": ["job"]},
+                ]
+            },
         ),
         ("spec.strategy.canary.steps.items.pause.duration", {"pattern": r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"}),
     ],
@@ -342,7 +350,7 @@ def test_the_walk_sees_the_whole_schema(rollout_schema: dict[str, Any]) -> None:
     # Guards the two tests above against a walk that silently skips nodes.
     nodes = schema_nodes(rollout_schema)
     assert node_at(rollout_schema, "status.conditions.items.status") in nodes
-    assert {"required": ["template"]} in nodes
+    assert {"required": ["template", "thresholdRange"]} in nodes
 
 
 # --- structural rules -------------------------------------------------------
