@@ -27,6 +27,9 @@ JOB_SPEC_SCHEMA: dict[str, Any] = {
 }
 
 
+RESTART_POLICIES = ("Never", "OnFailure")
+
+
 class JobSource(ApiModel):
     spec: dict[str, Any] = Field(json_schema_extra=JOB_SPEC_SCHEMA)
     timeout: Duration = Field(
@@ -43,6 +46,9 @@ class JobSource(ApiModel):
         containers = pod.get("containers") if isinstance(pod, dict) else None
         if not isinstance(containers, list) or not containers:
             raise ValueError("job.spec.template.spec.containers needs at least one container")
+        if pod.get("restartPolicy") not in RESTART_POLICIES:  # type: ignore[union-attr]
+            # The API server refuses any other (a Job's pods run to completion): say so before a check.
+            raise ValueError('job.spec.template.spec.restartPolicy must be "Never" or "OnFailure"')
         return spec
 
     def deadline_seconds(self) -> int:

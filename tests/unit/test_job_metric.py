@@ -49,6 +49,10 @@ def test_a_job_metric_keeps_its_own_threshold() -> None:
             "at least one container",
         ),
         ({"name": "smoke", "query": "up"}, "thresholdRange"),
+        (
+            {"name": "smoke", "job": {"spec": {"template": {"spec": {"containers": POD["containers"]}}}}},
+            "restartPolicy must be",
+        ),
     ],
 )
 def test_bad_job_metrics_are_refused_with_a_clear_message(body: dict[str, Any], said: str) -> None:
