@@ -91,7 +91,8 @@ def job_body(
     metadata: dict[str, Any] = {
         "name": name,
         "namespace": owner.namespace,
-        "labels": {**labels, MANAGED_BY: "sluice", ROLLOUT_LABEL: owner.name},
+        # The runner finds its Jobs by PURPOSE_LABEL: always there, whatever `labels` says.
+        "labels": {PURPOSE_LABEL: "job", **labels, MANAGED_BY: "sluice", ROLLOUT_LABEL: owner.name},
     }
     if owner.uid:
         metadata["ownerReferences"] = [
