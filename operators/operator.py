@@ -21,6 +21,7 @@ from kubernetes import client as k8s
 
 from operators.analysis.check import MetricSources
 from operators.analysis.fanin import QueryFanIn
+from operators.analysis.jobs import JobRunner
 from operators.application.reconciler import ApplicationReconciler
 from operators.application.types import ComponentTypes
 from operators.foundation.cache import CachedCluster, WatchCache, Watched
@@ -92,11 +93,9 @@ def build_context(
     """Clients and reconcilers; raises ComponentTypeError for an unusable --component-types directory."""
     cache = WatchCache(watched_kinds(), namespaces=() if options.all_namespaces else options.namespaces)
     cluster = CachedCluster(api, cache)
-    reconciler = RolloutReconciler(
-        cluster=cluster,
-        metrics=metric_sources(options, secrets=secret_reader(Cluster(api))),
-        sidecars=RolloutSidecars(cluster),
-    )
+    # Job metrics' Jobs are not watched (nor cached): the runner lists them only while some run.
+    metrics = metric_sources(options, secrets=secret_reader(Cluster(api)), jobs=JobRunner(Cluster(api)))
+    reconciler = RolloutReconciler(cluster=cluster, metrics=metrics, sidecars=RolloutSidecars(cluster))
     types = types or ComponentTypes(options.component_types)
     applications = ApplicationReconciler(cluster=cluster, types=types)
     return OperatorContext(
@@ -161,11 +160,14 @@ def secret_reader(cluster: Cluster) -> CachedSecrets:
     return CachedSecrets(fetch)
 
 
-def metric_sources(options: OperatorOptions, secrets: SecretReader | None = None) -> MetricSources:
+def metric_sources(
+    options: OperatorOptions, secrets: SecretReader | None = None, jobs: JobRunner | None = None
+) -> MetricSources:
     """Raises ValueError for a malformed --metric-hosts entry."""
     prometheus_url = options.resolved_prometheus_url()
     return MetricSources(
         secrets=secrets,
+        jobs=jobs,
         allowed=AllowedHosts.of([prometheus_url], options.metric_hosts),
         default_addresses={"prometheus": prometheus_url} if prometheus_url else {},
         # One per operator: the checks of Rollouts using the same built-in template against
@@ -309,6 +311,8 @@ async def run_operator(
         checks.close()
         if context.reconciler.metrics.fanin is not None:
             context.reconciler.metrics.fanin.close()
+        if context.reconciler.metrics.jobs is not None:
+            context.reconciler.metrics.jobs.close()
 
 
 @dataclass(frozen=True)

@@ -434,3 +434,44 @@ def unowned_conflict_is_reported_and_left_alone(scene: Scene) -> None:
     assert h.get(deployment(ns, "web-canary")) is None
     assert h.get(service(ns, "web")) is None and h.get(service(ns, "web-canary")) is None
     assert h.get(scene.traffic.key(ns, "web")) is None
+
+
+# ---- a job metric: a Job per check (operators/metrics/job.py), run by the sandbox's Job controller ----
+
+
+def job_metric(exit_code: int, name: str = "smoke") -> dict[str, Any]:
+    """A metric whose check is one Job, whose pod exits with `exit_code` half a second after it starts."""
+    annotations = {"sandbox.sluice.dev/exit-code": str(exit_code), "sandbox.sluice.dev/run-seconds": "0.5"}
+    pod = {"restartPolicy": "Never", "containers": [{"name": name, "image": "curlimages/curl:8.10.1"}]}
+    template = {"metadata": {"annotations": annotations}, "spec": pod}
+    return {"name": name, "job": {"spec": {"backoffLimit": 0, "template": template}, "timeout": "30s"}}
+
+
+def sluice_jobs(scene: Scene, rollout: str = "web") -> list[dict[str, Any]]:
+    """The Jobs Sluice runs for the Rollout, left in its namespace."""
+    selector = f"app.kubernetes.io/managed-by=sluice,sluice.dev/rollout={rollout}"
+    return scene.harness.cluster.list_objects("batch/v1", "Job", scene.namespace, label_selector=selector)
+
+
+def job_metric_gates_release(scene: Scene, exit_code: int) -> dict[str, Any]:
+    """Release the second image behind a job metric (50%, then 100%); returns the Rollout once decided:
+    promoted when the Job succeeds, Degraded when it fails. Its Jobs are gone by then."""
+    h, ns = scene.harness, scene.namespace
+    analysis = {"interval": "2s", "failureLimit": 0, "metrics": [job_metric(exit_code)]}
+    body = web_rollout(
+        steps=[{"setWeight": 50}, {"setWeight": 100}], analysis=analysis, traffic=scene.traffic
+    )
+    first = deploy_stable(scene, body)
+    h.set_image(ns, "web", scene.images[1])
+    wanted = "Degraded" if exit_code else "Healthy"
+    decided = h.wait_rollout(
+        ns,
+        "web",
+        lambda r: status_of(r).get("phase") == wanted and (exit_code != 0 or promoted(status_of(r), first)),
+        RELEASE_TIMEOUT,
+        f"the release to be {'rolled back' if exit_code else 'promoted'} by its job metric",
+    )
+    h.wait(
+        lambda: sluice_jobs(scene), lambda jobs: not jobs, RELEASE_TIMEOUT, "the checks' Jobs to be deleted"
+    )
+    return decided

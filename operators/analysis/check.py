@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from operators.analysis.fanin import QueryFanIn
+from operators.analysis.jobs import JobOutcome, JobOwner, JobResult, JobRunner, analysis_job
 from operators.analysis.judging import (
     format_value,
     gating_outcome,
@@ -38,7 +39,7 @@ from operators.analysis.templates import (
     render_query,
 )
 from operators.api.base import parse_duration
-from operators.api.rollout import Check, Metric, MetricResult, Outcome
+from operators.api.rollout import JOB_METRIC_FIELD, Check, Metric, MetricResult, Outcome
 from operators.foundation.clock import format_time
 from operators.metrics.base import (
     CredentialedProvider,
@@ -89,6 +90,9 @@ class MetricSources:
         if isinstance(provider, CredentialedProvider):
             return provider.bind(config, namespace, self.secrets)
         return config
+
+    # Runs the Jobs of job metrics (the operator has one); None: a job metric is an Error.
+    jobs: JobRunner | None = None
 
     def resolve(self, metric: Metric) -> tuple[MetricProvider, object, str]:
         """The metric's provider, its block and the address to ask; ProviderError when there is none.
@@ -239,6 +243,8 @@ def start_metric(
 
     A `compare` metric asks the same query of both tracks, at once.
     """
+    if _runs_a_job(metric):
+        return start_job_metric(metric, context, sources, now)
     try:
         answer = _ask(metric, context, sources, now, CANARY_TRACK)
         stable = _ask(metric, context, sources, now, STABLE_TRACK) if metric.compare is not None else None
@@ -272,6 +278,57 @@ def _count_requests(
         failed: Future[float | None] = Future()
         failed.set_exception(err)
         return failed
+
+
+def _runs_a_job(metric: Metric) -> bool:
+    return getattr(metric, JOB_METRIC_FIELD, None) is not None
+
+
+NO_JOB_RUNNER = "job metrics need the operator's Job runner"
+
+
+def start_job_metric(
+    metric: Metric, context: QueryContext, sources: MetricSources, now: datetime
+) -> Future[MetricResult]:
+    """A job metric's check: one Job, its value 1 when it succeeds and 0 when it fails.
+
+    A Job past its deadline, or one that cannot be created, is an Error; the result's
+    message names the Job either way.
+    """
+    if sources.jobs is None:
+        return _finished(_error(metric, NO_JOB_RUNNER))
+    owner = JobOwner(context.namespace, context.rollout_name, context.rollout_uid)
+    _, config = metric.source()
+    outcome = sources.jobs.run(analysis_job(owner, metric.name, config, now))
+    value: Future[float | None] = Future()
+    result: Future[MetricResult] = Future()
+
+    def judged(done: Future[MetricResult]) -> None:
+        judgement = done.result()
+        if not outcome.cancelled() and outcome.exception() is None:
+            job = outcome.result()
+            said = f"Job {job.name} {job.outcome.value.lower()}" + (
+                f" ({job.message})" if job.message else ""
+            )
+            if judgement.message and judgement.value is not None:
+                said += f": {judgement.message}"
+            judgement = judgement.model_copy(update={"message": said})
+        result.set_result(judgement)
+
+    def answered(done: Future[JobResult]) -> None:
+        if done.cancelled():
+            value.cancel()
+        elif (err := done.exception()) is not None:
+            value.set_exception(err)
+        elif done.result().outcome == JobOutcome.DEADLINE_EXCEEDED:
+            job = done.result()
+            value.set_exception(ProviderError(f"Job {job.name} ran past its deadline ({job.message})"))
+        else:
+            value.set_result(1.0 if done.result().outcome == JobOutcome.SUCCEEDED else 0.0)
+
+    _judged(metric, value).add_done_callback(judged)
+    outcome.add_done_callback(answered)
+    return result
 
 
 def start_check(
@@ -344,6 +401,8 @@ def validate_metrics(metrics: Sequence[Metric], context: QueryContext, sources: 
     """
     problems: list[str] = []
     for metric in metrics:
+        if _runs_a_job(metric):
+            continue  # a Job has no query to render and no address to allow
         try:
             _render(metric, context)
             if metric.compare is not None:

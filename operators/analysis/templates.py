@@ -189,6 +189,8 @@ class QueryContext:
     canary_revision: str
     interval: str
     stable_revision: str = ""
+    # The Rollout's uid: what the Jobs of job metrics name as their owner ("": no owner reference).
+    rollout_uid: str = ""
 
 
 # Which track a query is rendered for: `target.*` in templates.

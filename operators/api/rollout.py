@@ -289,6 +289,10 @@ _METRIC_SOURCES: list[Any] = [
 
 VERDICT_NEEDED = "a metric needs thresholdRange, compare or both"
 
+# A job metric (`job: {spec}`) passes when its Job succeeds: its thresholdRange defaults to {min: 1}.
+JOB_METRIC_FIELD = "job"
+JOB_METRIC_THRESHOLD = {"min": 1}
+
 
 class MetricBase(ApiModel):
     """One health check: a Jinja2 `query`, or a built-in `template` with `args`, asked of one provider.
@@ -302,7 +306,10 @@ class MetricBase(ApiModel):
         "json_schema_extra": {
             "oneOf": _METRIC_SOURCES,
             "x-kubernetes-validations": [
-                {"rule": "has(self.thresholdRange) || has(self.compare)", "message": VERDICT_NEEDED}
+                {
+                    "rule": "has(self.thresholdRange) || has(self.compare) || has(self.job)",
+                    "message": VERDICT_NEEDED,
+                }
             ],
         }
     }
@@ -326,6 +333,15 @@ class MetricBase(ApiModel):
         default=False,
         description="Evaluated and recorded (status, Events), but never gates the release or rolls it back.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _job_threshold(cls, data: Any) -> Any:
+        """A job metric passes when its Job succeeds (value 1) unless it says otherwise."""
+        given = isinstance(data, dict) and ("thresholdRange" in data or "threshold_range" in data)
+        if isinstance(data, dict) and data.get(JOB_METRIC_FIELD) is not None and not given:
+            return {**data, "thresholdRange": JOB_METRIC_THRESHOLD}
+        return data
 
     @model_validator(mode="after")
     def _query_or_template(self) -> MetricBase:

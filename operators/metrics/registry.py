@@ -11,10 +11,11 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from operators.metrics.base import MetricProvider
+from operators.metrics.job import JobProvider
 from operators.metrics.prometheus import PrometheusProvider
 from operators.metrics.web import WebProvider
 
 PROVIDERS: Mapping[str, MetricProvider] = MappingProxyType(
-    {provider.field: provider for provider in (PrometheusProvider(), WebProvider())}
+    {provider.field: provider for provider in (PrometheusProvider(), WebProvider(), JobProvider())}
 )
 DEFAULT_PROVIDER = "prometheus"

@@ -328,6 +328,7 @@ class RolloutReconciler:
             canary_revision=status.canary_revision or revision,
             stable_revision=status.stable_revision or "",
             interval=analysis.interval if analysis else "60s",
+            rollout_uid=ref.uid,
         )
 
     def _apply(self, desired: list[dict[str, Any]], live: dict[ObjectKey, dict[str, Any] | None]) -> None:

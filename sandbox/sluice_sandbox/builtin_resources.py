@@ -5,6 +5,7 @@ graceful deletion of pods, and Leases typed and validated as leader election nee
 (see :mod:`sluice_sandbox.leases`).
 """
 
+from sluice_sandbox.errors import ApiError, FieldError
 from sluice_sandbox.leases import prepare_lease
 from sluice_sandbox.resources import ALL_VERBS, Admission, JsonObject, ResourceSpec, ScaleSpec
 
@@ -53,6 +54,27 @@ def _default_deployment(spec: ResourceSpec, deployment: JsonObject, admission: A
         strategy.setdefault("rollingUpdate", {}).update(
             {key: strategy.get("rollingUpdate", {}).get(key, "25%") for key in ("maxSurge", "maxUnavailable")}
         )
+
+
+DEFAULT_BACKOFF_LIMIT = 6  # the API server's default for Jobs
+
+
+def prepare_job(spec: ResourceSpec, job: JsonObject, admission: Admission) -> None:
+    """The defaults of batch/v1 Jobs, and a pod template that can run to completion."""
+    job_spec = job.setdefault("spec", {})
+    job_spec.setdefault("backoffLimit", DEFAULT_BACKOFF_LIMIT)
+    job_spec.setdefault("completions", 1)
+    job_spec.setdefault("parallelism", 1)
+    job_spec.setdefault("completionMode", "NonIndexed")
+    job_spec.setdefault("suspend", False)
+    policy = ((job_spec.get("template") or {}).get("spec") or {}).get("restartPolicy")
+    if policy not in ("Never", "OnFailure"):
+        error = (
+            FieldError.required("spec.template.spec.restartPolicy", 'valid values: "OnFailure", "Never"')
+            if policy is None
+            else FieldError.not_supported("spec.template.spec.restartPolicy", policy, ["OnFailure", "Never"])
+        )
+        raise ApiError.invalid(spec, job.get("metadata", {}).get("name"), [error])
 
 
 _NAMESPACE_VERBS = tuple(verb for verb in ALL_VERBS if verb != "deletecollection")
@@ -108,6 +130,8 @@ BUILTIN_RESOURCES: tuple[ResourceSpec, ...] = (
         scale=_WORKLOAD_SCALE,
         prepare=_default_replicas,
     ),
+    # Run to completion by the sandbox's Job controller (jobs.py): smoke tests, analysis jobs.
+    ResourceSpec("batch", "v1", "jobs", "Job", categories=("all",), status=True, prepare=prepare_job),
     # What StatefulSets and DaemonSets keep their history in; Sluice keeps Rollouts' revisions there.
     ResourceSpec("apps", "v1", "controllerrevisions", "ControllerRevision"),
     ResourceSpec("events.k8s.io", "v1", "events", "Event", short_names=("ev",)),

@@ -25,6 +25,7 @@ from sluice_sandbox.apiserver import SandboxThread, with_controllers
 from sluice_sandbox.exporter import MetricsExporter
 from sluice_sandbox.gateway import install_gateway_api
 from sluice_sandbox.gateway_controller import GatewayController
+from sluice_sandbox.jobs import JobController
 from sluice_sandbox.prometheus import PrometheusServer
 from sluice_sandbox.requestlog import RequestLog
 from sluice_sandbox.traffic import DEFAULT_MARKED, MarkedRequests, TrafficSimulator
@@ -103,6 +104,7 @@ class Sandbox:
                 WorkloadSimulator, ready_delay=self.options.ready_delay, stop_delay=self.options.stop_delay
             ),
             GatewayController,
+            JobController,
             functools.partial(self._traffic_simulator, exporter=exporter),
         )
         self.options.kubeconfig.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,13 @@ changes nothing in a running pod (https://kubernetes.io/docs/concepts/workloads/
 The kubelet manages only the containers whose status it wrote (an entry with a ``state``): a
 status written by hand stays as it was written, whatever the spec says.
 
+Pods that run to completion (``restartPolicy: Never`` or ``OnFailure``: a Job's) end
+``sandbox.sluice.dev/run-seconds`` (default 1) after the kubelet accepted them: ``Succeeded`` if
+their template's ``sandbox.sluice.dev/exit-code`` is 0 (the default), else ``Failed``, every
+container ``terminated`` with that exit code. (``OnFailure`` is simplified: a failing container is
+not restarted in place; the pod fails, and the Job controller counts it as Kubernetes counts a
+failed pod.)
+
 All pure: :func:`kubelet_status` decides, for one pod at one moment, the status to write (if any)
 and when to look at the pod again.
 """
@@ -33,6 +40,11 @@ from sluice_sandbox.resources import format_time, parse_time
 JsonObject = dict[str, Any]
 
 READY_ANNOTATION = "sandbox.sluice.dev/ready"
+# Pods that run to completion: how their containers exit, and how long they run first.
+EXIT_CODE_ANNOTATION = "sandbox.sluice.dev/exit-code"
+RUN_SECONDS_ANNOTATION = "sandbox.sluice.dev/run-seconds"
+DEFAULT_RUN_SECONDS = 1.0
+RUN_TO_COMPLETION = ("Never", "OnFailure")
 # What the kubelet says of a container it is creating (pulling its image, starting it).
 CREATING_REASON = "ContainerCreating"
 # The container runtime the simulated node runs, as container IDs name it.
@@ -284,6 +296,70 @@ def _restarts(
     return new, wake
 
 
+# ----- Pods that run to completion -----
+
+
+def _annotation(pod: Mapping[str, Any], name: str) -> str | None:
+    value = ((pod.get("metadata") or {}).get("annotations") or {}).get(name)
+    return None if value is None else str(value)
+
+
+def exit_code(pod: Mapping[str, Any]) -> int:
+    """The exit code the pod's containers end with (its annotation; 0 when absent or not a number)."""
+    try:
+        return int(_annotation(pod, EXIT_CODE_ANNOTATION) or 0)
+    except ValueError:
+        return 0
+
+
+def completion_time(pod: Mapping[str, Any], started: float) -> float | None:
+    """When a pod that runs to completion ends (epoch seconds); None for any other pod."""
+    if (pod.get("spec") or {}).get("restartPolicy") not in RUN_TO_COMPLETION:
+        return None
+    try:
+        seconds = float(_annotation(pod, RUN_SECONDS_ANNOTATION) or DEFAULT_RUN_SECONDS)
+    except ValueError:
+        seconds = DEFAULT_RUN_SECONDS
+    return started + max(0.0, seconds)
+
+
+def finished_status(pod: Mapping[str, Any], started: float, at: float) -> JsonObject:
+    """A pod whose containers all exited at ``at`` with its exit code: Succeeded on 0, else Failed."""
+    code, timestamp = exit_code(pod), format_time(at)
+    reason = "Completed" if code == 0 else "Error"
+
+    def ended(container: Mapping[str, Any]) -> JsonObject:
+        name, image = str(container.get("name")), str(container.get("image") or "")
+        identity = container_id(pod, name, 0, image)
+        terminated = {
+            "exitCode": code,
+            "reason": reason,
+            "startedAt": format_time(started),
+            "finishedAt": timestamp,
+            "containerID": identity,
+        }
+        return {
+            "name": name,
+            "image": image,
+            "imageID": image_id(image),
+            "containerID": identity,
+            "ready": False,
+            "started": False,
+            "restartCount": 0,
+            "state": {"terminated": terminated},
+        }
+
+    containers = (pod.get("spec") or {}).get("containers") or []
+    return {
+        "phase": "Succeeded" if code == 0 else "Failed",
+        "startTime": format_time(started),
+        "conditions": _condition_list(
+            timestamp, PodScheduled=True, Initialized=True, ContainersReady=False, Ready=False
+        ),
+        "containerStatuses": [ended(c) for c in containers],
+    }
+
+
 # ----- The decision -----
 
 
@@ -297,6 +373,17 @@ def kubelet_status(
     started = parse_time(status.get("startTime"))
     if started is None:  # e.g. the status write after the create failed: accept the pod now
         return pending_status(at), at + ready_delay
+    ends = completion_time(pod, started) if status.get("phase") in ("Pending", "Running") else None
+    if ends is not None and at >= ends:
+        return finished_status(pod, started, at), None
+    new, wake = _living_status(pod, status, started, at, ready_delay)
+    return new, wake if ends is None else min(ends, wake or ends)
+
+
+def _living_status(
+    pod: Mapping[str, Any], status: Mapping[str, Any], started: float, at: float, ready_delay: float
+) -> tuple[JsonObject | None, float | None]:
+    """A pod's next status while its containers run (or start), and when to look again."""
     if status.get("phase") == "Running":
         return _restarts(pod, at, ready_delay)
     if status.get("phase") != "Pending":

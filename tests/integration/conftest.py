@@ -8,6 +8,7 @@ import pytest
 
 from sluice_sandbox.apiserver import SandboxThread, with_controllers
 from sluice_sandbox.exporter import MetricsExporter
+from sluice_sandbox.jobs import JobController
 from sluice_sandbox.prometheus import PrometheusServer
 from sluice_sandbox.workloads import WorkloadSimulator
 from tests import scenarios
@@ -18,12 +19,12 @@ from tests import scenarios
 @pytest.fixture
 def sandbox_api(tmp_path: Path) -> Iterator[SandboxThread]:
     """
-    A running sandbox API server with the workload simulator, in a background thread.
+    A running sandbox API server with the workload simulator and the Job controller, in a background thread.
 
     Yields a :class:`SandboxThread`: ``.url``, ``.kubeconfig`` (a path), ``.server``, ``.store``,
     ``.run(coro)`` to call the store on the server's loop, and ``.wait_for(...)``.
     """
-    factory = with_controllers(functools.partial(WorkloadSimulator, ready_delay=0.2))
+    factory = with_controllers(functools.partial(WorkloadSimulator, ready_delay=0.2), JobController)
     with SandboxThread(kubeconfig=tmp_path / "sandbox-kubeconfig", server_factory=factory) as sandbox:
         yield sandbox
 

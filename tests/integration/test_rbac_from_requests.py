@@ -5,8 +5,8 @@ sandbox API server, which records every request. The test drives, all at once, w
 does in practice: a release promoted by analysis against a real Prometheus, one rolled back by it, one
 whose metric's credentials are read from a Secret, a release past the revision history limit (the
 oldest records pruned) and that Rollout's deletion, an Application rendering Rollouts (one component
-changed, one removed), and a SidecarSet whose sidecar a pod gets from the webhook and then a new
-image of in place.
+changed, one removed), a SidecarSet whose sidecar a pod gets from the webhook and then a new image of
+in place, and a release gated by a job metric.
 
 Every request with the operator's User-Agent (its own clients', kopf's, the Lease's) becomes the
 attributes kube-apiserver's authorizer sees (sluice_sandbox.authz). The rules the manifests bind to
@@ -306,8 +306,8 @@ def test_rbac_grants_exactly_what_the_operator_does(
             traffic=traffic,
         )
 
-    promoted, rolled_back, history, app, pods, secret = (
-        scene(suffix) for suffix in ("promoted", "rolled-back", "history", "app", "pods", "secret")
+    promoted, rolled_back, history, app, pods, secret, jobs = (
+        scene(suffix) for suffix in ("promoted", "rolled-back", "history", "app", "pods", "secret", "jobs")
     )
     # The second traffic provider's kind: its VirtualService watched, read and applied.
     istio = scene("istio", scenarios.ISTIO)
@@ -319,6 +319,8 @@ def test_rbac_grants_exactly_what_the_operator_does(
         lambda: sidecar_injected_then_upgraded_in_place(pods, sandbox_api, webhook_port),
         lambda: metric_secret_read(secret),
         lambda: scenarios.deploy_stable(istio, scenarios.web_rollout(traffic=scenarios.ISTIO)),
+        # A job metric's Job: created, listed while it runs, deleted once judged.
+        lambda: scenarios.job_metric_gates_release(jobs, exit_code=0),
     ]
     log = sandbox_api.requests
     log.clear()

@@ -80,7 +80,7 @@ def test_min_requests_is_positive() -> None:
 def test_the_crd_carries_the_same_rules_for_the_api_server() -> None:
     schema = Metric.model_json_schema(by_alias=True)
     rules = [rule["rule"] for rule in schema.get("x-kubernetes-validations", [])]
-    assert "has(self.thresholdRange) || has(self.compare)" in rules
+    assert "has(self.thresholdRange) || has(self.compare) || has(self.job)" in rules
     compare = Compare.model_json_schema(by_alias=True)
     assert [r["rule"] for r in compare["x-kubernetes-validations"]] == [
         "has(self.maxIncrease) || has(self.maxRatio)"

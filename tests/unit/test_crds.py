@@ -198,6 +198,8 @@ SPEC_FIELDS = [
     "spec.strategy.canary.analysis.metrics.items.thresholdRange.min",
     "spec.strategy.canary.analysis.metrics.items.thresholdRange.max",
     "spec.strategy.canary.analysis.metrics.items.noData",
+    "spec.strategy.canary.analysis.metrics.items.job.spec",
+    "spec.strategy.canary.analysis.metrics.items.job.timeout",
 ]
 
 STATUS_FIELDS = [
@@ -313,7 +315,14 @@ def test_pod_template_keeps_its_hand_written_schema(rollout_schema: dict[str, An
         ("spec.strategy.canary", {"oneOf": [{"required": ["steps"]}, {"required": ["stepWeight"]}]}),
         (
             "spec.strategy.canary.analysis.metrics.items",
-            {"oneOf": [{"required": ["query"]}, {"required": ["template"]}, {"required": ["web"]}]},
+            {
+                "oneOf": [
+                    {"required": ["query"]},
+                    {"required": ["template"]},
+                    {"required": ["web"]},
+                    {"required": ["job"]},
+                ]
+            },
         ),
         ("spec.strategy.canary.steps.items.pause.duration", {"pattern": r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"}),
     ],

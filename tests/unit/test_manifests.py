@@ -53,12 +53,16 @@ def test_rbac_is_least_privilege() -> None:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"], (
             rule
         )
-        # Owned objects are deleted by the garbage collector through owner references. The two
-        # exceptions: an Application deletes the Rollout of a component removed from its spec, and a
-        # Rollout prunes its oldest revision records.
+        # Owned objects are deleted by the garbage collector through owner references. The
+        # exceptions: an Application deletes the Rollout of a component removed from its spec, a
+        # Rollout prunes its oldest revision records, and a job metric's Job goes once judged.
         assert "deletecollection" not in rule["verbs"], rule
         if "delete" in rule["verbs"]:
-            deletable = [(["sluice.dev"], ["rollouts"]), (["apps"], ["controllerrevisions"])]
+            deletable = [
+                (["sluice.dev"], ["rollouts"]),
+                (["apps"], ["controllerrevisions"]),
+                (["batch"], ["jobs"]),
+            ]
             assert (rule["apiGroups"], rule["resources"]) in deletable, rule
     for secret_like in ("configmaps", "pods/exec"):
         assert not any(secret_like in rule["resources"] for rule in role["rules"])
