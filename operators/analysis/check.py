@@ -84,15 +84,14 @@ class MetricSources:
     # Reads the Secrets metrics name (credentials, CA bundles) in their Rollout's namespace, cached
     # (the operator's reads through the API); None: a metric naming a Secret is an Error.
     secrets: SecretReader | None = None
+    # Runs the Jobs of job metrics (the operator has one); None: a job metric is an Error.
+    jobs: JobRunner | None = None
 
     def bind(self, provider: MetricProvider, config: object, namespace: str) -> object:
         """The block with the credentials it names, for a provider that has any; ProviderError if missing."""
         if isinstance(provider, CredentialedProvider):
             return provider.bind(config, namespace, self.secrets)
         return config
-
-    # Runs the Jobs of job metrics (the operator has one); None: a job metric is an Error.
-    jobs: JobRunner | None = None
 
     def resolve(self, metric: Metric) -> tuple[MetricProvider, object, str]:
         """The metric's provider, its block and the address to ask; ProviderError when there is none.
