@@ -3,8 +3,8 @@
 A template's spec is a metric without its name and verdict: the `query`
 (Jinja2, rendered in the same sandbox as a Rollout's own), at most one
 provider block (`prometheus: {...}` and every other provider registered in
-`operators.metrics.registry`, added from the registry exactly as the
-Rollout's `Metric` gets them) and default `args`. A Rollout's metric names one
+`operators.metrics.registry` that takes a query, added from the registry
+exactly as the Rollout's `Metric` gets them) and default `args`. A Rollout's metric names one
 with `template: NAME` and adds its own `thresholdRange` (and may override the
 args and the provider block). Both kinds share one spec model.
 """
@@ -17,8 +17,11 @@ from pydantic import Field, model_validator
 
 from operators.api.base import ApiModel
 from operators.api.rollout import provider_blocks, with_provider_blocks
-from operators.metrics.base import MetricProvider
-from operators.metrics.registry import PROVIDERS as METRIC_PROVIDERS
+from operators.metrics.base import MetricProvider, takes_query
+from operators.metrics.registry import PROVIDERS
+
+# A template is a query: only the providers that take one (not `web` or `job`, whose block says it all).
+QUERY_PROVIDERS = {name: provider for name, provider in PROVIDERS.items() if takes_query(provider)}
 
 KIND = "MetricTemplate"
 PLURAL = "metrictemplates"
@@ -30,8 +33,8 @@ CLUSTER_PLURAL = "clustermetrictemplates"
 CLUSTER_SINGULAR = "clustermetrictemplate"
 CLUSTER_SHORT_NAMES = ["csmt"]
 
-# The fields of a provider block that say where it asks, shown by `kubectl get` (first found wins).
-ADDRESS_FIELDS = ("address", "url")
+# The field of a provider block that says where it asks, shown by `kubectl get`.
+ADDRESS_FIELD = "address"
 
 
 class MetricTemplateSpecBase(ApiModel):
@@ -47,7 +50,7 @@ class MetricTemplateSpecBase(ApiModel):
 
     @model_validator(mode="after")
     def _at_most_one_provider(self) -> MetricTemplateSpecBase:
-        given = provider_blocks(self, METRIC_PROVIDERS)
+        given = provider_blocks(self, QUERY_PROVIDERS)
         if len(given) > 1:
             names = ", ".join(provider.field for provider, _ in given)
             raise ValueError(f"a metric template names at most one provider, not {names}")
@@ -55,7 +58,7 @@ class MetricTemplateSpecBase(ApiModel):
 
     def provider_block(self) -> tuple[MetricProvider, Any] | None:
         """The provider block the template gives, or None (then the metric's, or the default)."""
-        given = provider_blocks(self, METRIC_PROVIDERS)
+        given = provider_blocks(self, QUERY_PROVIDERS)
         return given[0] if given else None
 
 
@@ -64,7 +67,7 @@ if TYPE_CHECKING:
 else:
     MetricTemplateSpec = with_provider_blocks(
         MetricTemplateSpecBase,
-        METRIC_PROVIDERS,
+        QUERY_PROVIDERS,
         "A metric without its name and verdict: a Jinja2 `query`, default `args`, at most one provider.",
     )
 
@@ -76,10 +79,9 @@ class MetricTemplateStatus(ApiModel):
 def address_columns() -> list[tuple[str, str]]:
     """(column name, JSON path) of each registered provider's address field, for `kubectl get`."""
     columns = []
-    for name, provider in METRIC_PROVIDERS.items():
+    for name, provider in QUERY_PROVIDERS.items():
         fields = provider.config_model.model_fields
-        found = next((f for f in ADDRESS_FIELDS if f in fields), None)
-        if found is not None:
-            alias = fields[found].alias or found
+        if ADDRESS_FIELD in fields:
+            alias = fields[ADDRESS_FIELD].alias or ADDRESS_FIELD
             columns.append((name[:1].upper() + name[1:], f".spec.{name}.{alias}"))
     return columns

@@ -172,7 +172,7 @@ def test_a_missing_template_deploys_nothing_until_it_exists(
     assert status_of(blocked)["message"] == (
         f'metric "errors": unknown template "team-errors": no MetricTemplate "team-errors" in namespace '
         f'"{ns}", no ClusterMetricTemplate "team-errors", and no built-in template of that name '
-        "(request-duration-p99, request-error-rate)"
+        "(request-count, request-duration-p99, request-error-rate, slo-burn-rate)"
     )
     assert h.get(deployment(ns, NAME)) is None, "nothing deployed"
 

@@ -24,6 +24,7 @@ from operators.api.crdgen import build_crd
 from operators.api.metrictemplate import MetricTemplateSpec
 from operators.api.resources import CLUSTER_METRIC_TEMPLATE, METRIC_TEMPLATE
 from operators.api.rollout import Metric, RolloutSpec
+from operators.metrics.base import takes_query
 from operators.metrics.hosts import AllowedHosts
 from operators.metrics.registry import PROVIDERS
 from tests.unit.test_examples import schema_validator
@@ -197,12 +198,15 @@ def test_spec_refuses_unknown_fields_such_as_a_verdict() -> None:
         MetricTemplateSpec.model_validate({"query": "up", "thresholdRange": {"max": 1}})
 
 
-def test_spec_has_a_block_per_registered_provider() -> None:
+def test_spec_has_a_block_per_registered_provider_that_takes_a_query() -> None:
     spec = MetricTemplateSpec.model_validate({"query": "up", "prometheus": {"address": "http://p:9090"}})
     given = spec.provider_block()
     assert given is not None and given[0].field == "prometheus"
     properties = build_crd(METRIC_TEMPLATE)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
-    assert set(PROVIDERS) <= set(properties["spec"]["properties"])
+    queried = {name for name, provider in PROVIDERS.items() if takes_query(provider)}
+    assert queried and queried <= set(properties["spec"]["properties"])
+    # A web or job block says it all: a template (a query) has no place for one.
+    assert not (set(PROVIDERS) - queried) & set(properties["spec"]["properties"])
 
 
 @pytest.mark.parametrize(
