@@ -252,6 +252,12 @@ def start_metric(
     return _judged(metric, answer, stable)
 
 
+def traffic_metrics(metrics: Sequence[Metric]) -> list[Metric]:
+    """The metrics `analysis.minRequests` applies to: those with a query (Prometheus), which measure
+    the canary's requests. A `web` or `job` metric's verdict does not depend on the traffic."""
+    return [metric for metric in metrics if takes_query(metric.source()[0])]
+
+
 def request_counter(metrics: Sequence[Metric]) -> Metric:
     """What `analysis.minRequests` asks: the built-in `request-count` of the canary, of the
     provider (and its block: address, credentials) of the analysis' first metric on a provider
@@ -340,12 +346,16 @@ def start_check(
     """Start querying every metric (at once); the future is the check at time `now`, once all answered.
 
     Never fails: a metric that cannot be queried is an Error result in the check.
-    With `min_requests`, the canary's requests are counted too (`judging.with_min_requests`).
+    With `min_requests`, the canary's requests are counted too (`judging.with_min_requests`),
+    when any metric measures them (`traffic_metrics`).
     Dry-run metrics are in the check's results, not in its outcome.
     """
     check: Future[Check] = Future()
     results = [start_metric(metric, context, sources, now) for metric in metrics]
-    count = _count_requests(metrics, context, sources, now) if min_requests is not None else None
+    # Only traffic metrics are held to minRequests; without any, the requests are not even counted.
+    traffic = traffic_metrics(metrics) if min_requests is not None else []
+    counted = {metric.name for metric in traffic}
+    count = _count_requests(traffic, context, sources, now) if traffic else None
     waiting: list[Future[Any]] = [*results, *([count] if count is not None else [])]
     remaining = len(waiting)
     lock = threading.Lock()
@@ -354,13 +364,13 @@ def start_check(
         done = [future.result() for future in results]  # in spec order, whatever answered first
         seen = None
         if count is not None and min_requests is not None:
-            problem = _problem(request_counter(metrics), count)
+            problem = _problem(request_counter(traffic), count)
             if problem is not None:
-                done = without_request_count(done, problem)
+                done = without_request_count(done, problem, counted)
             else:
                 seen = count.result()
                 seen = 0.0 if seen is None or math.isnan(seen) else seen  # no series: no requests
-                done = with_min_requests(done, seen, min_requests, context.interval)
+                done = with_min_requests(done, seen, min_requests, context.interval, counted)
         check.set_result(
             Check(time=rfc3339(now), outcome=gating_outcome(done), metrics=done, canary_requests=seen)
         )

@@ -35,9 +35,10 @@ logger = logging.getLogger(__name__)
 
 API_VERSION, KIND = "batch/v1", "Job"
 MANAGED_BY = "app.kubernetes.io/managed-by"
-# What a Job is for: "analysis" (a job metric's check), or a hook's kind once hooks use the runner.
+# What a Job is for: "analysis" (a job metric's check), or a lifecycle hook's kind ("preRollout"...).
 PURPOSE_LABEL = "sluice.dev/job"
 METRIC_LABEL = "sluice.dev/metric"
+HOOK_LABEL = "sluice.dev/hook"
 # The label of every object Sluice manages for a Rollout (`operators.rollout.ownership.ROLLOUT_LABEL`,
 # a layer above analysis): a Rollout's Jobs are listed by it like its other objects.
 ROLLOUT_LABEL = "sluice.dev/rollout"
@@ -105,6 +106,13 @@ def analysis_job(owner: JobOwner, metric: str, source: JobSource, at: datetime) 
     """The Job of one check of a job metric."""
     labels = {PURPOSE_LABEL: "analysis", METRIC_LABEL: _dns_label(metric)[:MAX_NAME].strip("-") or "metric"}
     name = job_name(owner.name, metric, at)
+    return job_body(owner, name, source.spec, source.deadline_seconds(), labels)
+
+
+def hook_job(owner: JobOwner, kind: str, hook: str, source: JobSource, at: datetime) -> dict[str, Any]:
+    """The Job of one run of a lifecycle hook (`kind` as in `strategy.canary.hooks`, e.g. preRollout)."""
+    labels = {PURPOSE_LABEL: kind, HOOK_LABEL: _dns_label(hook)[:MAX_NAME].strip("-") or "hook"}
+    name = job_name(owner.name, f"{kind}-{hook}", at)
     return job_body(owner, name, source.spec, source.deadline_seconds(), labels)
 
 

@@ -7,16 +7,18 @@
   compare with), follows the metric's noData policy (Inconclusive by default).
   A comparison never passes blind.
 - `with_min_requests`: a check whose canary served fewer than minRequests
-  requests in its window judges nothing: its Passed and Failed metrics become
-  Inconclusive (a few requests prove neither), its Errors stay Errors (an
-  outage is counted against errorLimit whatever the traffic).
+  requests in its window judges nothing by traffic: its Passed and Failed
+  traffic metrics (those with a query) become Inconclusive (a few requests
+  prove neither), its Errors stay Errors (an outage is counted against
+  errorLimit whatever the traffic). A `web` or `job` metric does not measure
+  the canary's requests: its verdict stands (a failed smoke test is a failure).
 - `gating_outcome`: a check's outcome, dry-run metrics left out.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from operators.analysis.thresholds import combine, evaluate, is_no_data, no_data_outcome
 from operators.api.rollout import Compare, Metric, MetricResult, Outcome, ThresholdRange
@@ -107,24 +109,39 @@ def too_few_requests(seen: float | None, min_requests: int, window: str) -> str:
 
 
 def with_min_requests(
-    results: Sequence[MetricResult], seen: float | None, min_requests: int, window: str
+    results: Sequence[MetricResult],
+    seen: float | None,
+    min_requests: int,
+    window: str,
+    counted: Collection[str] | None = None,
 ) -> list[MetricResult]:
-    """The results as a check with `seen` canary requests (None: no series, i.e. none) judges them."""
+    """The results as a check with `seen` canary requests (None: no series, i.e. none) judges them.
+
+    Only the metrics named in `counted` (None: all) depend on the canary's traffic; the others
+    (web, job) keep their verdicts.
+    """
     if not is_no_data(seen) and seen is not None and seen >= min_requests:
         return list(results)
     why = too_few_requests(seen, min_requests, window)
-    return [_inconclusive(result, why) for result in results]
+    return [_inconclusive(result, why) if _counts(result, counted) else result for result in results]
 
 
-def without_request_count(results: Sequence[MetricResult], problem: str) -> list[MetricResult]:
-    """The results when the canary's requests could not be counted: nothing may pass unseen."""
+def without_request_count(
+    results: Sequence[MetricResult], problem: str, counted: Collection[str] | None = None
+) -> list[MetricResult]:
+    """The results when the canary's requests could not be counted: no traffic metric (those named
+    in `counted`; None: all) may pass unseen."""
     why = f"cannot count the canary's requests for minRequests: {problem}"
     return [
         result.model_copy(update={"outcome": Outcome.ERROR, "message": _joined(why, result.message)})
-        if result.outcome in (Outcome.PASSED, Outcome.FAILED)
+        if result.outcome in (Outcome.PASSED, Outcome.FAILED) and _counts(result, counted)
         else result
         for result in results
     ]
+
+
+def _counts(result: MetricResult, counted: Collection[str] | None) -> bool:
+    return counted is None or result.name in counted
 
 
 def _inconclusive(result: MetricResult, why: str) -> MetricResult:

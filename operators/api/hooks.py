@@ -3,7 +3,8 @@
 A hook is a named check run at one point of a release: `preRollout` before the canary gets any
 request, `prePromotion` before the stable takes the new version (both gate: a failure rolls the
 release back), `postRollout` once a release is promoted and `onRollback` once one is rolled back
-(both notify: a failure is reported and changes nothing). A `web` hook passes on a 2xx answer.
+(both notify: a failure is reported and changes nothing). A `web` hook passes on a 2xx answer, a
+`job` hook when its Job succeeds.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from operators.api.base import ApiModel, Duration, parse_duration
+from operators.metrics.job import JobSource
 
 # No hook call may take longer than this, whatever its timeout says (like a metric query).
 MAX_HOOK_SECONDS = 30.0
@@ -47,11 +49,37 @@ class WebHook(ApiModel):
         return self
 
 
+class JobHook(JobSource):
+    """A Kubernetes Job run in the Rollout's namespace (the job metric's block); the hook passes when
+    the Job succeeds and fails when it fails or runs past its deadline. Sluice deletes it once judged."""
+
+    timeout: Duration = Field(
+        default="5m",
+        description="The Job's activeDeadlineSeconds unless its spec sets one; past it, the hook fails.",
+    )
+
+
+HOOK_ONE_OF = "a hook needs exactly one of web and job"
+
+
 class Hook(ApiModel):
-    """One named hook. `web` is the only kind yet (a `job` kind would sit beside it)."""
+    """One named hook: an HTTP call (`web`) or a Job (`job`)."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [{"rule": "has(self.web) != has(self.job)", "message": HOOK_ONE_OF}]
+        }
+    }
 
     name: str = Field(min_length=1, max_length=63)
-    web: WebHook
+    web: WebHook | None = None
+    job: JobHook | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Hook:
+        if (self.web is None) == (self.job is None):
+            raise ValueError(f'hook "{self.name}": {HOOK_ONE_OF}')
+        return self
 
 
 class Hooks(ApiModel):

@@ -75,8 +75,9 @@ class RolloutReconciler:
         self.clock = clock
         # Analysis runs beside the passes, so a hung query never delays an abort.
         self.checks = checks or BackgroundChecks()
-        # Lifecycle hooks run beside the passes too, sent to the same allowed hosts as queries.
-        self.hooks = hooks or HookRunner(metrics.allowed)
+        # Lifecycle hooks run beside the passes too, sent to the same allowed hosts as queries; job
+        # hooks' Jobs by the same runner as job metrics'.
+        self.hooks = hooks or HookRunner(metrics.allowed, jobs=metrics.jobs)
         # Adds the sidecars of matching SidecarSets to the template; None: spec.template as is.
         self.sidecars = sidecars
         # Traffic kinds the API server does not serve (no CRD): there is nothing to hand back.

@@ -1,8 +1,10 @@
 """A canary's postPromotionAnalysis and lifecycle hooks, in closed loop in the sandbox.
 
-The real operator, the real Prometheus scraping the traffic simulator, and a real local HTTP
-server answering the hooks. No test sets a metric: a version fails requests as its pod template's
-``sandbox.sluice.dev/error-rate`` annotation says.
+The real operator, the real Prometheus scraping the traffic simulator, a real local HTTP
+server answering the web hooks, and the sandbox's Job controller running the job hooks' Jobs. No
+test sets a metric: a version fails requests as its pod template's
+``sandbox.sluice.dev/error-rate`` annotation says (a Job's pod exits as its
+``sandbox.sluice.dev/exit-code`` says).
 
 Going bad only after promotion, truthfully: the Rollout of the first test has no canary analysis
 (its steps only wait for the canary's pods), as a team that verifies only once a version serves
@@ -45,7 +47,9 @@ from tests.scenarios import (
     Scene,
     deploy_stable,
     error_rate_analysis,
+    job_metric,
     promoted,
+    sluice_jobs,
     web_rollout,
 )
 
@@ -191,6 +195,36 @@ def test_a_failing_pre_rollout_hook_stops_the_release_before_the_canary_gets_any
     assert canary and set(canary) == {0}, set(canary)
     assert scene.harness.read(deployment(scene.namespace, CANARY))["spec"]["replicas"] == 0
     assert any(expected in message for message in hook_events(scene))
+
+
+def canary_weights_served(sandbox: Sandbox, scene: Scene) -> set[int]:
+    """The canary's route weight at every tick of the traffic simulator."""
+    assert sandbox.traffic is not None
+    return {
+        r.weight for r in sandbox.traffic.history if (r.namespace, r.service) == (scene.namespace, CANARY)
+    }
+
+
+def test_a_failing_pre_rollout_job_hook_stops_the_release_before_the_canary_gets_any_traffic(
+    sandbox: Sandbox, scene: Scene
+) -> None:
+    # The hook's Job runs one pod that exits 1 (its template's sandbox.sluice.dev/exit-code), no retry.
+    body = hooked_rollout(preRollout=[job_metric(exit_code=1, name="smoke")])
+    stable = deploy_stable(scene, body)
+    release(scene, IMAGE_V2)  # a good version: only the hook stops it
+    degraded = wait_status(scene, lambda s: s.get("phase") == "Degraded", "the preRollout job hook to fail")
+    status = degraded["status"]
+    expected = f'preRollout hook "smoke" failed: Job {NAME}-prerollout-smoke-'
+    assert expected in status["message"] and "BackoffLimitExceeded" in status["message"], status["message"]
+    (run,) = status["hooks"]
+    assert (run["kind"], run["name"], run["outcome"]) == ("preRollout", "smoke", "Failed")
+    assert status["stableRevision"] == stable and image_of(scene, NAME) == IMAGE_V1
+    assert canary_weights_served(sandbox, scene) == {0}
+    assert scene.harness.read(deployment(scene.namespace, CANARY))["spec"]["replicas"] == 0
+    assert any(expected in message for message in hook_events(scene))
+    scene.harness.wait(
+        lambda: sluice_jobs(scene), lambda jobs: not jobs, RELEASE_TIMEOUT, "the hook's Job to be deleted"
+    )
 
 
 def test_a_failing_post_rollout_hook_is_reported_and_changes_nothing(sandbox: Sandbox, scene: Scene) -> None:
