@@ -403,8 +403,9 @@ class _Reconciliation:
         self.s.aborted_at = None
         self.s.analysis = AnalysisStatus()
         self.s.post_promotion = None
-        # A release's hooks start afresh (a notification still unanswered for the last one is dropped).
-        self.s.hooks = hooks.ask([], self.spec, HookKind.PRE_ROLLOUT, self.revision)
+        # A release's hooks start afresh (a notification still unanswered for the last one is dropped);
+        # its preRollout hooks are asked once its first canary pod is ready (_held_for_pre_rollout).
+        self.s.hooks = []
         self.s.phase = Phase.PROGRESSING
         message = f"release of revision {self.revision} started (stable {stable_rev})"
         self._record("release-started", message)
@@ -428,7 +429,7 @@ class _Reconciliation:
         if self._analyse():
             return
         self.canary_count = self._canary_pods(self.s.canary_weight)
-        if self._held_by_hooks(HookKind.PRE_ROLLOUT):
+        if self._held_for_pre_rollout():
             return
         if self.s.analysis.inconclusive > (self.analysis.inconclusive_limit if self.analysis else 0):
             if self._take(Command.PROMOTE):
@@ -498,9 +499,25 @@ class _Reconciliation:
             self._set_phase(Phase.PROGRESSING, "Analysing", self._at_step("waiting for analysis"))
 
     def _canary_pods(self, weight: int) -> int:
-        """The canary's pods at `weight`: at least one while a header or mirror route sends it requests."""
+        """The canary's pods at `weight`: at least one while a header or mirror route sends it requests,
+        and while preRollout hooks are to test it."""
         pods = canary_replicas(self.spec, weight)
-        return max(pods, 1) if self.s.header_routes or self.s.mirror_routes else pods
+        needs_one = self.s.header_routes or self.s.mirror_routes or not self._pre_rollout_gate().open
+        return max(pods, 1) if needs_one else pods
+
+    def _pre_rollout_gate(self) -> hooks.Gate:
+        return hooks.gate(self.s.hooks, self.spec, HookKind.PRE_ROLLOUT, self.revision)
+
+    def _held_for_pre_rollout(self) -> bool:
+        """preRollout hooks test the new version before any user reaches it (smoke tests, as in
+        Flagger): they are asked once the canary's first pod is ready, at weight 0."""
+        gate = self._pre_rollout_gate()
+        if gate.open:
+            return False
+        if gate.failed is None and not is_rolled_out(self.canary_obj, self.revision, self.canary_count):
+            self._await_canary(self.canary_count)
+            return True
+        return self._held_by_hooks(HookKind.PRE_ROLLOUT)
 
     def _clear_routes(self) -> None:
         """Promotion and rollback end every header and mirror route."""

@@ -174,7 +174,7 @@ def test_a_failing_pre_rollout_hook_rolls_back_before_the_canary_gets_any_traffi
     world.run_until(lambda w: w.status.phase == Phase.DEGRADED)
     assert all(p.plan.status.canary_weight == 0 for p in world.passes)
     assert routed_canary_weights(world) == {0}
-    assert world.replicas("web-canary") == 0
+    assert world.replicas("web-canary") <= 1  # the pod the hook tested, kept for the scale-down delay
     assert 'preRollout hook "smoke" failed: HTTP' in world.status.message
     world.settle()
     assert (HookKind.ON_ROLLBACK, "page") in world.calls  # the notification went out
@@ -183,10 +183,17 @@ def test_a_failing_pre_rollout_hook_rolls_back_before_the_canary_gets_any_traffi
 
 def test_the_release_waits_for_its_pre_rollout_hook_then_goes_on_and_never_runs_it_twice() -> None:
     world = released(hooked(preRollout=[web("smoke")]))
-    world.reconcile()  # starts the release and asks for the hook; the shell runs it on the next pass
+    world.hold("web-canary")
+    world.reconcile()  # starts the release: first one canary pod, at weight 0, for the hook to test
+    world.reconcile()
     assert world.status.phase == Phase.PROGRESSING and world.status.canary_weight == 0
+    assert world.replicas("web-canary") == 1 and world.status.hooks == []
+    assert "waiting for canary pods: 0/1 ready" in world.status.message
+    world.release("web-canary")
+    world.reconcile()  # the pod is ready: the hook is asked; the shell runs it on the next pass
     assert world.status.message.endswith("waiting for preRollout hook(s): smoke")
     assert [(run.name, run.outcome) for run in world.status.hooks] == [("smoke", HookOutcome.PENDING)]
+    assert world.status.canary_weight == 0
     world.run_until(lambda w: w.status.phase == Phase.HEALTHY)
     assert world.calls.count((HookKind.PRE_ROLLOUT, "smoke")) == 1
     # A passed hook is recorded; asking again (a restarted operator) adds nothing.
