@@ -25,6 +25,19 @@ STAGE_NAMES = ("preview", "pre-promotion", "post-promotion", "promoting")
 SWITCHED = 100  # canaryWeight once the active Service selects the new version
 
 
+def analyses_of(spec: RolloutSpec) -> list[Analysis]:
+    """Every analysis the spec holds, in force now or later (checked together before a release)."""
+    canary, blue_green = spec.strategy.canary, spec.strategy.blue_green
+    held = (
+        [canary.analysis, canary.post_promotion_analysis]
+        if canary is not None
+        else [blue_green.pre_promotion_analysis, blue_green.post_promotion_analysis]
+        if blue_green is not None
+        else []
+    )
+    return [analysis for analysis in held if analysis is not None]
+
+
 def analysis_of(spec: RolloutSpec, status: RolloutStatus) -> Analysis | None:
     """The analysis that applies now: the canary's, or blue-green's before or after the switch."""
     blue_green = spec.strategy.blue_green

@@ -695,7 +695,7 @@ class _Reconciliation:
             and verifying_after_promotion(self.before)
             and not self._measured_another_weight(check)
         ):
-            self.s.analysis = verdicts.record_check(self.s.analysis, check)
+            self._count(check)
         verdict = verdicts.verdict(post, self.s.analysis)
         if verdict == verdicts.Verdict.ROLLBACK:
             self._roll_back_promotion(
@@ -831,6 +831,12 @@ class _Reconciliation:
 
     # ---- analysis ------------------------------------------------------------------------------
 
+    def _count(self, check: Check) -> None:
+        """A check into the analysis' counts, and an Event per dry-run metric that would have acted."""
+        self.s.analysis = verdicts.record_check(self.s.analysis, check)
+        for note in verdicts.dry_run_notes(check):
+            self._event("Warning", verdicts.DRY_RUN_REASON, note)
+
     def _analyse(self) -> bool:
         """Count this round's check; True when it ended the release."""
         check = self.obs.check
@@ -838,9 +844,7 @@ class _Reconciliation:
             return False
         if not _analysing(self.spec, self.before) or self._measured_another_weight(check):
             return False
-        self.s.analysis = verdicts.record_check(self.s.analysis, check)
-        for note in verdicts.dry_run_notes(check):
-            self._event("Warning", verdicts.DRY_RUN_REASON, note)
+        self._count(check)
         if verdicts.verdict(self.analysis, self.s.analysis) == verdicts.Verdict.ROLLBACK:
             self._rollback(verdicts.verdict_reason(self.analysis, self.s.analysis))
             return True

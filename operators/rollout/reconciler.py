@@ -31,7 +31,7 @@ from operators.foundation.loop import RETRY_AFTER_CONFLICT
 from operators.foundation.status import ReadStatus, read_status, write_status
 from operators.rollout import engine
 from operators.rollout.adoption import hand_back
-from operators.rollout.bluegreen_stages import analysis_of
+from operators.rollout.bluegreen_stages import analyses_of, analysis_of
 from operators.rollout.handback import TRAFFIC_KINDS, hand_back_traffic
 from operators.rollout.hook_runner import HookRunner, hook_problems
 from operators.rollout.inventory import (
@@ -136,6 +136,12 @@ class RolloutReconciler:
             with_templates(self.cluster, namespace, analysis.metrics) if analysis else ([], [])
         )
         problems += validate_metrics(metrics, context, self.metrics)
+        # The analyses not in force yet (post-promotion's) are checked too: a typo there must stop
+        # the release before it starts, not once the stable already runs the new version.
+        for later in analyses_of(spec):
+            if later is not analysis:
+                later_metrics, later_problems = with_templates(self.cluster, namespace, later.metrics)
+                problems += later_problems + validate_metrics(later_metrics, context, self.metrics)
         problems += hook_problems(spec, self.metrics.allowed)
         check = None
         if analysis and not problems:

@@ -274,8 +274,11 @@ def scene(
         )
 
 
+# The typo in the analysis in force, or in the one that runs only after promotion: either stops the
+# release before it starts, not once the stable already runs the new version.
+@pytest.mark.parametrize("where", ["analysis", "postPromotionAnalysis"])
 def test_an_undefined_query_variable_stops_the_release_before_it_starts(
-    scene: scenarios.Scene, capsys: pytest.CaptureFixture[str]
+    scene: scenarios.Scene, capsys: pytest.CaptureFixture[str], where: str
 ) -> None:
     h = scene.harness
     steps = [{"setWeight": 50}, {"setWeight": 100}]
@@ -288,13 +291,15 @@ def test_an_undefined_query_variable_stops_the_release_before_it_starts(
     containers = copy.deepcopy(body["spec"]["template"]["spec"]["containers"])
     containers[0]["image"] = scene.images[1]
     broken = query_analysis(scene.prometheus_url, BAD_QUERY)
+    if where == "postPromotionAnalysis":
+        broken["duration"] = "30s"
     generation = h.patch_rollout(
         NS,
         "web",
         {
             "spec": {
                 "template": {"spec": {"containers": containers}},
-                "strategy": {"canary": {"analysis": broken}},
+                "strategy": {"canary": {where: broken}},
             }
         },
     )["metadata"]["generation"]
@@ -323,12 +328,9 @@ def test_an_undefined_query_variable_stops_the_release_before_it_starts(
     assert canary is not None and canary["spec"]["replicas"] == 0
     assert route_weights(h.get(httproute(NS, "web"))) == {"web": 100, "web-canary": 0}
 
-    # Fixing the query lets the very same release go ahead.
-    h.patch_rollout(
-        NS,
-        "web",
-        {"spec": {"strategy": {"canary": {"analysis": query_analysis(scene.prometheus_url, GOOD_QUERY)}}}},
-    )
+    # Fixing the query (or dropping the verification after promotion) lets the same release go ahead.
+    fixed = query_analysis(scene.prometheus_url, GOOD_QUERY) if where == "analysis" else None
+    h.patch_rollout(NS, "web", {"spec": {"strategy": {"canary": {where: fixed}}}})
     done = h.wait_rollout(
         NS,
         "web",

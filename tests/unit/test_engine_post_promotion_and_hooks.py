@@ -14,13 +14,13 @@ import pytest
 from pydantic import ValidationError
 
 from operators.api.hooks import HookKind, HookOutcome, HookRun, WebHook
-from operators.api.rollout import Check, Outcome, Phase, RolloutSpec
+from operators.api.rollout import Check, MetricResult, Outcome, Phase, RolloutSpec
 from operators.metrics.hosts import AllowedHosts
 from operators.rollout import engine, hooks
 from operators.rollout.bluegreen_stages import analysis_of
 from operators.rollout.commands import Command
 from operators.rollout.hook_runner import call_web_hook, hook_problems
-from tests.unit.engine_world import METRIC, World, make_spec
+from tests.unit.engine_world import METRIC, World, make_check, make_spec
 
 V2 = "ghcr.io/acme/web:2"
 POST = {"interval": "10s", "duration": "60s", "metrics": [{**METRIC, "name": "stable-errors"}]}
@@ -106,6 +106,17 @@ def test_after_promotion_the_new_stable_is_verified_for_the_duration_then_health
     assert world.status.post_promotion is None and world.status.canary_revision is None
     assert world.actions()[-3:] == ["promoted", "verifying", "verified"]
     assert "Verified" in world.reasons()
+
+
+def test_a_failing_dry_run_metric_after_promotion_is_told_in_an_event_and_changes_nothing() -> None:
+    world = released(make_spec(STEPS, canary={"postPromotionAnalysis": POST}))
+    promoted_and_verifying(world)
+    world.advance(10)
+    dry = MetricResult(name="p99", outcome=Outcome.FAILED, value=0.9, message="0.9 > max 0.5", dry_run=True)
+    check = make_check(Outcome.PASSED, world.now)
+    world.reconcile(check=check.model_copy(update={"metrics": [*check.metrics, dry]}))
+    assert world.events()[-1].reason == "DryRunMetric" and "p99" in world.events()[-1].message
+    world.run_until(lambda w: w.status.phase == Phase.HEALTHY)
 
 
 def test_a_failure_after_promotion_rolls_the_stable_back_to_the_previous_revision() -> None:
