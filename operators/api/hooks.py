@@ -87,7 +87,7 @@ class Hooks(ApiModel):
 
     pre_rollout: list[Hook] = Field(
         default_factory=list,
-        description="Before the canary gets any request; a failure rolls the release back.",
+        description="Once the canary's first pod is ready, before it gets any request; a failure rolls back.",
     )
     pre_promotion: list[Hook] = Field(
         default_factory=list,

@@ -26,7 +26,6 @@ a Job's deadline.
 """
 
 import asyncio
-import copy
 import dataclasses
 import logging
 import time
@@ -37,6 +36,7 @@ from sluice_sandbox.builtin_resources import DEFAULT_BACKOFF_LIMIT
 from sluice_sandbox.resources import format_time, parse_time
 from sluice_sandbox.store import DELETED, ApiError, Change, JsonObject, Store
 from sluice_sandbox.tasks import cancel_and_wait
+from sluice_sandbox.workloads import pod_from_template
 
 logger = logging.getLogger(__name__)
 
@@ -73,34 +73,10 @@ def is_finished(job: Mapping[str, Any]) -> bool:
 
 def new_pod(job: Mapping[str, Any]) -> JsonObject:
     meta = job["metadata"]
-    template = (job.get("spec") or {}).get("template") or {}
-    template_meta = template.get("metadata") or {}
-    labels = {**(template_meta.get("labels") or {})}
-    labels.update({label: meta["name"] for label in JOB_NAME_LABELS})
+    labels = {label: meta["name"] for label in JOB_NAME_LABELS}
     labels.update({label: meta["uid"] for label in CONTROLLER_UID_LABELS})
-    pod_meta: JsonObject = {
-        "generateName": f"{meta['name']}-",
-        "namespace": meta.get("namespace"),
-        "labels": labels,
-        "ownerReferences": [
-            {
-                "apiVersion": "batch/v1",
-                "kind": "Job",
-                "name": meta["name"],
-                "uid": meta["uid"],
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ],
-    }
-    if template_meta.get("annotations"):
-        pod_meta["annotations"] = copy.deepcopy(template_meta["annotations"])
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": pod_meta,
-        "spec": copy.deepcopy(template.get("spec") or {}),
-    }
+    template = (job.get("spec") or {}).get("template") or {}
+    return pod_from_template(job, ("batch/v1", "Job"), template, f"{meta['name']}-", labels)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -199,18 +199,26 @@ def _hash_of(pod: Mapping[str, Any]) -> str | None:
     return (pod.get("metadata", {}).get("labels") or {}).get(TEMPLATE_HASH_LABEL)
 
 
-def new_pod(deployment: Mapping[str, Any], template_hash: str, at: float) -> JsonObject:
-    meta = deployment["metadata"]
-    template = deployment.get("spec", {}).get("template") or {}
+def pod_from_template(
+    owner: Mapping[str, Any],
+    owner_kind: tuple[str, str],
+    template: Mapping[str, Any],
+    generate_name: str,
+    labels: Mapping[str, str],
+) -> JsonObject:
+    """A pod as a controller makes it from its owner's pod template: the template's labels (and
+    `labels`), annotations and spec, owned by `owner` (of `owner_kind`: apiVersion, kind) as its
+    controller. Its status is the caller's."""
+    meta = owner["metadata"]
     template_meta = template.get("metadata") or {}
     pod_meta: JsonObject = {
-        "generateName": f"{meta['name']}-{template_hash}-",
+        "generateName": generate_name,
         "namespace": meta.get("namespace"),
-        "labels": {**(template_meta.get("labels") or {}), TEMPLATE_HASH_LABEL: template_hash},
+        "labels": {**(template_meta.get("labels") or {}), **labels},
         "ownerReferences": [
             {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
+                "apiVersion": owner_kind[0],
+                "kind": owner_kind[1],
                 "name": meta["name"],
                 "uid": meta.get("uid"),
                 "controller": True,
@@ -225,8 +233,16 @@ def new_pod(deployment: Mapping[str, Any], template_hash: str, at: float) -> Jso
         "kind": "Pod",
         "metadata": pod_meta,
         "spec": copy.deepcopy(template.get("spec") or {}),
-        "status": pending_status(at),
     }
+
+
+def new_pod(deployment: Mapping[str, Any], template_hash: str, at: float) -> JsonObject:
+    template = deployment.get("spec", {}).get("template") or {}
+    name = f"{deployment['metadata']['name']}-{template_hash}-"
+    labels = {TEMPLATE_HASH_LABEL: template_hash}
+    pod = pod_from_template(deployment, ("apps/v1", "Deployment"), template, name, labels)
+    pod["status"] = pending_status(at)
+    return pod
 
 
 def _removal_order(pod: Mapping[str, Any]) -> tuple[bool, float, str]:
