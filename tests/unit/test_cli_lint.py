@@ -1,4 +1,4 @@
-"""`sluice lint`: the shipped examples pass; each broken file in tests/fixtures/lint is reported at its line."""
+"""`sluice lint`: the shipped examples pass; each file of tests/fixtures/lint is reported at its line."""
 
 from __future__ import annotations
 
@@ -33,7 +33,10 @@ def test_every_shipped_example_passes(capsys: pytest.CaptureFixture[str]) -> Non
 
 # fixture file -> (line, what the message says): one error kind each
 BROKEN = {
-    "schema-error.yaml": [(12, "spec.progresDeadlineSeconds: Extra inputs are not permitted"), (16, "setWeight")],
+    "schema-error.yaml": [
+        (12, "spec.progresDeadlineSeconds: Extra inputs are not permitted"),
+        (16, "setWeight"),
+    ],
     "cel-rule.yaml": [(12, "strategy needs exactly one of canary and blueGreen")],
     "bad-name.yaml": [(5, "must be a DNS-1035 label")],
     "template-error.yaml": [(21, "undefined variable 'canary.servce'")],
@@ -92,7 +95,12 @@ def test_the_installed_command_exits_2_on_a_missing_file_and_1_on_errors() -> No
     assert missing.returncode == 2
     assert "no-such.yaml: no such file or directory" in missing.stderr
     broken = subprocess.run(
-        [*command, "-q", str(FIXTURES / "never-passes.yaml"), str(ROOT / "examples" / "rollout-analysis.yaml")],
+        [
+            *command,
+            "-q",
+            str(FIXTURES / "never-passes.yaml"),
+            str(ROOT / "examples" / "rollout-analysis.yaml"),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -113,7 +121,9 @@ def canary(steps: object = None, **extra: object) -> RolloutSpec:
     )
 
 
-ANALYSIS = {"metrics": [{"name": "errors", "template": "request-error-rate", "thresholdRange": {"max": 0.01}}]}
+ANALYSIS = {
+    "metrics": [{"name": "errors", "template": "request-error-rate", "thresholdRange": {"max": 0.01}}]
+}
 
 
 def messages(spec: RolloutSpec, user_templates: frozenset[str] = frozenset()) -> list[tuple[Severity, str]]:
@@ -125,7 +135,8 @@ def test_full_weight_is_fine_after_a_step_that_waits_for_a_check() -> None:
     # without minChecksPerStep nothing waits at 20%: only a pause gives a check its time
     lazy = {**ANALYSIS, "minChecksPerStep": 0}
     assert messages(canary([{"setWeight": 20}, {"setWeight": 100}], analysis=lazy))
-    assert messages(canary([{"setWeight": 20}, {"pause": {"duration": "1m"}}, {"setWeight": 100}], analysis=lazy)) == []
+    paused = [{"setWeight": 20}, {"pause": {"duration": "1m"}}, {"setWeight": 100}]
+    assert messages(canary(paused, analysis=lazy)) == []
     # the shorthand climbing to 100 in one step, and by 50s (a check at 50% first)
     assert messages(canary(stepWeight=100, analysis=ANALYSIS))
     assert messages(canary(stepWeight=50, analysis=ANALYSIS)) == []
@@ -145,7 +156,8 @@ def test_thresholds_are_judged_by_what_the_metric_can_be() -> None:
     assert messages(metric(template="request-duration-p99", thresholdRange={"max": -1}))
     assert messages(metric(template="request-duration-p99", thresholdRange={"min": 5})) == []  # unbounded
     assert messages(metric(template="request-error-rate", thresholdRange={"min": 0, "max": 1})) == []
-    assert messages(metric(job={"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "t", "image": "t:1"}]}}}}, thresholdRange={"min": 2}))
+    pod = {"restartPolicy": "Never", "containers": [{"name": "test", "image": "test:1"}]}
+    assert messages(metric(job={"spec": {"template": {"spec": pod}}}, thresholdRange={"min": 2}))
     # a query's values are unknown; a MetricTemplate named like a built-in is not the built-in
     assert messages(metric(query="up", thresholdRange={"max": -1})) == []
     shadowed = metric(template="request-error-rate", thresholdRange={"max": -1})

@@ -91,7 +91,7 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def expand_paths(paths: Iterable[Path]) -> list[Path]:
-    """The files named, and the YAML files under the directories named; FileNotFoundError for a missing one."""
+    """The files named and the YAML files under the directories named; FileNotFoundError if one is missing."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():

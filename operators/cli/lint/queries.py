@@ -80,11 +80,10 @@ def _check_metric(
             query = render_query(metric, context, track)
         except QueryTemplateError as error:
             return [document.finding(source, Severity.ERROR, str(error))]
-        if provider.field == PROMETHEUS:
-            problem = promql_problem(query)
-            if problem is not None:
-                message = f'metric "{metric.name}": the rendered query is not valid PromQL: {problem}'
-                return [document.finding(source, Severity.ERROR, message)]
+        unparsed = promql_problem(query) if provider.field == PROMETHEUS else None
+        if unparsed is not None:
+            message = f'metric "{metric.name}": the rendered query is not valid PromQL: {unparsed}'
+            return [document.finding(source, Severity.ERROR, message)]
     return []
 
 

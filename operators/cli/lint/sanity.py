@@ -110,7 +110,9 @@ def value_range(metric: Metric, user_templates: frozenset[str]) -> tuple[float, 
     return None
 
 
-def unreachable_thresholds(path: FieldPath, metric: Metric, user_templates: frozenset[str]) -> Iterator[Issue]:
+def unreachable_thresholds(
+    path: FieldPath, metric: Metric, user_templates: frozenset[str]
+) -> Iterator[Issue]:
     """A thresholdRange that no value the metric can take meets: every check fails."""
     limits, known = metric.threshold_range, value_range(metric, user_templates)
     if limits is None or known is None:

@@ -47,7 +47,9 @@ def check_object(document: Document) -> tuple[Checked | None, list[Finding]]:
         return None, [document.finding(("kind",), Severity.NOTE, f"skipped: {kind} is not a Sluice kind")]
     if resource is None:
         known = ", ".join(KINDS)
-        return None, [document.finding(("kind",), Severity.ERROR, f"unknown kind {kind}: {GROUP} has {known}")]
+        return None, [
+            document.finding(("kind",), Severity.ERROR, f"unknown kind {kind}: {GROUP} has {known}")
+        ]
     if api_version != API_VERSION:
         message = f"apiVersion {api_version} is not served: use {API_VERSION}"
         return None, [document.finding(("apiVersion",), Severity.ERROR, message)]
@@ -94,9 +96,8 @@ def present_path(data: Any, loc: FieldPath) -> list[str | int]:
     plus a last one that is missing (a required field), so the message names it."""
     path: list[str | int] = []
     for step in loc:
-        if isinstance(data, dict) and step in data:
-            data = data[step]
-        elif isinstance(data, list) and isinstance(step, int) and 0 <= step < len(data):
+        inside = isinstance(data, list) and isinstance(step, int) and 0 <= step < len(data)
+        if inside or (isinstance(data, dict) and step in data):
             data = data[step]
         elif isinstance(data, dict) and isinstance(step, str) and "[" not in step:
             path.append(step)  # a missing field: named, its parent's line reported
