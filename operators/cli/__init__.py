@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import urllib3
 from kubernetes.config import ConfigException
 
-from operators.cli import crds, install, plugins, release, run
+from operators.cli import crds, install, lint, plugins, release, run
 from operators.foundation.cluster import KubeError
 
 DESCRIPTION = """\
@@ -28,6 +28,7 @@ examples:
   kubectl sluice status web --watch
   kubectl sluice promote web
   sluice crds --output-dir crds/
+  sluice lint rollout.yaml
 """
 
 
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run.add_parser(commands)
     crds.add_parser(commands)
+    lint.add_parser(commands)
     install.add_parsers(commands)
     release.add_parsers(commands)
     plugins.add_parsers(commands)  # `sluice sandbox` and `sluice demo`, from sluice-sandbox
