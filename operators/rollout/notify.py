@@ -25,6 +25,7 @@ _FROM_EVENTS = {
     "RolledBack": NotificationKind.ROLLED_BACK,
     "Aborted": NotificationKind.ABORTED,
 }
+_STEPS = {"step", "stage"}
 _ROLLBACKS = {NotificationKind.ROLLED_BACK, NotificationKind.ABORTED}
 
 
@@ -62,10 +63,11 @@ def notifications_of(
         if kind is not None:
             found.append(note(kind, event.message))
     started = any(n.kind == NotificationKind.RELEASE_STARTED for n in found)
-    # A step done is a history entry "step"; the entries of this pass are the ones before had not.
+    # A step done is a history entry "step" (a blue-green stage entered: "stage"); the entries of
+    # this pass are the ones `before` had not.
     old = {(e.time, e.action, e.message) for e in before.history}
     for entry in reversed(after.history):  # the history is newest first
-        if entry.action == "step" and (entry.time, entry.action, entry.message) not in old:
+        if entry.action in _STEPS and (entry.time, entry.action, entry.message) not in old:
             message = f"{entry.message} (canary {after.canary_weight}%)"
             found.append(note(NotificationKind.STEP_ADVANCED, message))
     rolled_back = any(n.kind in _ROLLBACKS for n in found)

@@ -15,7 +15,7 @@ import pytest
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 
 from operators.api.notifications import NotificationKind
-from operators.api.rollout import Outcome, Phase, RolloutStatus
+from operators.api.rollout import Outcome, Phase, RolloutSpec, RolloutStatus
 from operators.metrics.credentials import CachedSecrets
 from operators.metrics.hosts import AllowedHosts
 from operators.notifications.config import ConfigError, Target, parse_config
@@ -27,7 +27,7 @@ from operators.rollout import engine
 from operators.rollout.commands import Command
 from operators.rollout.notify import notifications_of
 from tests.notify_receiver import running_receiver, wait_until
-from tests.unit.engine_world import REF, T0, World, make_check, make_spec
+from tests.unit.engine_world import METRIC, REF, T0, World, make_check, make_spec, template
 
 K = NotificationKind
 
@@ -70,6 +70,27 @@ def test_a_release_is_told_once_per_transition_from_start_to_promotion() -> None
     assert steps == [(1, 3, 10), (2, 3, 10), (3, 3, 50)]
     paused = next(n for n in told(world, start) if n.kind == K.PAUSED)
     assert "paused until promoted" in paused.message
+
+
+def test_a_blue_green_release_tells_its_stages_the_pause_and_the_promotion() -> None:
+    spec = RolloutSpec.model_validate(
+        {
+            "replicas": 3,
+            "template": template(),
+            "service": {"port": 80},
+            "strategy": {"blueGreen": {"prePromotionAnalysis": {"interval": "30s", "metrics": [METRIC]}}},
+        }
+    )
+    world = World(spec)
+    world.settle()
+    start = len(world.passes)
+    world.set_image("ghcr.io/acme/web:2")
+    world.run_until(lambda w: w.status.phase == Phase.PAUSED)
+    world.annotate(Command.PROMOTE, "1")
+    world.run_until(lambda w: w.status.phase == Phase.HEALTHY)
+    kinds = [n.kind for n in told(world, start)]
+    assert kinds[0] == K.RELEASE_STARTED and kinds[-1] == K.PROMOTED
+    assert kinds.count(K.PAUSED) == 1 and K.STEP_ADVANCED in kinds
 
 
 def test_a_rollback_names_the_failing_metric_and_its_value() -> None:
