@@ -46,6 +46,7 @@ from operators.handlers.context import OperatorContext
 from operators.metrics.base import ProviderError
 from operators.metrics.credentials import CachedSecrets, SecretReader
 from operators.metrics.hosts import AllowedHosts
+from operators.notifications.notifier import Notifier, parse_secret_name
 from operators.rollout.reconciler import RolloutReconciler
 from operators.sidecarset.reconciler import SidecarSetReconciler
 from operators.sidecarset.rollouts import RolloutSidecars
@@ -68,6 +69,10 @@ class OperatorOptions:
     prometheus_url: str | None = None
     # Hosts (HOST or HOST:PORT) metric queries may be sent to, beyond the host of the Prometheus URL.
     metric_hosts: Sequence[str] = field(default_factory=list)
+    # Hosts (HOST or HOST:PORT) a Rollout's notification targets may post to (--notification-hosts).
+    notification_hosts: Sequence[str] = field(default_factory=list)
+    # NAMESPACE/NAME of a Secret with notification targets for every Rollout (--notifications-secret).
+    notifications_secret: str | None = None
     kubeconfig: str | None = None
     context: str | None = None
     liveness_endpoint: str | None = DEFAULT_LIVENESS
@@ -94,8 +99,14 @@ def build_context(
     cache = WatchCache(watched_kinds(), namespaces=() if options.all_namespaces else options.namespaces)
     cluster = CachedCluster(api, cache)
     # Job metrics' Jobs are not watched (nor cached): the runner lists them only while some run.
-    metrics = metric_sources(options, secrets=secret_reader(Cluster(api)), jobs=JobRunner(Cluster(api)))
-    reconciler = RolloutReconciler(cluster=cluster, metrics=metrics, sidecars=RolloutSidecars(cluster))
+    secrets = secret_reader(Cluster(api))
+    metrics = metric_sources(options, secrets=secrets, jobs=JobRunner(Cluster(api)))
+    reconciler = RolloutReconciler(
+        cluster=cluster,
+        metrics=metrics,
+        sidecars=RolloutSidecars(cluster),
+        notifier=notifier(options, secrets),
+    )
     types = types or ComponentTypes(options.component_types)
     applications = ApplicationReconciler(cluster=cluster, types=types)
     return OperatorContext(
@@ -173,6 +184,17 @@ def metric_sources(
         # One per operator: the checks of Rollouts using the same built-in template against
         # the same Prometheus share one query per gather window.
         fanin=QueryFanIn(),
+    )
+
+
+def notifier(options: OperatorOptions, secrets: SecretReader | None) -> Notifier:
+    """Raises ValueError for a malformed --notification-hosts or --notifications-secret."""
+    return Notifier(
+        secrets=secrets,
+        allowed=AllowedHosts.of([], options.notification_hosts),
+        operator_secret=(
+            parse_secret_name(options.notifications_secret) if options.notifications_secret else None
+        ),
     )
 
 

@@ -10,6 +10,7 @@ from pydantic import Field, create_model, model_validator
 
 from operators.api.base import ApiModel, Condition, Duration, LabelSelector, parse_duration
 from operators.api.hooks import HookRun, Hooks
+from operators.api.notifications import Notifications
 from operators.metrics.base import MetricProvider, takes_query
 from operators.metrics.registry import DEFAULT_PROVIDER as DEFAULT_METRIC_PROVIDER
 from operators.metrics.registry import PROVIDERS as METRIC_PROVIDERS
@@ -585,6 +586,10 @@ class RolloutSpec(ApiModel):
     paused: bool = Field(default=False, description="User intent: hold the release at its current step.")
     progress_deadline_seconds: int = Field(default=600, ge=1)
     strategy: Strategy
+    notifications: Notifications | None = Field(
+        default=None,
+        description="Tell chat rooms and webhooks about this Rollout's releases (targets in a Secret).",
+    )
 
     @model_validator(mode="after")
     def _traffic_needs_service(self) -> RolloutSpec:

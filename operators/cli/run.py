@@ -18,6 +18,7 @@ from operators.foundation.leadership import (
 )
 from operators.foundation.shard import Shard, parse_shard
 from operators.metrics.hosts import FLAG, HostPattern, parse_host
+from operators.notifications.notifier import HOSTS_FLAG, SECRET_FLAG, parse_secret_name
 from operators.operator import DEFAULT_LIVENESS, PROMETHEUS_URL_ENV, OperatorOptions, run_operator
 
 
@@ -46,6 +47,7 @@ def add_parser(commands: Any) -> None:
         help=f"Prometheus for metrics that name no address (default: ${PROMETHEUS_URL_ENV})",
     )
     add_metric_hosts_argument(parser)
+    add_notification_arguments(parser)
     parser.add_argument(
         "--kubeconfig", metavar="PATH", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)"
     )
@@ -151,6 +153,41 @@ def add_metric_hosts_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_notification_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--notification-hosts HOST[:PORT]` (repeatable) and `--notifications-secret NAMESPACE/NAME`."""
+    parser.add_argument(
+        HOSTS_FLAG,
+        action="append",
+        default=[],
+        type=_notification_host,
+        metavar="HOST[:PORT]",
+        help="allow a Rollout's notification targets (spec.notifications) to post to this host "
+        "(repeatable; any port unless one is given); by default none is allowed",
+    )
+    parser.add_argument(
+        SECRET_FLAG,
+        type=_secret_name,
+        metavar="NAMESPACE/NAME",
+        help="a Secret of notification targets told about every Rollout's releases "
+        "(keys slack, teams, webhook, cloudevents, events, cloudeventsMode)",
+    )
+
+
+def _notification_host(text: str) -> HostPattern:
+    try:
+        return parse_host(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).replace("metric host", "notification host")) from None
+
+
+def _secret_name(text: str) -> str:
+    try:
+        namespace, name = parse_secret_name(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return f"{namespace}/{name}"
+
+
 def _metric_host(text: str) -> HostPattern:
     try:
         return parse_host(text)
@@ -195,6 +232,8 @@ def handle(args: argparse.Namespace) -> int:
         all_namespaces=args.all_namespaces or not args.namespace,
         prometheus_url=args.prometheus_url,
         metric_hosts=[str(host) for host in args.metric_hosts],
+        notification_hosts=[str(host) for host in args.notification_hosts],
+        notifications_secret=args.notifications_secret,
         kubeconfig=args.kubeconfig,
         context=args.context,
         liveness_endpoint=None if args.liveness == "off" else args.liveness,

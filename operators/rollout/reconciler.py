@@ -29,6 +29,7 @@ from operators.foundation.events import post_event_or_log
 from operators.foundation.keys import ObjectKey, key_of
 from operators.foundation.loop import RETRY_AFTER_CONFLICT
 from operators.foundation.status import ReadStatus, read_status, write_status
+from operators.notifications.notifier import PROBLEM_REASON, Notifier
 from operators.rollout import engine
 from operators.rollout.adoption import hand_back
 from operators.rollout.bluegreen_stages import analyses_of, analysis_of
@@ -42,6 +43,7 @@ from operators.rollout.inventory import (
     workload_key,
 )
 from operators.rollout.metric_templates import with_templates
+from operators.rollout.notify import notifications_of
 from operators.rollout.ownership import CANARY, ROLLOUT_LABEL, STABLE, is_owned_by
 from operators.rollout.render import pod_template_revision, service_name
 from operators.rollout.revisions import API_VERSION as REVISION_API_VERSION
@@ -68,6 +70,7 @@ class RolloutReconciler:
         sidecars: EffectiveTemplates | None = None,
         checks: BackgroundChecks | None = None,
         hooks: HookRunner | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.cluster = cluster
         # The metric providers, their default addresses and the hosts they may be sent to.
@@ -80,6 +83,8 @@ class RolloutReconciler:
         self.hooks = hooks or HookRunner(metrics.allowed, jobs=metrics.jobs)
         # Adds the sidecars of matching SidecarSets to the template; None: spec.template as is.
         self.sidecars = sidecars
+        # Tells the Rollout's and the operator-wide notification targets; None: no notifications.
+        self.notifier = notifier
         # Traffic kinds the API server does not serve (no CRD): there is nothing to hand back.
         self._uninstalled: set[tuple[str, str]] = set()
 
@@ -189,6 +194,8 @@ class RolloutReconciler:
             return self._report_blocked(body, read, generation, "ApplyFailed", message, now)
         for note in plan.events:
             self._event(body, note.type, note.reason, note.message, now)
+        steps = len(spec.strategy.canary.effective_steps()) if spec.strategy.canary is not None else None
+        self._notify(body, status, plan.status, plan.events, now, steps)
         logger.debug("Rollout %s/%s: pass done, next in %ss", namespace, name, plan.requeue_after)
         return plan.requeue_after
 
@@ -363,7 +370,31 @@ class RolloutReconciler:
             raise
         if read.status.message != message:
             self._event(body, "Warning", reason, message, now)
+        self._notify(body, read.status, blocked, [], now)
         return engine.RESYNC_SECONDS
+
+    def _notify(
+        self,
+        body: dict[str, Any],
+        before: RolloutStatus,
+        after: RolloutStatus,
+        events: list[engine.EventNote],
+        now: datetime,
+        steps: int | None = None,
+    ) -> None:
+        """Tell the notification targets what this pass did (once its status is written)."""
+        if self.notifier is None:
+            return
+        meta = body["metadata"]
+        found = notifications_of(meta["namespace"], meta["name"], before, after, events, now, steps)
+        # Read from the body, not the model: a Rollout blocked by an invalid spec is told too.
+        ref = ((body.get("spec") or {}).get("notifications") or {}).get("secretRef") or {}
+        secret = ref.get("name") if isinstance(ref, dict) else None
+
+        def report(message: str) -> None:
+            self._event(body, "Warning", PROBLEM_REASON, message, self.clock())
+
+        self.notifier.notify(meta["namespace"], secret if isinstance(secret, str) else None, found, report)
 
     def _event(self, body: dict[str, Any], kind: str, reason: str, message: str, now: datetime) -> None:
         post_event_or_log(self.cluster, body, kind, reason, message, now)

@@ -50,6 +50,8 @@ class SandboxOptions:
     run_operator: bool = True
     # The operator's --metric-hosts: hosts beyond the sandbox's Prometheus that metrics may query.
     metric_hosts: Sequence[str] = ()
+    # The operator's --notification-hosts: where Rollouts' notifications may go (local receivers).
+    notification_hosts: Sequence[str] = ("127.0.0.1", "localhost")
     # More CRDs to serve (`sluice sandbox --crds DIR`), installed after the built-in ones, which
     # they replace when named alike (e.g. the upstream HTTPRoute for the permissive one).
     crds: Sequence[Mapping[str, Any]] = ()
@@ -123,6 +125,7 @@ class Sandbox:
                     all_namespaces=True,
                     prometheus_url=self.prometheus_url,
                     metric_hosts=list(self.options.metric_hosts),
+                    notification_hosts=list(self.options.notification_hosts),
                     kubeconfig=str(self.options.kubeconfig),
                     liveness_endpoint=None,
                 )

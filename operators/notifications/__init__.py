@@ -1,0 +1,1 @@
+"""Notifications about releases: what happened (message), where to (config, targets), and delivery."""
