@@ -47,6 +47,7 @@ from operators.rollout.render import pod_template_revision, service_name
 from operators.rollout.revisions import API_VERSION as REVISION_API_VERSION
 from operators.rollout.revisions import KIND as REVISION_KIND
 from operators.rollout.revisions import beyond_limit, recorded_template, revision_key, revision_record
+from operators.rollout.telemetry import RolloutTelemetry
 from operators.rollout.templates import Effective, EffectiveTemplates
 from operators.rollout.workload import template_of
 
@@ -82,6 +83,8 @@ class RolloutReconciler:
         self.sidecars = sidecars
         # Traffic kinds the API server does not serve (no CRD): there is nothing to hand back.
         self._uninstalled: set[tuple[str, str]] = set()
+        # The operator's own metrics of each Rollout (phase, weight, checks, releases finished).
+        self.telemetry = RolloutTelemetry()
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """One pass. Returns seconds until the next wanted pass; None once the Rollout is gone."""
@@ -89,6 +92,7 @@ class RolloutReconciler:
         if body is None:
             self.checks.forget((namespace, name))
             self.hooks.forget((namespace, name))
+            self.telemetry.forget(namespace, name)
             return None
         now = self.clock()
         meta = body["metadata"]
@@ -175,6 +179,7 @@ class RolloutReconciler:
                 # route (no label of ours until adopted) would read as missing.
                 self._hand_back_traffic(body, ref, keep=objects.keys(), now=now)
             write_status(self.cluster, key_of(body), read, plan.status)
+            self.telemetry.record(namespace, name, read.status, plan.status)
         except KubeError as error:
             if error.status == 409:
                 if applied:
@@ -361,6 +366,8 @@ class RolloutReconciler:
             if error.status == 409:
                 return RETRY_AFTER_CONFLICT
             raise
+        meta = body["metadata"]
+        self.telemetry.record(meta["namespace"], meta["name"], read.status, blocked)
         if read.status.message != message:
             self._event(body, "Warning", reason, message, now)
         return engine.RESYNC_SECONDS
