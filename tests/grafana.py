@@ -43,12 +43,15 @@ def expressions(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def concrete(expr: str, namespace: str = ".*") -> str:
-    """`expr` as Grafana sends it, with $namespace (a regex: All is .*) chosen."""
+    """`expr` as Grafana sends it, with $namespace (a regex: All is .*) chosen.
+
+    A Kubernetes namespace ([a-z0-9-]) is a regex matching itself, as Grafana sends one chosen value.
+    """
     values = {
         "__rate_interval": RATE_INTERVAL,
         "__interval": RATE_INTERVAL,
         "__range": RANGE,
-        "namespace": re.escape(namespace) if namespace != ".*" else namespace,
+        "namespace": namespace,
     }
 
     def fill(match: re.Match[str]) -> str:

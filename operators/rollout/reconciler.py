@@ -226,6 +226,16 @@ class RolloutReconciler:
         return spec.model_copy(update={"template": template_of(objects.get(key)) or {}})
 
     def hand_back(self, namespace: str, name: str) -> float | None:
+        """Before the Rollout goes (its finalizer): adopted objects handed back, then its metrics removed.
+
+        None when done, else seconds to wait. (Its loop stopped when it was marked for deletion.)
+        """
+        wait = self._hand_back(namespace, name)
+        if wait is None:
+            self.telemetry.forget(namespace, name)
+        return wait
+
+    def _hand_back(self, namespace: str, name: str) -> float | None:
         """Give adopted objects back before the Rollout goes: None when done, else seconds to wait.
 
         Reads past the cache: the last steps take Sluice's labels off, and the watches stop
