@@ -8,6 +8,7 @@ real operator releases it and exports what it did.
 
 from __future__ import annotations
 
+import functools
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,7 +79,7 @@ def test_the_operator_exports_a_release_and_every_dashboard_panel_has_data(
     for title, expr in exprs:
         promql = concrete(expr, namespace=ns)
         h.wait(
-            lambda promql=promql: query_result(prometheus.url, promql),
+            functools.partial(query_result, prometheus.url, promql),
             bool,
             SCRAPED_WITHIN,
             f"data for the panel {title!r}: {promql}",

@@ -164,7 +164,9 @@ class _Api(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         found = self.path.endswith("/found")
-        body = {"metadata": {"name": "found"}} if found else {"kind": "Status", "details": {"name": "gone"}}
+        body: dict[str, object] = (
+            {"metadata": {"name": "found"}} if found else {"kind": "Status", "details": {"name": "gone"}}
+        )
         self._answer(200 if found else 404, body)
 
     def do_PATCH(self) -> None:
