@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from importlib.metadata import version as package_version
@@ -38,6 +38,7 @@ from operators.foundation.leadership import (
 )
 from operators.foundation.loop import GATE_KEY, Gate
 from operators.foundation.shard import Shard
+from operators.foundation.telemetry import MetricsServer, serve_metrics
 from operators.handlers import applications as application_handlers
 from operators.handlers import metrictemplates as template_handlers
 from operators.handlers import rollouts as handlers
@@ -60,6 +61,9 @@ USER_AGENT = f"sluice-operator/{package_version('sluice')}"
 # Reconciliation passes in flight at once (each in a thread; see run_operator).
 PASS_THREADS = 32
 DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
+# The operator's own /metrics (foundation/telemetry.py): next to the liveness probe's 8080; the
+# webhook has 9443, and 9090 is left to a Prometheus on the same host.
+DEFAULT_METRICS_PORT = 8081
 
 
 @dataclass
@@ -87,6 +91,10 @@ class OperatorOptions:
     shard: Shard = field(default_factory=Shard)
     # This process in the Lease and in its requests' User-Agent; None: host (or pod), pid, random.
     identity: str | None = None
+    # Serve the operator's own metrics at http://METRICS_HOST:METRICS_PORT/metrics; None: not served
+    # (`sluice run` serves them by default), 0: on a free port (tests: see OperatorThread.metrics_port).
+    metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
 
     def resolved_prometheus_url(self) -> str | None:
         return self.prometheus_url or os.environ.get(PROMETHEUS_URL_ENV) or None
@@ -256,10 +264,12 @@ async def run_operator(
     options: OperatorOptions,
     stop_flag: Any = None,
     ready_flag: Any = None,
+    metrics_started: Callable[[MetricsServer], None] | None = None,
 ) -> None:
     """Run until ``stop_flag`` is set (or forever). Blocks; call from an event loop.
 
     Raises ValueError for leader election settings that cannot work, before connecting.
+    ``metrics_started`` is told the /metrics server (its port) once it listens.
     """
     types = ComponentTypes(options.component_types)  # first: a bad directory fails before connecting
     identity = options.identity or default_identity()
@@ -312,6 +322,12 @@ async def run_operator(
     if options.shard.sharded:
         logger.info("reconciling shard %s of the Rollouts, Applications and SidecarSets", options.shard)
     election_task = asyncio.create_task(elector.run(), name="sluice-leader-election") if elector else None
+    metrics_server = None
+    if options.metrics_port is not None:
+        # Every replica serves its own metrics, leader or not (a follower's API requests count too).
+        metrics_server = serve_metrics(options.metrics_port, options.metrics_host)
+        if metrics_started is not None:
+            metrics_started(metrics_server)
     try:
         await kopf.operator(
             registry=registry,
@@ -325,6 +341,8 @@ async def run_operator(
             memo=kopf.Memo({"context": context, GATE_KEY: Gate(leadership, options.shard)}),
         )
     finally:
+        if metrics_server is not None:
+            metrics_server.stop()
         if elector is not None and election_task is not None:
             # After kopf stopped the loops: stop leading (the fence closes) and release the Lease,
             # so that another replica takes over at once rather than after the lease duration.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
+from operators.foundation.telemetry import MetricsServer
 from operators.operator import OperatorOptions, run_operator
 
 
@@ -17,6 +18,8 @@ class OperatorThread:
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        # The port of its /metrics, once started with options.metrics_port set (0: a free one).
+        self.metrics_port: int | None = None
 
     def start(self, timeout: float = 30) -> OperatorThread:
         self._thread = threading.Thread(target=self._main, name="sluice-operator", daemon=True)
@@ -27,10 +30,17 @@ class OperatorThread:
 
     def _main(self) -> None:
         try:
-            asyncio.run(run_operator(self.options, stop_flag=self._stop, ready_flag=self._ready))
+            asyncio.run(
+                run_operator(
+                    self.options, stop_flag=self._stop, ready_flag=self._ready, metrics_started=self._serving
+                )
+            )
         except BaseException as error:  # surfaced to the caller through start()/stop()
             self.error = error
             self._ready.set()
+
+    def _serving(self, server: MetricsServer) -> None:
+        self.metrics_port = server.port
 
     @property
     def running(self) -> bool:

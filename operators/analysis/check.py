@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from operators.analysis.templates import (
 from operators.api.base import parse_duration
 from operators.api.rollout import JOB_METRIC_FIELD, Check, Metric, MetricResult, Outcome
 from operators.foundation.clock import format_time
+from operators.foundation.telemetry import observe_query
 from operators.metrics.base import (
     CredentialedProvider,
     GroupingProvider,
@@ -228,11 +230,21 @@ def _ask(
             # A compare metric's stable is one more member of the same batch: one query for both.
             grouped = grouped_query(metric, context, track)  # None: no grouped form, a query of its own
             if grouped is not None:
-                return sources.fanin.request(provider, config, address, grouped, timeout, _unix(now))
-        return query_pool().submit(provider.query, config, address, query, timeout)
+                return timed(
+                    provider.field,
+                    sources.fanin.request(provider, config, address, grouped, timeout, _unix(now)),
+                )
+        return timed(provider.field, query_pool().submit(provider.query, config, address, query, timeout))
     except Exception as err:  # a provider's or the pool's failure is this metric's Error, never a crash
         logger.exception("could not start the query of metric %r", metric.name)
         raise _NotAsked(f"metrics provider failed: {type(err).__name__}") from None
+
+
+def timed(provider: str, answer: Future[float | None]) -> Future[float | None]:
+    """`answer`, its time from now until it is in observed as the provider's query duration."""
+    started = time.monotonic()
+    answer.add_done_callback(lambda _: observe_query(provider, time.monotonic() - started))
+    return answer
 
 
 def start_metric(

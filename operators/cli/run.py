@@ -19,7 +19,13 @@ from operators.foundation.leadership import (
 from operators.foundation.shard import Shard, parse_shard
 from operators.metrics.hosts import FLAG, HostPattern, parse_host
 from operators.notifications.notifier import HOSTS_FLAG, SECRET_FLAG, parse_secret_name
-from operators.operator import DEFAULT_LIVENESS, PROMETHEUS_URL_ENV, OperatorOptions, run_operator
+from operators.operator import (
+    DEFAULT_LIVENESS,
+    DEFAULT_METRICS_PORT,
+    PROMETHEUS_URL_ENV,
+    OperatorOptions,
+    run_operator,
+)
 
 
 def add_parser(commands: Any) -> None:
@@ -57,6 +63,14 @@ def add_parser(commands: Any) -> None:
         metavar="URL",
         default=DEFAULT_LIVENESS,
         help=f"serve the liveness probe here (default: {DEFAULT_LIVENESS}; 'off' to disable)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=_metrics_port,
+        default=DEFAULT_METRICS_PORT,
+        metavar="PORT",
+        help="serve the operator's own Prometheus metrics at :PORT/metrics "
+        f"(default: {DEFAULT_METRICS_PORT}; 'off' to disable)",
     )
     parser.add_argument(
         "--component-types",
@@ -195,6 +209,18 @@ def _metric_host(text: str) -> HostPattern:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _metrics_port(text: str) -> int | None:
+    if text == "off":
+        return None
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (or 'off')") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: a port is 1 to 65535 (or 'off')")
+    return port
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -237,6 +263,7 @@ def handle(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig,
         context=args.context,
         liveness_endpoint=None if args.liveness == "off" else args.liveness,
+        metrics_port=args.metrics_port,
         component_types=args.component_types,
         webhook=webhook.options(args),
         leader_election=leases if args.leader_election else None,

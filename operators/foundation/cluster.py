@@ -15,6 +15,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from operators.foundation.keys import ObjectKey, key_of, plural_of
+from operators.foundation.telemetry import count_api_request
 
 _NO_SUCH_KIND = ("Resource Not Found", "Endpoint Not Found")
 REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read: a hung API server must not hang a release loop
@@ -90,7 +91,12 @@ class Cluster:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self.api.call_api(*serialized, _request_timeout=REQUEST_TIMEOUT)
+        try:
+            response = self.api.call_api(*serialized, _request_timeout=REQUEST_TIMEOUT)
+        except Exception:
+            count_api_request(method, "error")  # no answer: refused, timed out, or fenced (not leading)
+            raise
+        count_api_request(method, response.status)
         response.read()
         text = response.data.decode() if isinstance(response.data, bytes) else str(response.data or "")
         payload = _json_or_text(text)

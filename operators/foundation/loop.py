@@ -13,6 +13,7 @@ loops wait for leadership, so a takeover starts them all at once.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ import kopf
 from operators.foundation.cluster import KubeError
 from operators.foundation.leadership import ALWAYS_LEADING, Leadership, NotLeading
 from operators.foundation.shard import Shard
+from operators.foundation.telemetry import RECONCILE_DURATION, RECONCILE_ERRORS
 
 
 class Wakeups:
@@ -112,12 +114,14 @@ async def reconcile_loop(
         return
     leadership = gate.leadership
     flag = wakeups.register(namespace, name)
+    RECONCILE_ERRORS.labels(kind)  # at 0 from the first pass: "no errors" is a series, not a gap
     try:
         while not stopped:
             if not leadership.leading():
                 await _first(leadership.wait_leading(), stopped.wait())
                 flag.clear()  # the first pass as the leader reads everything anyway
                 continue
+            started = time.monotonic()
             try:
                 delay = await asyncio.to_thread(reconcile, namespace, name)
             except NotLeading:  # leadership lost mid-pass: the pass stopped at its next write
@@ -126,6 +130,7 @@ async def reconcile_loop(
             except KubeError as error:
                 if error.status != 409:
                     logger.exception("reconciling %s %s/%s failed: %s", kind, namespace, name, error)
+                    RECONCILE_ERRORS.labels(kind).inc()
                     delay = error_backoff
                 else:
                     # A write decided on an out-of-date copy (or one that lost a race) was refused:
@@ -134,7 +139,9 @@ async def reconcile_loop(
                     delay = RETRY_AFTER_CONFLICT
             except Exception as error:  # keep the loop alive; the next pass starts from the cluster again
                 logger.exception("reconciling %s %s/%s failed: %s", kind, namespace, name, error)
+                RECONCILE_ERRORS.labels(kind).inc()
                 delay = error_backoff
+            RECONCILE_DURATION.labels(kind).observe(time.monotonic() - started)
             if delay is None:
                 return
             await sleep_until_woken(flag, stopped.wait(), delay, leadership.transition().wait())

@@ -49,6 +49,7 @@ from operators.rollout.render import pod_template_revision, service_name
 from operators.rollout.revisions import API_VERSION as REVISION_API_VERSION
 from operators.rollout.revisions import KIND as REVISION_KIND
 from operators.rollout.revisions import beyond_limit, recorded_template, revision_key, revision_record
+from operators.rollout.telemetry import RolloutTelemetry
 from operators.rollout.templates import Effective, EffectiveTemplates
 from operators.rollout.workload import template_of
 
@@ -87,6 +88,8 @@ class RolloutReconciler:
         self.notifier = notifier
         # Traffic kinds the API server does not serve (no CRD): there is nothing to hand back.
         self._uninstalled: set[tuple[str, str]] = set()
+        # The operator's own metrics of each Rollout (phase, weight, checks, releases finished).
+        self.telemetry = RolloutTelemetry()
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """One pass. Returns seconds until the next wanted pass; None once the Rollout is gone."""
@@ -94,6 +97,7 @@ class RolloutReconciler:
         if body is None:
             self.checks.forget((namespace, name))
             self.hooks.forget((namespace, name))
+            self.telemetry.forget(namespace, name)
             return None
         now = self.clock()
         meta = body["metadata"]
@@ -180,6 +184,7 @@ class RolloutReconciler:
                 # route (no label of ours until adopted) would read as missing.
                 self._hand_back_traffic(body, ref, keep=objects.keys(), now=now)
             write_status(self.cluster, key_of(body), read, plan.status)
+            self.telemetry.record(namespace, name, read.status, plan.status)
         except KubeError as error:
             if error.status == 409:
                 if applied:
@@ -228,6 +233,16 @@ class RolloutReconciler:
         return spec.model_copy(update={"template": template_of(objects.get(key)) or {}})
 
     def hand_back(self, namespace: str, name: str) -> float | None:
+        """Before the Rollout goes (its finalizer): adopted objects handed back, then its metrics removed.
+
+        None when done, else seconds to wait. (Its loop stopped when it was marked for deletion.)
+        """
+        wait = self._hand_back(namespace, name)
+        if wait is None:
+            self.telemetry.forget(namespace, name)
+        return wait
+
+    def _hand_back(self, namespace: str, name: str) -> float | None:
         """Give adopted objects back before the Rollout goes: None when done, else seconds to wait.
 
         Reads past the cache: the last steps take Sluice's labels off, and the watches stop
@@ -368,6 +383,8 @@ class RolloutReconciler:
             if error.status == 409:
                 return RETRY_AFTER_CONFLICT
             raise
+        meta = body["metadata"]
+        self.telemetry.record(meta["namespace"], meta["name"], read.status, blocked)
         if read.status.message != message:
             self._event(body, "Warning", reason, message, now)
         self._notify(body, read.status, blocked, [], now)

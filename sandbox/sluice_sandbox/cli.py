@@ -206,7 +206,8 @@ def handle_sandbox(args: argparse.Namespace) -> int:
             f"  kubeconfig:  {args.kubeconfig}\n"
             f"  Prometheus:  {sandbox.prometheus_url}\n"
             f"  operator:    {'running' if sandbox.operator else 'not started (--no-operator)'}\n"
-            f"{_served_crds(crds)}\n"
+            + (f"  its metrics: {sandbox.operator_metrics_url}\n" if sandbox.operator_metrics_url else "")
+            + f"{_served_crds(crds)}\n"
             f"Try:\n"
             f"  export KUBECONFIG={args.kubeconfig}\n"
             f"  kubectl apply -f examples/demo/\n"

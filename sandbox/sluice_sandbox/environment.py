@@ -26,12 +26,14 @@ from sluice_sandbox.exporter import MetricsExporter
 from sluice_sandbox.gateway import install_gateway_api
 from sluice_sandbox.gateway_controller import GatewayController
 from sluice_sandbox.jobs import JobController
-from sluice_sandbox.prometheus import PrometheusServer
+from sluice_sandbox.prometheus import PrometheusServer, free_port
 from sluice_sandbox.requestlog import RequestLog
 from sluice_sandbox.traffic import DEFAULT_MARKED, MarkedRequests, TrafficSimulator
 from sluice_sandbox.workloads import WorkloadSimulator
 
 logger = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Sandbox:
     prometheus: PrometheusServer | None = None
     operator: OperatorThread | None = None
     traffic: TrafficSimulator | None = None
+    operator_metrics_port: int = 0
 
     @property
     def requests(self) -> RequestLog:
@@ -92,13 +95,21 @@ class Sandbox:
             raise
         return self
 
+    @property
+    def operator_metrics_url(self) -> str | None:
+        """The sandbox operator's own /metrics (scraped by the sandbox's Prometheus), if it runs one."""
+        return f"http://{LOOPBACK}:{self.operator_metrics_port}/metrics" if self.operator else None
+
     def _start(self) -> None:
         self.exporter = MetricsExporter()
+        # The operator's /metrics port is chosen now: Prometheus starts before it and scrapes it.
+        self.operator_metrics_port = free_port()
+        targets = [self.exporter.target]
+        if self.options.run_operator:
+            targets.append(f"{LOOPBACK}:{self.operator_metrics_port}")
         if not self.options.prometheus_url:
             # Started first: a missing binary is the likeliest failure, and says how to fix it.
-            self.prometheus = PrometheusServer(
-                [self.exporter.target], scrape_interval=self.options.scrape_interval
-            )
+            self.prometheus = PrometheusServer(targets, scrape_interval=self.options.scrape_interval)
             self.prometheus.start()
         exporter = self.exporter
         factory = with_controllers(
@@ -128,6 +139,8 @@ class Sandbox:
                     notification_hosts=list(self.options.notification_hosts),
                     kubeconfig=str(self.options.kubeconfig),
                     liveness_endpoint=None,
+                    metrics_port=self.operator_metrics_port,
+                    metrics_host=LOOPBACK,
                 )
             ).start()
 
