@@ -110,6 +110,14 @@ class MetricsServer:
 
 
 def serve_metrics(port: int, host: str = "0.0.0.0") -> MetricsServer:
-    """Serve every metric above (and the process' own) at http://HOST:PORT/metrics; port 0: a free one."""
-    server, thread = start_http_server(port, addr=host)
+    """Serve every metric above (and the process' own) at http://HOST:PORT/metrics; port 0: a free one.
+
+    Raises OSError naming the address when it cannot be served (e.g. two operators on one host).
+    """
+    try:
+        server, thread = start_http_server(port, addr=host)
+    except OSError as err:
+        raise OSError(
+            err.errno, f"cannot serve /metrics on {host}:{port} ({err.strerror}); choose --metrics-port"
+        ) from err
     return MetricsServer(host=host, port=int(server.server_port), _server=server, _thread=thread)

@@ -66,6 +66,8 @@ class OperatorProcess:
             "--all-namespaces",
             "--liveness",
             self.health,
+            "--metrics-port",
+            str(free_port()),
             "--webhook-port",
             str(self.webhook_port),
             "--webhook-addr",

@@ -241,3 +241,12 @@ def test_sluice_run_refuses_a_port_that_is_none(bad: str, capsys: pytest.Capture
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--metrics-port", bad])
     assert "--metrics-port" in capsys.readouterr().err
+
+
+def test_a_metrics_port_in_use_is_an_error_naming_it_and_the_flag() -> None:
+    first = serve_metrics(0, "127.0.0.1")
+    try:
+        with pytest.raises(OSError, match=rf"127\.0\.0\.1:{first.port} .*--metrics-port"):
+            serve_metrics(first.port, "127.0.0.1")
+    finally:
+        first.stop()
