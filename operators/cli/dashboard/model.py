@@ -9,7 +9,7 @@ two, and the metric charts to the dashboard's start (or the latest check before 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -101,7 +101,7 @@ def thresholds(body: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     return found
 
 
-def weights_from_history(history: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def weights_from_history(history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The canary weights status.history tells of, oldest first: each set-weight's new weight, and 0
     after a rollback or a promotion."""
     points = []

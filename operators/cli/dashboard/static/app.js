@@ -4,7 +4,8 @@
 
 const TOKEN = document.querySelector('meta[name="sluice-token"]').content;
 const SVG = "http://www.w3.org/2000/svg";
-const state = { objects: new Map(), errors: {}, watchingSince: null };
+// result: what became of the last button press, kept here since the page is redrawn at every change.
+const state = { objects: new Map(), errors: {}, watchingSince: null, result: "" };
 
 function el(tag, attrs = {}, ...children) {
   const node = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
@@ -60,7 +61,6 @@ function renderDetail() {
     detail.replaceChildren(el("p", { text: `${id}: not found (yet).` }), el("a", { href: "#", text: "← all objects" }));
     return;
   }
-  const result = document.getElementById("result")?.textContent || "";
   detail.replaceChildren(
     el("a", { href: "#", text: "← all objects" }),
     el("h2", { text: `Rollout ${r.namespace}/${r.name}` }),
@@ -74,7 +74,7 @@ function renderDetail() {
     el("p", { "data-field": "message", text: r.message }),
     el("div", { class: "buttons" }, ...["promote", "abort", "retry", "pause", "resume"].map((action) =>
       el("button", { type: "button", "data-action": action, text: action, onclick: () => act(r, action) }))),
-    el("div", { id: "result", class: "muted", text: result }),
+    el("div", { id: "result", class: "muted", text: state.result }),
     el("div", { class: "charts" }, weightChart(r), ...r.metrics.map(metricChart)),
     el("p", { class: "muted", text:
       `Weights: from the Rollout's status.history (its last ${r.history.length} decisions) and what this ` +
@@ -82,16 +82,21 @@ function renderDetail() {
     historyTable(r.history));
 }
 
-async function act(r, action) {
+function showResult(text) {
+  state.result = text;
   const result = document.getElementById("result");
-  result.textContent = `${action}…`;
+  if (result) result.textContent = text;
+}
+
+async function act(r, action) {
+  showResult(`${action}…`);
   try {
     const response = await fetch(`/api/rollouts/${encodeURIComponent(r.namespace)}/${encodeURIComponent(r.name)}/${action}`,
       { method: "POST", headers: { "X-Sluice-Token": TOKEN } });
     const body = await response.json().catch(() => ({ message: response.statusText }));
-    result.textContent = response.ok ? `sent ${action}` : `${action} failed: ${body.message}`;
+    showResult(response.ok ? `sent ${action}` : `${action} failed: ${body.message}`);
   } catch (error) {
-    result.textContent = `${action} failed: ${error}`;
+    showResult(`${action} failed: ${error}`);
   }
 }
 
@@ -178,5 +183,7 @@ function connect() {
   });
 }
 
-window.addEventListener("hashchange", render);
+window.addEventListener("hashchange", () => { state.result = ""; render(); });
+// The charts run up to now: redraw them now and then, also when nothing changes.
+setInterval(() => { if (selected() !== null) renderDetail(); }, 5000);
 connect();
