@@ -175,3 +175,26 @@ def test_posts_without_the_token_from_another_origin_or_for_another_host_are_ref
     )
     assert [status for status, _, _ in answers] == [403, 403, 403, 421, 404]
     assert "X-Sluice-Token" in answers[0][1] and "evil.example" in answers[2][1]
+
+
+def test_the_hub_tells_listeners_of_changes_deletions_and_watch_errors() -> None:
+    async def run() -> list[str]:
+        hub = Hub()
+        queue = hub.listen()
+        hub.changed("Rollout", "SYNCED", [rollout({"phase": "Healthy"})])
+        hub.changed("Rollout", "MODIFIED", rollout({"phase": "Progressing", "canaryWeight": 20}))
+        hub.changed("SidecarSet", "ERROR", {"message": "cannot watch sidecarsets: 403 Forbidden"})
+        hub.changed("Rollout", "DELETED", rollout({}))
+        assert hub.objects == {} and hub.errors == {"SidecarSet": "cannot watch sidecarsets: 403 Forbidden"}
+        return [queue.get_nowait() for _ in range(queue.qsize())]
+
+    events = asyncio.run(run())
+    assert [e.split("\n")[0] for e in events] == [
+        "event: snapshot",  # on connecting: empty
+        "event: snapshot",  # the list
+        "event: object",
+        "event: snapshot",  # with the error, which the page shows
+        "event: deleted",
+    ]
+    assert '"phase":"Progressing"' in events[2] and '"weights":[{' in events[2]
+    assert "403 Forbidden" in events[3] and '"id":"Rollout/shop/web"' in events[4]
