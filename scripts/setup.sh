@@ -12,6 +12,19 @@ ensure_prometheus() {
   fi
 }
 
+# Debian's chromium, for the dashboard's end-to-end test (driven by Playwright, from the `test`
+# extras), installed when missing and we may. Without it that test skips (in CI, CI=true, fails).
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing chromium (Debian package)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "== chromium is not installed and cannot be installed from here: apt-get install chromium" >&2
+  fi
+}
+
 # .venv with Sluice installed (editable) with the given extras, e.g. "[dev]", and the sandbox
 # (./sandbox, the sluice-sandbox distribution: `sluice sandbox`, `sluice demo`, the tests' API
 # server); then activated.

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import urllib3
 from kubernetes.config import ConfigException
 
-from operators.cli import crds, install, lint, plugins, release, run
+from operators.cli import crds, dashboard, install, lint, plugins, release, run
 from operators.foundation.cluster import KubeError
 
 DESCRIPTION = """\
@@ -27,6 +27,7 @@ examples:
   sluice run --all-namespaces --prometheus-url http://prometheus.monitoring:9090
   kubectl sluice status web --watch
   kubectl sluice promote web
+  sluice dashboard --port 3100
   sluice crds --output-dir crds/
   sluice lint rollout.yaml
 """
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_parser(commands)
     install.add_parsers(commands)
     release.add_parsers(commands)
+    dashboard.add_parser(commands)
     plugins.add_parsers(commands)  # `sluice sandbox` and `sluice demo`, from sluice-sandbox
     return parser
 

@@ -82,6 +82,14 @@ def test_the_wheel_holds_the_operator_and_not_the_sandbox(wheel: Path) -> None:
     assert {n for n in top_level if not n.endswith(".dist-info")} == {"operators"}
 
 
+def test_the_wheel_holds_the_dashboards_page(wheel: Path) -> None:
+    """`sluice dashboard` serves its page, script and style from package data: offline, no CDN."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    for name in ["index.html", "app.js", "app.css"]:
+        assert f"operators/cli/dashboard/static/{name}" in names
+
+
 def test_the_wheel_does_not_require_kmock(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         (metadata,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
