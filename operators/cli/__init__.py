@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import urllib3
 from kubernetes.config import ConfigException
 
-from operators.cli import crds, install, lint, plugins, release, run
+from operators.cli import crds, get, install, lint, plugins, release, run, verbs
 from operators.foundation.cluster import KubeError
 
 DESCRIPTION = """\
@@ -27,6 +27,9 @@ examples:
   sluice run --all-namespaces --prometheus-url http://prometheus.monitoring:9090
   kubectl sluice status web --watch
   kubectl sluice promote web
+  kubectl sluice get web
+  kubectl sluice set image web web=ghcr.io/acme/web:1.5
+  kubectl sluice undo web
   sluice crds --output-dir crds/
   sluice lint rollout.yaml
 """
@@ -45,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_parser(commands)
     lint.add_parser(commands)
     install.add_parsers(commands)
+    get.add_parsers(commands)
     release.add_parsers(commands)
+    verbs.add_parsers(commands)
     plugins.add_parsers(commands)  # `sluice sandbox` and `sluice demo`, from sluice-sandbox
     return parser
 
