@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -170,7 +171,7 @@ class Tmux:
 
 @needs_tmux
 def test_status_watch_redraws_progress_and_metrics_in_a_terminal(scene: Scene, tmp_path: Path) -> None:
-    steps = [{"setWeight": 20}, {"pause": {"duration": "4s"}}, {"setWeight": 50}]
+    steps: list[dict[str, Any]] = [{"setWeight": 20}, {"pause": {"duration": "4s"}}, {"setWeight": 50}]
     first = deploy_stable(scene, loop_rollout(scene, steps=steps))
     release(scene, IMAGE_V2)
     sluice_command = Path(sys.executable).parent / "sluice"
