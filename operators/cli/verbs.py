@@ -95,7 +95,19 @@ def handle_pause(args: argparse.Namespace) -> int:
 def revision_history(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
     """The Rollout's ControllerRevisions, oldest first: the list `history` numbers from 1."""
     records = cluster.list_objects(REVISION_API_VERSION, REVISION_KIND, namespace, f"{ROLLOUT_LABEL}={name}")
-    return sorted(records, key=lambda r: (int(r.get("revision") or 0), r["metadata"]["name"]))
+    return sorted(records, key=_age)
+
+
+def _age(record: Mapping[str, Any]) -> tuple[int, int, str]:
+    """Oldest first. `revision` is the second it was recorded: two recorded in one second (a release
+    started right after the first deploy) are ordered by resourceVersion, which is opaque by the API's
+    rules but increases with each write on every real API server; good enough to order a listing."""
+    version = str(record["metadata"].get("resourceVersion") or "")
+    return (
+        int(record.get("revision") or 0),
+        int(version) if version.isdigit() else 0,
+        record["metadata"]["name"],
+    )
 
 
 def revision_of(record: Mapping[str, Any]) -> str:
