@@ -99,6 +99,13 @@ def test_get_lists_rollouts_and_shows_one_as_a_tree(capsys: pytest.CaptureFixtur
     assert "error-rate = " in out and "(threshold <= 0.1)  Passed" in out
     assert "\x1b[" not in out, "no escape codes when not a terminal"
 
+    code, out, _ = run_cli(capsys, "get", "-A", "-o", "wide", "--kubeconfig", str(scene.harness.kubeconfig))
+    assert code == 0
+    header, *rows = out.splitlines()
+    assert header.split()[:2] == ["NAMESPACE", "NAME"] and header.split()[-1] == "MESSAGE"
+    [mine] = [row for row in rows if row.startswith(f"{scene.namespace} ")]
+    assert "paused until promoted" in mine, "wide: the status message"
+
     code, out, _ = sluice(capsys, scene, "get", "--all", "-o", "yaml")
     assert code == 0 and f"name: {NAME}" in out and "kind: Rollout" in out
 
