@@ -1,28 +1,26 @@
 # Shared set-up for scripts/test and scripts/demo (sourced, not run).
 
-# Debian's prometheus, installed when missing and we may (root with apt-get).
-ensure_prometheus() {
-  command -v prometheus >/dev/null 2>&1 && return 0
+# Debian packages whose command is missing, installed when we may (root with apt-get), in one
+# apt-get run; the package and its command share the name. Without them, the tests that need one
+# skip and say why (in CI, CI=true, they fail instead).
+ensure_debian_packages() {
+  local missing=()
+  for name in "$@"; do
+    command -v "$name" >/dev/null 2>&1 || missing+=("$name")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "== installing prometheus (Debian package)"
+    echo "== installing ${missing[*]} (Debian packages)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "== prometheus is not installed and cannot be installed from here: apt-get install prometheus" >&2
+    echo "== not installed, and cannot be installed from here: apt-get install ${missing[*]}" >&2
   fi
 }
 
-# Debian's chromium, for the dashboard's end-to-end test (driven by Playwright, from the `test`
-# extras), installed when missing and we may. Without it that test skips (in CI, CI=true, fails).
-ensure_chromium() {
-  command -v chromium >/dev/null 2>&1 && return 0
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "== installing chromium (Debian package)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  else
-    echo "== chromium is not installed and cannot be installed from here: apt-get install chromium" >&2
-  fi
+# Debian's prometheus: the real Prometheus of the sandbox, the demo and the tests.
+ensure_prometheus() {
+  ensure_debian_packages prometheus
 }
 
 # .venv with Sluice installed (editable) with the given extras, e.g. "[dev]", and the sandbox

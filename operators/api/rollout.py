@@ -694,7 +694,7 @@ class HistoryEntry(ApiModel):
     message: str = ""
 
 
-CommandName = Literal["promote", "promote-full", "abort", "retry"]
+CommandName = Literal["promote", "promote-full", "abort", "retry", "restart"]
 
 
 class PostPromotionStatus(ApiModel):
@@ -758,5 +758,10 @@ class RolloutStatus(ApiModel):
     )
     strategy: str | None = Field(
         default=None, description="The release strategy, Canary or BlueGreen (a kubectl get column)."
+    )
+    restarted_at: str | None = Field(
+        default=None,
+        description="The last sluice.dev/restart: on both Deployments' pod templates, so their pods are "
+        "replaced (same revision, no release), as `kubectl rollout restart` does.",
     )
     message: str = ""

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import urllib3
 from kubernetes.config import ConfigException
 
-from operators.cli import crds, dashboard, install, lint, plugins, release, run
+from operators.cli import crds, dashboard, get, install, lint, plugins, release, run, verbs
 from operators.foundation.cluster import KubeError
 
 DESCRIPTION = """\
@@ -28,6 +28,9 @@ examples:
   kubectl sluice status web --watch
   kubectl sluice promote web
   sluice dashboard --port 3100
+  kubectl sluice get web
+  kubectl sluice set image web web=ghcr.io/acme/web:1.5
+  kubectl sluice undo web
   sluice crds --output-dir crds/
   sluice lint rollout.yaml
 """
@@ -46,8 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_parser(commands)
     lint.add_parser(commands)
     install.add_parsers(commands)
+    get.add_parsers(commands)
     release.add_parsers(commands)
     dashboard.add_parser(commands)
+    verbs.add_parsers(commands)
     plugins.add_parsers(commands)  # `sluice sandbox` and `sluice demo`, from sluice-sandbox
     return parser
 

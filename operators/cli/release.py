@@ -1,4 +1,4 @@
-"""`sluice status|promote|abort|retry`: drive a release from the terminal.
+"""`sluice status|promote|abort|retry|restart`: drive a release from the terminal.
 
 Commands are the same annotations plain kubectl can set; these just save typing
 and show the status in a readable form.
@@ -12,14 +12,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from kubernetes import config as k8s_config
-
-from operators.api.rollout import Phase, RolloutStatus
-from operators.foundation.cluster import Cluster, KubeError, load_api_client
+from operators.api.rollout import RolloutStatus
+from operators.cli.get import console
+from operators.cli.kubeargs import add_connection_args, connect
+from operators.cli.watching import watch_status
+from operators.foundation.cluster import Cluster, KubeError
 from operators.rollout.commands import Command
 from operators.rollout.inventory import rollout_key
-
-FINAL_PHASES = {Phase.HEALTHY.value, Phase.DEGRADED.value, Phase.ABORTED.value}
 
 
 def add_parsers(commands: Any) -> None:
@@ -41,6 +40,7 @@ def add_parsers(commands: Any) -> None:
         (Command.PROMOTE, "end the current pause"),
         (Command.ABORT, "roll the release back now"),
         (Command.RETRY, "start a rolled-back release again"),
+        (Command.RESTART, "replace the pods, same revision (no release)"),
     ):
         parser = commands.add_parser(
             command.value,
@@ -57,25 +57,11 @@ def add_parsers(commands: Any) -> None:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="the Rollout")
-    parser.add_argument("-n", "--namespace", help="its namespace (default: the kubeconfig context's)")
-    parser.add_argument(
-        "--kubeconfig", metavar="PATH", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)"
-    )
-    parser.add_argument("--context", metavar="NAME", help="kubeconfig context (default: the current one)")
+    add_connection_args(parser)
 
 
 def _connect(args: argparse.Namespace) -> tuple[Cluster, str]:
-    cluster = Cluster(load_api_client(args.kubeconfig, args.context))
-    return cluster, args.namespace or _context_namespace(args.kubeconfig, args.context)
-
-
-def _context_namespace(kubeconfig: str | None, context: str | None) -> str:
-    try:
-        contexts, active = k8s_config.list_kube_config_contexts(config_file=kubeconfig)
-    except (k8s_config.ConfigException, FileNotFoundError):
-        return "default"
-    chosen = next((c for c in contexts if c["name"] == context), active) if context else active
-    return str((chosen or {}).get("context", {}).get("namespace") or "default")
+    return connect(args)
 
 
 def handle_command(args: argparse.Namespace) -> int:
@@ -95,38 +81,14 @@ def handle_command(args: argparse.Namespace) -> int:
 
 def handle_status(args: argparse.Namespace) -> int:
     cluster, namespace = _connect(args)
-    deadline = time.monotonic() + args.timeout if args.timeout else None
-    shown = ""
-    while True:
-        body = cluster.get(rollout_key(namespace, args.name))
-        if body is None:
-            print(f"sluice: rollout {namespace}/{args.name} not found", file=sys.stderr)
-            return 1
-        text = format_status(body)
-        if text != shown:
-            print(text, flush=True)
-            shown = text
-        phase = (body.get("status") or {}).get("phase")
-        if not args.watch:
-            return 0
-        if _observed_current(body) and (phase in FINAL_PHASES or _stalled(body)):
-            # Stalled (an invalid spec, a conflict) keeps the old phase, e.g. Healthy for the
-            # previous revision, yet the spec just applied will not be released: a failure.
-            return 0 if phase == Phase.HEALTHY.value and not _stalled(body) else 1
-        if deadline is not None and time.monotonic() > deadline:
-            print(f"sluice: still {phase} after {args.timeout:g}s", file=sys.stderr)
-            return 2
-        time.sleep(1.0)  # polling the API server between reads, not waiting for a result
-
-
-def _observed_current(body: Mapping[str, Any]) -> bool:
-    status = body.get("status") or {}
-    return bool(status.get("observedGeneration") == body.get("metadata", {}).get("generation"))
-
-
-def _stalled(body: Mapping[str, Any]) -> bool:
-    conditions = (body.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Stalled" and c.get("status") == "True" for c in conditions)
+    body = cluster.get(rollout_key(namespace, args.name))
+    if body is None:
+        print(f"sluice: rollout {namespace}/{args.name} not found", file=sys.stderr)
+        return 1
+    if not args.watch:
+        print(format_status(body), flush=True)
+        return 0
+    return watch_status(cluster, namespace, args.name, args.timeout, body, console(), format_status(body))
 
 
 def format_status(body: Mapping[str, Any]) -> str:

@@ -19,6 +19,7 @@ class Command(StrEnum):
     PROMOTE_FULL = "promote-full"
     ABORT = "abort"
     RETRY = "retry"
+    RESTART = "restart"
 
     @property
     def annotation(self) -> str:
@@ -37,7 +38,7 @@ def pending_commands(annotations: Mapping[str, str], handled: Mapping[str, str])
     The order puts abort first: when a user both aborts and promotes, stopping
     is the safe reading.
     """
-    order = [Command.ABORT, Command.RETRY, Command.PROMOTE_FULL, Command.PROMOTE]
+    order = [Command.ABORT, Command.RETRY, Command.PROMOTE_FULL, Command.PROMOTE, Command.RESTART]
     pending = []
     for command in order:
         value = annotations.get(command.annotation)

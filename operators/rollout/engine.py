@@ -65,6 +65,7 @@ from operators.rollout.render import (
     pod_template_revision,
     render_deployment,
     render_service,
+    with_restart,
 )
 from operators.rollout.routing import routing_of
 from operators.rollout.scale import pod_count, selector_text
@@ -246,6 +247,7 @@ class _Reconciliation:
         if self.stable_obj is not None:
             self.stable_template = template_of(self.stable_obj) or self.obs.effective_template
         self._take_hook_answers()
+        self._take_restart()
 
         if stable_rev is None or (self.revision == stable_rev and not self._promoting()):
             self._steady()
@@ -909,6 +911,13 @@ class _Reconciliation:
                 checks += f", last: {verdicts.describe_check(self.s.analysis.last_check)}"
         return f"step {index}/{len(self.steps)}: weight {self.s.canary_weight}%{checks}; {detail}"
 
+    def _take_restart(self) -> None:
+        """sluice.dev/restart: new pods for both tracks, same revision; the release (if any) goes on."""
+        if self._take(Command.RESTART):
+            self.s.restarted_at = format_time(self.now)
+            self._record("restart", f"pods of revision {self.stable_revision} restarted")
+            self._event("Normal", "Restarted", "pods are replaced by a rolling update (sluice.dev/restart)")
+
     def _take(self, command: Command) -> bool:
         pending = self.commands.pop(command, None)
         if pending is None:
@@ -1082,6 +1091,8 @@ class _Reconciliation:
                 self.ref, self.spec, "canary", self.obs.effective_template, self.revision, self.canary_count
             ),
         }
+        for deployment in list(by_key.values()):
+            with_restart(deployment, self.s.restarted_at)  # sluice.dev/restart: both tracks' pods
         if self.spec.service is not None:
             stable_service = self._stable_service()
             by_key[key_of(stable_service)] = stable_service

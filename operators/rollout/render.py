@@ -272,3 +272,18 @@ def pod_template_revision(template: Mapping[str, Any]) -> str:
     """
     canonical = json.dumps(plain(template), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+RESTARTED_AT_ANNOTATION = "sluice.dev/restartedAt"
+
+
+def with_restart(deployment: dict[str, Any], restarted_at: str | None) -> dict[str, Any]:
+    """The Deployment with its pods stamped by the last restart: a changed stamp replaces every pod by a
+    rolling update, as `kubectl rollout restart` does, while the revision (the template's hash) stays."""
+    if restarted_at:
+        metadata = deployment["spec"]["template"].setdefault("metadata", {})
+        metadata["annotations"] = {
+            **(metadata.get("annotations") or {}),
+            RESTARTED_AT_ANNOTATION: restarted_at,
+        }
+    return deployment
