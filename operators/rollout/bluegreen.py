@@ -20,7 +20,7 @@ from typing import Any
 
 from operators.api.base import parse_duration
 from operators.api.rollout import AnalysisStatus, BlueGreen, Outcome, Phase
-from operators.foundation.clock import format_time, parse_time, seconds_since
+from operators.foundation.clock import format_time, parse_time
 from operators.rollout import verdicts
 from operators.rollout.bluegreen_stages import (
     POST_PROMOTION,
@@ -36,7 +36,7 @@ from operators.rollout.conditions import RELEASING
 from operators.rollout.engine import Plan, _Reconciliation
 from operators.rollout.inventory import canary_deployment_key
 from operators.rollout.render import render_service, service_name
-from operators.rollout.workload import is_rolled_out, ready_replicas, revision_of
+from operators.rollout.workload import is_rolled_out, revision_of
 
 SERVICE_NAME_MAX = 63  # a DNS-1035 label
 
@@ -111,22 +111,8 @@ class BlueGreenReconciliation(_Reconciliation):
             self.s.analysis = AnalysisStatus()
             self._await_promotion()
             return
-        if self.before.phase == Phase.PAUSED:
-            self.s.step_started_at = format_time(self.now)  # the deadline does not count time held
-        ready = ready_replicas(self.canary_obj)
-        if seconds_since(self.s.step_started_at, self.now) > self.spec.progress_deadline_seconds:
-            self._rollback(
-                f"preview {self._deployment_name()} not ready within progressDeadlineSeconds "
-                f"({self.spec.progress_deadline_seconds}s): {ready}/{self.spec.replicas} pods ready"
-            )
-            return
-        deadline = parse_time(self.s.step_started_at or format_time(self.now))
-        self.wake_at.append(deadline + timedelta(seconds=self.spec.progress_deadline_seconds + 1))
-        self._set_phase(
-            Phase.PROGRESSING,
-            "WaitingForPreview",
-            self._at_step(f"waiting for the preview's pods: {ready}/{self.spec.replicas} ready"),
-        )
+        preview = f"preview {self._deployment_name()}"
+        self._await_pods(preview, self.spec.replicas, "WaitingForPreview", "the preview's pods")
 
     def _await_promotion(self) -> None:
         """The switch waits for prePromotionAnalysis, then for autoPromotionSeconds or a person."""

@@ -539,6 +539,11 @@ class _Reconciliation:
             self._event("Warning", refusals[0].reason, f"release of revision {self.revision} held: {detail}")
 
     def _await_canary(self, needed: int) -> None:
+        self._await_pods(f"canary {self.ref.canary_name}", needed, "WaitingForCanary", "canary pods")
+
+    def _await_pods(self, subject: str, needed: int, reason: str, pods: str) -> None:
+        """Wait for `needed` ready pods of the new version's Deployment, at most
+        progressDeadlineSeconds from the step's start; past it, roll back."""
         if self.before.phase == Phase.PAUSED:
             # Just resumed (spec.paused, inconclusive analysis): while held, the canary kept the
             # pods of its current weight only, so the deadline for this step's pods starts now;
@@ -548,16 +553,14 @@ class _Reconciliation:
         ready = ready_replicas(self.canary_obj)
         if waited > self.spec.progress_deadline_seconds:
             self._rollback(
-                f"canary {self.ref.canary_name} not ready within progressDeadlineSeconds "
+                f"{subject} not ready within progressDeadlineSeconds "
                 f"({self.spec.progress_deadline_seconds}s): {ready}/{needed} pods ready"
             )
             return
         deadline = parse_time(self.s.step_started_at or format_time(self.now))
         self.wake_at.append(deadline + timedelta(seconds=self.spec.progress_deadline_seconds + 1))
         self._set_phase(
-            Phase.PROGRESSING,
-            "WaitingForCanary",
-            self._at_step(f"waiting for canary pods: {ready}/{needed} ready"),
+            Phase.PROGRESSING, reason, self._at_step(f"waiting for {pods}: {ready}/{needed} ready")
         )
 
     def _pause_step(self, step: Step) -> None:
