@@ -14,6 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
+
 FLAG = "--metric-hosts"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -44,15 +47,29 @@ def parse_host(text: str) -> HostPattern:
 
 
 def endpoint_of(url: str) -> tuple[str, int] | None:
-    """(host, port) of an http(s) URL, the port defaulted by scheme; None when it is no such URL."""
+    """(host, port) of an http(s) URL, the port defaulted by scheme; None when it is no such URL.
+
+    The host checked must be the host requests (urllib3) connects to. Parsers disagree on a
+    backslash (``http://10.0.0.5\\@allowed/`` is host ``allowed`` to urlsplit, ``10.0.0.5`` to
+    urllib3), on user info and on control characters, so URLs with any of these are refused, and
+    both parsers must read the same host and port.
+    """
+    text = url.strip()
+    if "\\" in text or any(char.isspace() or ord(char) < 0x20 or ord(char) == 0x7F for char in text):
+        return None
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(text)
         port = parts.port
-    except ValueError:
+        connected = parse_url(text)
+    except (ValueError, LocationParseError):
         return None
-    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or "@" in parts.netloc:
         return None
-    return parts.hostname.lower(), port or _DEFAULT_PORTS[parts.scheme]
+    default = _DEFAULT_PORTS[parts.scheme]
+    host = parts.hostname.lower()
+    if (connected.host or "").strip("[]").lower() != host or (connected.port or default) != (port or default):
+        return None
+    return host, port or default
 
 
 @dataclass(frozen=True)
@@ -77,7 +94,8 @@ class AllowedHosts:
         """Why `url` is refused, naming the flag that would allow it."""
         endpoint = endpoint_of(url)
         if endpoint is None:
-            return f"address {url!r} is not an http:// or https:// URL"
+            # Not echoed whole: a URL with user info would put a password in status and Events.
+            return "address is not a plain http:// or https:// URL (a host, no user info or backslash)"
         allowed = ", ".join(str(p) for p in self.patterns) or "none"
         host = str(HostPattern(*endpoint))
         return (

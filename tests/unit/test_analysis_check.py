@@ -245,6 +245,11 @@ def test_validate_queries_lists_template_problems_without_querying() -> None:
         ("http://[::1]:9090", ("[::1]:9090",), True),
         ("http://169.254.169.254/latest/meta-data", (), False),
         ("file:///etc/passwd", ("",) * 0, False),
+        # What is checked is what requests connects to: parsers that disagree are refused.
+        ("http://10.0.0.5:8080\\@prometheus.monitoring:9090/", (), False),
+        ("http://user:pw@prometheus.monitoring:9090", (), False),
+        ("http://prometheus.monitoring:9090\\/x", (), False),
+        ("http://prometheus.monitoring\t:9090", (), False),
     ],
 )
 def test_only_allowed_hosts_are_queried(address: str, hosts: tuple[str, ...], allowed: bool) -> None:
