@@ -18,6 +18,7 @@ from operators.rollout.ownership import REVISION_LABEL, ROLLOUT_LABEL
 from operators.rollout.revisions import API_VERSION as REVISION_API_VERSION
 from operators.rollout.revisions import KIND as REVISION_KIND
 from operators.rollout.revisions import recorded_template
+from operators.sidecarset.inject import without_sidecars
 
 JSON_PATCH = "application/json-patch+json"
 USAGE = 2
@@ -169,9 +170,11 @@ def handle_undo(args: argparse.Namespace) -> int:
     if isinstance(found, str):
         return _fail("undo", f"{namespace}/{args.name}: {found}")
     number, record = found
-    template = recorded_template(record)
-    if template is None:
+    recorded = recorded_template(record)
+    if recorded is None:
         return _fail("undo", f"revision {number} holds no template")
+    # The record is the effective template: the SidecarSets' sidecars go, they inject their own.
+    template = without_sidecars(recorded)
     # A JSON patch replaces the template whole (a merge patch would keep labels the old one lacks), and
     # tests the resourceVersion read: a change made meanwhile is not silently overwritten.
     patch = [

@@ -261,6 +261,36 @@ def without_record(template: Mapping[str, Any]) -> Json:
     return result
 
 
+def without_sidecars(template: Mapping[str, Any]) -> Json:
+    """A pod template minus every part its record says a SidecarSet injected, and the record: the
+    user's own template again (`kubectl sluice undo` releases a recorded, effective, template)."""
+    records = records_of(template).values()
+    injected = {
+        "containers": {name for record in records for name in (*record.before, *record.after)},
+        "initContainers": {name for record in records for name in record.init_containers},
+        "volumes": {name for record in records for name in record.volumes},
+    }
+    result = without_record(template)
+    spec = result.get("spec")
+    if isinstance(spec, dict):
+        for field, names in injected.items():
+            if names and isinstance(spec.get(field), list):
+                kept = [
+                    item
+                    for item in spec[field]
+                    if not (isinstance(item, Mapping) and item.get("name") in names)
+                ]
+                if kept:
+                    spec[field] = kept
+                else:
+                    del spec[field]
+    return result
+
+
+def _named(item: Any, names: set[str]) -> bool:
+    return isinstance(item, Mapping) and item.get("name") in names
+
+
 def _annotate(template: Json, encoded: str) -> None:
     metadata = template.setdefault("metadata", {})
     metadata["annotations"] = {**(metadata.get("annotations") or {}), INJECTED_ANNOTATION: encoded}

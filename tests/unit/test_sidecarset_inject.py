@@ -14,6 +14,7 @@ from operators.sidecarset.inject import (
     revisions_of,
     sidecar_from_template,
     without_record,
+    without_sidecars,
 )
 from tests.unit.sidecar_world import pod_template, sidecar
 
@@ -128,6 +129,15 @@ def test_injecting_twice_changes_nothing() -> None:
     once = inject(pod_template("app"), [BEFORE, AFTER]).template
     twice = inject(once, [BEFORE, AFTER])
     assert twice.template == once and twice.injected == ()
+
+
+def test_without_sidecars_gives_back_the_users_own_template() -> None:
+    # `kubectl sluice undo` releases a recorded (effective) template: the sidecars must not become the
+    # user's own containers, or the SidecarSet could never inject (nor upgrade) them again.
+    own = pod_template("app", volumes=("data",))
+    injected = inject(own, [BEFORE, AFTER]).template
+    assert without_sidecars(injected) == own
+    assert without_sidecars(own) == own
 
 
 def test_the_record_names_what_each_sidecarset_added() -> None:
