@@ -249,12 +249,15 @@ class _Reconciliation:
         self._take_hook_answers()
         self._take_restart()
 
-        if stable_rev is None or (self.revision == stable_rev and not self._promoting()):
+        rolled_back = self.revision == self.s.canary_revision and self.s.phase in STUCK
+        if stable_rev is not None and rolled_back:
+            # Also when the stable still runs this revision: rolled back after promotion without the
+            # previous template to go back to, it stays so until the template changes or a retry.
+            self._rolled_back()
+        elif stable_rev is None or (self.revision == stable_rev and not self._promoting()):
             self._steady()
         elif self.revision == self.s.canary_revision and self._promoting():
             self._promote()
-        elif self.revision == self.s.canary_revision and self.s.phase in STUCK:
-            self._rolled_back()
         else:
             if self.revision != self.s.canary_revision or self.s.phase not in RELEASING:
                 self._start_release(stable_rev)
@@ -617,8 +620,14 @@ class _Reconciliation:
         if self.s.post_promotion is not None:
             self._verify_after_promotion()
             return
+        gate = hooks.gate(self.s.hooks, self.spec, HookKind.PRE_PROMOTION, self.revision)
+        if not gate.open and self._take(Command.ABORT):
+            # The stable has not changed yet: a prePromotion hook (an approval) may wait for hours.
+            self._rollback("aborted by the sluice.dev/abort annotation", aborted=True)
+            return
         if self._held_by_hooks(HookKind.PRE_PROMOTION):
-            self.canary_count = self._canary_pods(self.s.canary_weight)
+            if self.s.phase not in STUCK:  # rolled back by a failed hook: its scale-down delay holds
+                self.canary_count = self._canary_pods(self.s.canary_weight)
             return
         self.stable_template = self.obs.effective_template
         self.stable_revision = self.revision

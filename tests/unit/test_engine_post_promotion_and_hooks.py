@@ -146,6 +146,8 @@ def test_without_the_previous_template_a_failure_says_the_new_revision_stays() -
     world.metrics = Outcome.FAILED
     world.run_until(lambda w: w.status.phase == Phase.DEGRADED)
     assert f"previous revision {old} is not in the revision history" in world.status.message
+    world.settle()  # and it stays so: the stable runs the new revision, but it was rolled back
+    assert world.status.phase == Phase.DEGRADED and world.actions()[-1] == "rolled-back"
 
 
 def test_abort_during_verification_rolls_back_and_promote_full_skips_it() -> None:
@@ -223,6 +225,18 @@ def test_a_failing_pre_promotion_hook_rolls_back_and_the_stable_keeps_the_old_ve
     assert world.revision("web") == old and world.status.canary_weight == 0
     assert world.route_weights() == (100, 0)
     assert 'prePromotion hook "approve" failed' in world.status.message
+    assert world.replicas("web-canary") > 0, "kept for abortScaleDownDelaySeconds, as for any rollback"
+
+
+def test_abort_while_a_pre_promotion_hook_waits_rolls_back_before_the_stable_changes() -> None:
+    world = released(hooked(prePromotion=[web("approve")]))
+    old = world.status.stable_revision
+    world.answers["approve"] = HookOutcome.PENDING  # an approval nobody gives
+    world.run_until(lambda w: any(h.kind == HookKind.PRE_PROMOTION for h in w.status.hooks))
+    world.annotate(Command.ABORT, "1")
+    world.reconcile()
+    assert world.status.phase == Phase.ABORTED and world.revision("web") == old
+    assert world.route_weights() == (100, 0)
 
 
 def test_a_failing_post_rollout_hook_is_reported_and_changes_nothing() -> None:
