@@ -217,6 +217,11 @@ class JobRunner:
         except KubeError as error:
             self._finish(item, error=ProviderError(shorten(f"could not create Job {name}: {error}")))
             return
+        except Exception as error:  # no answer at all (a refused connection): this check's Error,
+            # never a retry at once (the loop only waits while some Job was created)
+            reason = shorten(f"could not create Job {name}: {type(error).__name__}: {error}")
+            self._finish(item, error=ProviderError(reason))
+            return
         item.created = True
 
     def _follow(self, item: _Running, job: Mapping[str, Any] | None) -> None:
@@ -236,13 +241,14 @@ class JobRunner:
         with self._wake:
             if item in self._running:
                 self._running.remove(item)
-        if item.created:
-            self._delete(item.body)
+        # The answer first: a Job that cannot be deleted must not leave its check waiting for ever.
         if not item.future.done():
             if error is not None:
                 item.future.set_exception(error)
             else:
                 item.future.set_result(result)  # type: ignore[arg-type]
+        if item.created:
+            self._delete(item.body)
 
     def _delete(self, body: Mapping[str, Any]) -> None:
         """Delete a finished Job with its pods (Kubernetes orphans a Job's pods by default)."""
@@ -253,3 +259,5 @@ class JobRunner:
         except KubeError as error:
             if error.status != 404:
                 logger.warning("could not delete Job %s/%s: %s", meta["namespace"], meta["name"], error)
+        except Exception as error:  # no answer: the Job stays until its Rollout goes (owner reference)
+            logger.warning("could not delete Job %s/%s: %s", meta["namespace"], meta["name"], error)

@@ -4,16 +4,20 @@ sandbox's Jobs (sluice_sandbox/jobs.py, the kubelet's pods that run to completio
 from __future__ import annotations
 
 import re
+import socket
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from kubernetes import client as k8s
 from pydantic import ValidationError
 
 from operators.analysis.check import NO_JOB_RUNNER, MetricSources, run_check
-from operators.analysis.jobs import JobOutcome, JobOwner, analysis_job, job_name, job_result
+from operators.analysis.jobs import JobOutcome, JobOwner, JobRunner, analysis_job, job_name, job_result
 from operators.analysis.templates import QueryContext
 from operators.api.rollout import Metric
+from operators.foundation.cluster import Cluster
+from operators.metrics.base import ProviderError
 from operators.metrics.job import JobSource
 from sluice_sandbox.jobs import plan_job
 from sluice_sandbox.kubelet import kubelet_status
@@ -64,6 +68,27 @@ def test_without_a_job_runner_a_job_metric_is_an_error() -> None:
     context = QueryContext("shop", "web", "web-canary", "web", "abc", "2s")
     check = run_check([Metric.model_validate(job_metric())], context, MetricSources(), AT)
     assert (check.outcome.value, check.metrics[0].message) == ("Error", NO_JOB_RUNNER)
+
+
+def test_a_job_that_cannot_be_created_for_want_of_an_api_server_is_an_error_not_a_wait() -> None:
+    # A refused connection is no KubeError: the check must still end (once), not retry at once for ever.
+    configuration = k8s.Configuration()
+    configuration.host = f"http://127.0.0.1:{closed_port()}"
+    configuration.retries = 0
+    runner = JobRunner(Cluster(k8s.ApiClient(configuration)))
+    try:
+        source = Metric.model_validate(job_metric()).source()[1]
+        body = analysis_job(JobOwner("shop", "web", "uid-1"), "smoke", source, AT)
+        error = runner.run(body).exception(timeout=30)
+        assert isinstance(error, ProviderError) and "could not create Job web-smoke-" in str(error)
+    finally:
+        runner.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed again on leaving: nothing listens there
 
 
 # ---- the Job ----
