@@ -76,22 +76,7 @@ class BlueGreenReconciliation(_Reconciliation):
         if self._analyse():
             return
         self.canary_count = self.spec.replicas
-        analysis = self.analysis
-        if analysis is not None and self.s.analysis.inconclusive > analysis.inconclusive_limit:
-            if self._take(Command.PROMOTE):
-                self.s.analysis.inconclusive = 0
-                self._record("promote", "inconclusive analysis accepted; release goes on")
-            else:
-                reason = verdicts.verdict_reason(analysis, self.s.analysis)
-                self._set_phase(Phase.PAUSED, "InconclusiveAnalysis", self._at_step(reason))
-                return
-        if self.spec.paused:
-            self._ignore_commands("spec.paused holds the release; set spec.paused to false to go on")
-            self._set_phase(Phase.PAUSED, "Paused", self._at_step("paused by spec.paused"))
-            return
-        refusals = self.routing.refusals(self.obs.objects) if self.routing is not None else []
-        if refusals:
-            self._hold_for_traffic(refusals)
+        if self._held_where_it_is(self.analysis.inconclusive_limit if self.analysis else None):
             return
         stage = self.s.current_step_index or PREVIEW
         if stage == PREVIEW:

@@ -436,21 +436,7 @@ class _Reconciliation:
         self.canary_count = self._canary_pods(self.s.canary_weight)
         if self._held_for_pre_rollout():
             return
-        if self.s.analysis.inconclusive > (self.analysis.inconclusive_limit if self.analysis else 0):
-            if self._take(Command.PROMOTE):
-                self.s.analysis.inconclusive = 0
-                self._record("promote", "inconclusive analysis accepted; release goes on")
-            else:
-                reason = verdicts.verdict_reason(self.analysis, self.s.analysis) if self.analysis else ""
-                self._set_phase(Phase.PAUSED, "InconclusiveAnalysis", self._at_step(reason))
-                return
-        if self.spec.paused:
-            self._ignore_commands("spec.paused holds the release; set spec.paused to false to go on")
-            self._set_phase(Phase.PAUSED, "Paused", self._at_step("paused by spec.paused"))
-            return
-        refusals = self.routing.refusals(self.obs.objects) if self.routing is not None else []
-        if refusals:
-            self._hold_for_traffic(refusals)
+        if self._held_where_it_is(self.analysis.inconclusive_limit if self.analysis else 0):
             return
         index = self.s.current_step_index or 0
         step = self.steps[index]
@@ -461,6 +447,27 @@ class _Reconciliation:
         else:
             self._pause_step(step)
         self._ignore_commands("nothing to do at this step")
+
+    def _held_where_it_is(self, inconclusive_limit: int | None) -> bool:
+        """Inconclusive checks past the limit (None: no limit), spec.paused or a refused route hold the
+        release at its step (or stage); True when one does."""
+        if inconclusive_limit is not None and self.s.analysis.inconclusive > inconclusive_limit:
+            if self._take(Command.PROMOTE):
+                self.s.analysis.inconclusive = 0
+                self._record("promote", "inconclusive analysis accepted; release goes on")
+            else:
+                reason = verdicts.verdict_reason(self.analysis, self.s.analysis) if self.analysis else ""
+                self._set_phase(Phase.PAUSED, "InconclusiveAnalysis", self._at_step(reason))
+                return True
+        if self.spec.paused:
+            self._ignore_commands("spec.paused holds the release; set spec.paused to false to go on")
+            self._set_phase(Phase.PAUSED, "Paused", self._at_step("paused by spec.paused"))
+            return True
+        refusals = self.routing.refusals(self.obs.objects) if self.routing is not None else []
+        if refusals:
+            self._hold_for_traffic(refusals)
+            return True
+        return False
 
     def _weight_step(self, target: int) -> None:
         needed = self._canary_pods(target)
