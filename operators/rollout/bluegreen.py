@@ -223,11 +223,7 @@ class BlueGreenReconciliation(_Reconciliation):
 
     def _at_step(self, detail: str) -> str:
         stage = min(self.s.current_step_index or 0, PROMOTING)
-        checks = ""
-        if self.analysis is not None and analysing(self.s):
-            checks = f", {self.s.analysis.passed} check(s) passed"
-            if self.s.analysis.last_check is not None:
-                checks += f", last: {verdicts.describe_check(self.s.analysis.last_check)}"
+        checks = self._checks_so_far() if self.analysis is not None and analysing(self.s) else ""
         return f"blue-green {STAGE_NAMES[stage]}{checks}; {detail}"
 
     def _preview_name(self) -> str:

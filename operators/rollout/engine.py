@@ -752,10 +752,7 @@ class _Reconciliation:
 
     def _verifying(self, detail: str) -> str:
         """`revision abc promoted, 2 check(s) passed, last: ...; verifying after promotion, 40s left`."""
-        checks = f", {self.s.analysis.passed} check(s) passed"
-        if self.s.analysis.last_check is not None:
-            checks += f", last: {verdicts.describe_check(self.s.analysis.last_check)}"
-        return f"revision {self.revision} promoted{checks}; {detail}"
+        return f"revision {self.revision} promoted{self._checks_so_far()}; {detail}"
 
     def _finish_verification(self, why: str) -> None:
         self._record("verified", f"revision {self.revision}: {why}")
@@ -923,12 +920,15 @@ class _Reconciliation:
 
     def _at_step(self, detail: str) -> str:
         index = (self.s.current_step_index or 0) + 1
-        checks = ""
-        if self.analysis is not None and _receives_requests(self.s):
-            checks = f", {self.s.analysis.passed} check(s) passed"
-            if self.s.analysis.last_check is not None:
-                checks += f", last: {verdicts.describe_check(self.s.analysis.last_check)}"
+        checks = self._checks_so_far() if self.analysis is not None and _receives_requests(self.s) else ""
         return f"step {index}/{len(self.steps)}: weight {self.s.canary_weight}%{checks}; {detail}"
+
+    def _checks_so_far(self) -> str:
+        """`, 2 check(s) passed, last: ...`: the analysis so far, for a status message."""
+        checks = f", {self.s.analysis.passed} check(s) passed"
+        if self.s.analysis.last_check is not None:
+            checks += f", last: {verdicts.describe_check(self.s.analysis.last_check)}"
+        return checks
 
     def _take_restart(self) -> None:
         """sluice.dev/restart: new pods for both tracks, same revision; the release (if any) goes on."""
