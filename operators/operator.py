@@ -106,9 +106,11 @@ def build_context(
     """Clients and reconcilers; raises ComponentTypeError for an unusable --component-types directory."""
     cache = WatchCache(watched_kinds(), namespaces=() if options.all_namespaces else options.namespaces)
     cluster = CachedCluster(api, cache)
-    # Job metrics' Jobs are not watched (nor cached): the runner lists them only while some run.
-    secrets = secret_reader(Cluster(api))
-    metrics = metric_sources(options, secrets=secrets, jobs=JobRunner(Cluster(api)))
+    # Past the watch cache: Secrets are read by name (never listed or watched), and job metrics'
+    # Jobs are not watched (nor cached): the runner lists them only while some run.
+    direct = Cluster(api)
+    secrets = secret_reader(direct)
+    metrics = metric_sources(options, secrets=secrets, jobs=JobRunner(direct))
     reconciler = RolloutReconciler(
         cluster=cluster,
         metrics=metrics,
